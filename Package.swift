@@ -1,0 +1,41 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let package = Package(
+    name: "bntrain",
+    products: [
+        .executable(name: "bntrain", targets: ["bntrain"]),
+        .library(name: "BNCore", targets: ["BNCore"]),
+        .library(name: "BNData", targets: ["BNData"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.1.1"),
+    ],
+    targets: [
+        // C shims over system libraries (Debian: zlib1g-dev, libopenblas-dev).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // Layers, loss, optimizer, network, RNG, gradient checker. No file or network I/O.
+        .target(
+            name: "BNCore",
+            dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]
+        ),
+        // IDX files (raw or gzipped) -> Float datasets; minibatches.
+        .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),
+        // The command-line tool: flags, training loop, reports.
+        .executableTarget(
+            name: "bntrain",
+            dependencies: [
+                "BNCore", "BNData",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "BNCoreTests",
+            dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]
+        ),
+        .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore"]),
+        .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData"]),
+    ]
+)

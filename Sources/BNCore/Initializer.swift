@@ -1,0 +1,25 @@
+/// Weight initialisation schemes for Dense layers (biases start at zero).
+public enum Initializer: String, CaseIterable, Sendable {
+    /// Glorot/Xavier normal: std = sqrt(2 / (fan_in + fan_out)).
+    case glorot
+    /// He/Kaiming normal: std = sqrt(2 / fan_in).
+    case he
+    /// Standard normal, std = 1 (the published reference run; saturates the sigmoid).
+    case stdNormal = "std-normal"
+
+    public func standardDeviation(fanIn: Int, fanOut: Int) -> Double {
+        switch self {
+        case .glorot: return (2.0 / Double(fanIn + fanOut)).squareRoot()
+        case .he: return (2.0 / Double(fanIn)).squareRoot()
+        case .stdNormal: return 1
+        }
+    }
+
+    /// Fills `dense.weight` with N(0, std^2) draws in row-major order and zeroes the bias.
+    public func initialize<T: BLASScalar>(_ dense: Dense<T>, rng: inout SplitMix64) {
+        let std = standardDeviation(fanIn: dense.inFeatures, fanOut: dense.outFeatures)
+        let w = dense.weight.value
+        for i in 0..<w.count { w.data[i] = T(rng.nextNormal() * std) }
+        dense.bias.value.fill(0)
+    }
+}

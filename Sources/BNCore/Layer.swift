@@ -1,0 +1,48 @@
+/// A learnable tensor and its gradient, named as PyTorch's `state_dict` would name it
+/// (`fc1.weight`, `bn.bias`, ...), with PyTorch's layout (Linear weight is (out, in)).
+public final class Parameter<T: BLASScalar> {
+    public let name: String
+    public let value: Matrix<T>
+    public let grad: Matrix<T>
+
+    public init(name: String, value: Matrix<T>) {
+        self.name = name
+        self.value = value
+        self.grad = Matrix(rows: value.rows, cols: value.cols)
+    }
+}
+
+/// A non-learnable tensor that is still part of the model's state (BN running statistics).
+public final class Buffer<T: BLASScalar> {
+    public let name: String
+    public let value: Matrix<T>
+    public init(name: String, value: Matrix<T>) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// One stage of a sequential network.
+///
+/// `forward` returns a buffer the layer owns (valid until its next `forward`); `backward`
+/// takes dL/dy for the most recent forward, writes the parameter gradients (overwriting,
+/// not accumulating: one backward per step, so no separate zeroing pass is needed) and
+/// returns dL/dx in another owned buffer.
+public protocol Layer<T>: AnyObject {
+    associatedtype T: BLASScalar
+    /// x: (N, inFeatures) -> y: (N, outFeatures)
+    func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T>
+    /// dy: (N, outFeatures) -> dx: (N, inFeatures)
+    func backward(_ dy: Matrix<T>) -> Matrix<T>
+    /// When false, `backward` computes parameter gradients only (the first layer's dx is never
+    /// used, and skipping it saves one matrix product per step). Its return value is then unspecified.
+    var computesInputGradient: Bool { get set }
+    var parameters: [Parameter<T>] { get }
+    var buffers: [Buffer<T>] { get }
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+}
+
+extension Layer {
+    public var buffers: [Buffer<T>] { [] }
+}

@@ -1,0 +1,12 @@
+/// Plain minibatch stochastic gradient descent: p <- p - lr * dL/dp.
+public struct SGD<T: BLASScalar> {
+    public var learningRate: T
+    public init(learningRate: T) { self.learningRate = learningRate }
+
+    @inlinable
+    public func step(_ parameters: [Parameter<T>]) {
+        for p in parameters {
+            T.axpy(n: p.value.count, alpha: -learningRate, x: p.grad.data, y: p.value.data)
+        }
+    }
+}

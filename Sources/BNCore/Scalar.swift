@@ -1,0 +1,65 @@
+import COpenBLAS
+import RealModule
+
+/// The element types the layers run on: `Float` for training, `Double` for gradient checks.
+/// Each supplies the BLAS level-3/level-1 routines the layers need; everything else is
+/// generic Swift over `Real` (exp, log, sqrt from swift-numerics).
+public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
+    /// Row-major `C = alpha * op(A) * op(B) + beta * C`, op(A): (m, k), op(B): (k, n), C: (m, n).
+    /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored (before op).
+    static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Self, a: UnsafePointer<Self>, lda: Int,
+        b: UnsafePointer<Self>, ldb: Int,
+        beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+
+    /// `y += alpha * x` over `n` contiguous elements.
+    static func axpy(n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>)
+}
+
+@inlinable
+func cblasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans }
+
+extension Float: BLASScalar {
+    @inlinable
+    public static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(
+            CblasRowMajor, cblasTranspose(transA), cblasTranspose(transB),
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    @inlinable
+    public static func axpy(n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
+    }
+}
+
+extension Double: BLASScalar {
+    @inlinable
+    public static func gemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Double, a: UnsafePointer<Double>, lda: Int,
+        b: UnsafePointer<Double>, ldb: Int,
+        beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
+    ) {
+        cblas_dgemm(
+            CblasRowMajor, cblasTranspose(transA), cblasTranspose(transB),
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    @inlinable
+    public static func axpy(n: Int, alpha: Double, x: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>) {
+        cblas_daxpy(Int32(n), alpha, x, 1, y, 1)
+    }
+}
+
+/// BLAS thread control (OpenBLAS pthreads build). Affects every later BLAS call in the process.
+public enum BLASThreads {
+    public static func set(_ n: Int) { bn_blas_set_threads(Int32(n)) }
+    public static var current: Int { Int(bn_blas_get_threads()) }
+}

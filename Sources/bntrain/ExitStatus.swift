@@ -1,0 +1,24 @@
+import ArgumentParser
+
+/// bntrain's exit codes (sysexits.h values where one fits). Documented in the README and `--help`.
+enum ExitStatus {
+    static let success: Int32 = 0
+    /// A flag is malformed or out of range (swift-argument-parser's ValidationError uses 64 too).
+    static let usage: Int32 = 64
+    /// A data file is malformed: wrong magic, truncated, damaged gzip, counts disagree, ...
+    static let dataError: Int32 = 65
+    /// The dataset folder or one of its files does not exist.
+    static let noInput: Int32 = 66
+    /// Training stopped: the loss became NaN or infinite.
+    static let diverged: Int32 = 70
+
+    static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data file, 66 dataset not found, 70 training diverged (non-finite loss)"
+}
+
+/// Prints one `bntrain: error: ...` line to stderr and exits with `code`.
+struct Failure: Error {
+    let message: String
+    let code: Int32
+}
+
+func fail(_ message: String, code: Int32) -> Failure { Failure(message: message, code: code) }
