@@ -70,6 +70,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     public var buffers: [Buffer<T>] { [runningMean, runningVar] }
 
     /// x: (N, D) -> y: (N, D)
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         precondition(x.cols == features, "BatchNorm1D expects \(features) features, got \(x.cols)")
@@ -137,6 +139,10 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         return output
     }
 
+    @_specialize(where T == Float)
+
+    @_specialize(where T == Double)
+
     @inlinable
     public func backward(_ dy: Matrix<T>) -> Matrix<T> {
         precondition(lastForwardWasTraining, "BatchNorm1D.backward needs a training-mode forward")
@@ -148,6 +154,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     ///     dbeta_j = sum_i dy_ij,  dgamma_j = sum_i dy_ij xhat_ij,  dxhat = dy gamma,
     ///     dx_ij = (istd_j / N) (N dxhat_ij - sum_k dxhat_kj - xhat_ij sum_k dxhat_kj xhat_kj).
     /// With dxhat = gamma dy, the two sums are gamma_j dbeta_j and gamma_j dgamma_j.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func backwardSimplified(_ dy: Matrix<T>) -> Matrix<T> {
         let n = dy.rows, d = features

@@ -23,6 +23,8 @@ public final class Dense<T: BLASScalar>: Layer {
     public var parameters: [Parameter<T>] { [weight, bias] }
 
     /// x: (N, in) -> y: (N, out). The bias is broadcast into y first, then one GEMM adds x W^T.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         precondition(x.cols == inFeatures, "Dense expects \(inFeatures) input features, got \(x.cols)")
@@ -39,6 +41,8 @@ public final class Dense<T: BLASScalar>: Layer {
     }
 
     /// dW = dy^T x: (out, in); db = sum over rows of dy; dx = dy W: (N, in).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func backward(_ dy: Matrix<T>) -> Matrix<T> {
         guard let x = input else { preconditionFailure("Dense.backward called before forward") }

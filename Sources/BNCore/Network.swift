@@ -26,6 +26,8 @@ public final class Network<T: BLASScalar> {
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
     /// x: (N, inputs) -> logits: (N, classes), in a buffer owned by the last layer.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         var h = x
@@ -34,6 +36,8 @@ public final class Network<T: BLASScalar> {
     }
 
     /// Back-propagates dL/dlogits through every layer, writing each parameter's gradient.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func backward(_ dlogits: Matrix<T>) {
         var g = dlogits
@@ -41,6 +45,8 @@ public final class Network<T: BLASScalar> {
     }
 
     /// Forward (training mode), loss, backward and the optimizer step; returns the batch's mean loss.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: SGD<T>) -> Double {
         let logits = forward(x, training: true)

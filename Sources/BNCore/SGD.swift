@@ -3,6 +3,10 @@ public struct SGD<T: BLASScalar> {
     public var learningRate: T
     public init(learningRate: T) { self.learningRate = learningRate }
 
+    @_specialize(where T == Float)
+
+    @_specialize(where T == Double)
+
     @inlinable
     public func step(_ parameters: [Parameter<T>]) {
         for p in parameters {

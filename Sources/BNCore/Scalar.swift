@@ -58,8 +58,11 @@ extension Double: BLASScalar {
     }
 }
 
-/// BLAS thread control (OpenBLAS pthreads build). Affects every later BLAS call in the process.
-public enum BLASThreads {
-    public static func set(_ n: Int) { bn_blas_set_threads(Int32(n)) }
-    public static var current: Int { Int(bn_blas_get_threads()) }
+/// Process-wide OpenBLAS settings (Debian's pthreads build).
+public enum BLAS {
+    /// Sets the BLAS thread count for every later call in the process.
+    public static func setThreads(_ n: Int) { bn_blas_set_threads(Int32(n)) }
+    public static var threads: Int { Int(bn_blas_get_threads()) }
+    /// The kernel family OpenBLAS chose at load time ("SkylakeX", "Haswell", "Prescott", ...).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
 }

@@ -17,6 +17,8 @@ public final class Sigmoid<T: BLASScalar>: Layer {
     public var parameters: [Parameter<T>] { [] }
 
     /// x: (N, D) -> y: (N, D)
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         output.resize(rows: x.rows)
@@ -26,6 +28,8 @@ public final class Sigmoid<T: BLASScalar>: Layer {
     }
 
     /// dx = dy * y * (1 - y), from the cached output y.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func backward(_ dy: Matrix<T>) -> Matrix<T> {
         precondition(dy.rows == output.rows && dy.cols == inFeatures, "Sigmoid.backward: shape mismatch")

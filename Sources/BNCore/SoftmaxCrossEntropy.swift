@@ -15,6 +15,8 @@ public final class SoftmaxCrossEntropy<T: BLASScalar> {
 
     /// Mean loss over the batch; writes dL/dlogits into `logitsGrad` in the same pass.
     /// logits: (N, C); labels: N values in 0..<C.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func forwardBackward(logits: Matrix<T>, labels: UnsafePointer<Int32>) -> Double {
         let n = logits.rows, c = classes
@@ -43,6 +45,8 @@ public final class SoftmaxCrossEntropy<T: BLASScalar> {
     }
 
     /// Summed loss and number of correct arg-max predictions, without gradients (evaluation).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func evaluate(logits: Matrix<T>, labels: UnsafePointer<Int32>) -> (lossSum: Double, correct: Int) {
         let n = logits.rows, c = classes

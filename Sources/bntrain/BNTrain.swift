@@ -80,6 +80,7 @@ struct BNTrain: ParsableCommand {
     }
 
     func run() throws {
+        BLASKernel.reexecIfUndetected()
         do {
             try TrainingRun(options: self).run()
         } catch let f as Failure {

@@ -29,7 +29,7 @@ struct TrainingRun {
             throw fail("--batch \(o.batch) is larger than the \(trainCount) training images; use at most \(trainCount)", code: ExitStatus.usage)
         }
 
-        BLASThreads.set(o.threads)
+        BLAS.setThreads(o.threads)
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: o.seed, stream: "subset")
         var initRNG = SplitMix64(seed: o.seed, stream: "init")
@@ -53,7 +53,7 @@ struct TrainingRun {
             ("epochs", "\(o.epochs)"), ("batch", "\(o.batch)"), ("lr", "\(o.lr)"), ("hidden", "\(o.hidden)"),
             ("batchnorm", o.noBatchnorm ? "off" : "on"), ("bn_momentum", "\(o.bnMomentum)"), ("bn_eps", "\(o.bnEps)"),
             ("bn_running_var", o.bnRunningVar.rawValue), ("init", o.`init`.rawValue),
-            ("seed", "\(o.seed)"), ("threads", "\(o.threads)"), ("parameters", "\(net.parameterCount)"),
+            ("seed", "\(o.seed)"), ("threads", "\(o.threads)"), ("blas_core", BLAS.coreName), ("parameters", "\(net.parameterCount)"),
         ])
 
         var previousLoss: Double?
