@@ -1,0 +1,88 @@
+import BNCore
+import XCTest
+
+final class RandomTests: XCTestCase {
+    func testSameSeedSameNumbers() {
+        var a = SplitMix64(seed: 7), b = SplitMix64(seed: 7), c = SplitMix64(seed: 8)
+        let xa = (0..<5).map { _ in a.next() }, xb = (0..<5).map { _ in b.next() }
+        XCTAssertEqual(xa, xb)
+        XCTAssertNotEqual(xa, (0..<5).map { _ in c.next() })
+        // SplitMix64 reference value for seed 0 (Vigna's splitmix64.c).
+        var z = SplitMix64(seed: 0)
+        XCTAssertEqual(z.next(), 0xe220_a839_7b1d_cdaf)
+    }
+
+    func testStreamsAreIndependent() {
+        var a = SplitMix64(seed: 1, stream: "init"), b = SplitMix64(seed: 1, stream: "shuffle")
+        XCTAssertNotEqual(a.next(), b.next())
+    }
+
+    func testNormalMoments() {
+        var r = SplitMix64(seed: 3)
+        let xs = (0..<200_000).map { _ in r.nextNormal() }
+        let mean = xs.reduce(0, +) / Double(xs.count)
+        let variance = xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(xs.count)
+        XCTAssertEqual(mean, 0, accuracy: 0.01)
+        XCTAssertEqual(variance, 1, accuracy: 0.01)
+    }
+
+    func testBoundedIntsAndShuffle() {
+        var r = SplitMix64(seed: 4)
+        var counts = [Int](repeating: 0, count: 7)
+        for _ in 0..<70_000 { counts[r.nextInt(below: 7)] += 1 }
+        XCTAssertTrue(counts.allSatisfy { abs($0 - 10_000) < 500 }, "\(counts)")
+        var xs = Array(0..<100)
+        r.shuffle(&xs)
+        XCTAssertNotEqual(xs, Array(0..<100))
+        XCTAssertEqual(xs.sorted(), Array(0..<100))
+    }
+}
+
+final class InitializerAndOptimizerTests: XCTestCase {
+    func testInitialiserStandardDeviations() {
+        for (initializer, expected) in [(Initializer.glorot, (2.0 / 500).squareRoot()), (.he, (2.0 / 300).squareRoot()), (.stdNormal, 1.0)] {
+            var rng = SplitMix64(seed: 5)
+            let dense = Dense<Double>(inFeatures: 300, outFeatures: 200, name: "fc")
+            dense.bias.value.fill(3)
+            initializer.initialize(dense, rng: &rng)
+            let w = dense.weight.value.toArray()
+            let std = (w.map { $0 * $0 }.reduce(0, +) / Double(w.count)).squareRoot()
+            XCTAssertEqual(std, expected, accuracy: expected * 0.02, "\(initializer)")
+            XCTAssertEqual(dense.bias.value.toArray(), [Double](repeating: 0, count: 200))
+        }
+    }
+
+    func testSGDStep() {
+        let p = Parameter<Float>(name: "p", value: Matrix(rows: 1, cols: 3, values: [1, 2, 3]))
+        p.grad.copy(from: Matrix(rows: 1, cols: 3, values: [10, -20, 0]))
+        SGD<Float>(learningRate: 0.1).step([p])
+        XCTAssertEqual(p.value.toArray(), [0, 4, 3])
+    }
+
+    func testReferenceNetworkShapeAndNames() {
+        var rng = SplitMix64(seed: 6)
+        let net = Network<Float>.reference(inputs: 784, hidden: 200, classes: 10, batchNorm: true, initializer: .glorot, rng: &rng)
+        XCTAssertEqual(net.parameters.map(\.name), ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias"])
+        XCTAssertEqual(net.buffers.map(\.name), ["bn.running_mean", "bn.running_var"])
+        XCTAssertEqual(net.parameterCount, 784 * 200 + 200 + 400 + 200 * 10 + 10)
+        XCTAssertEqual(net.parameters[0].value.rows, 200)  // (out, in), as PyTorch's Linear
+        XCTAssertEqual(net.parameters[0].value.cols, 784)
+    }
+
+    /// A few hundred steps on a separable toy problem must drive the loss down.
+    func testTrainingReducesLoss() {
+        var rng = SplitMix64(seed: 8)
+        let net = Network<Float>.reference(inputs: 4, hidden: 16, classes: 2, batchNorm: true, initializer: .glorot, rng: &rng)
+        let x = Matrix<Float>(rows: 32, cols: 4)
+        var labels = [Int32](repeating: 0, count: 32)
+        for i in 0..<32 {
+            labels[i] = Int32(i % 2)
+            for j in 0..<4 { x[i, j] = Float(rng.nextNormal()) + (i % 2 == 0 ? -1 : 1) }
+        }
+        let sgd = SGD<Float>(learningRate: 0.5)
+        let first = net.trainStep(x, labels: labels, optimizer: sgd)
+        var last = first
+        for _ in 0..<200 { last = net.trainStep(x, labels: labels, optimizer: sgd) }
+        XCTAssertLessThan(last, first * 0.2)
+    }
+}

@@ -1,0 +1,131 @@
+import BNCore
+import XCTest
+
+/// Every layer's backward against central finite differences, in Double, with a random
+/// upstream gradient G: the checked scalar is L = sum(y * G), so dL/dy = G.
+/// Threshold: norm-wise relative error below 1e-6 (observed errors are around 1e-9 or less).
+final class GradientTests: XCTestCase {
+    let threshold = 1e-6
+
+    /// Checks dx and every parameter gradient of `layer` at input `x`.
+    func checkLayer(_ layer: any Layer<Double>, x: Matrix<Double>, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+        var r = TestRandom(seed)
+        let g: Matrix<Double> = r.matrix(x.rows, layer.outFeatures)
+        let loss = { dot(layer.forward(x, training: true), g) }
+        _ = loss()
+        let dx = layer.backward(g).toArray()
+        let analytic = layer.parameters.map { $0.grad.toArray() }
+        let err = GradientCheck.relativeError(dx, numeric(x, loss))
+        XCTAssertLessThan(err, threshold, "dx of \(type(of: layer))", file: file, line: line)
+        for (p, a) in zip(layer.parameters, analytic) {
+            let e = GradientCheck.relativeError(a, numeric(p.value, loss))
+            XCTAssertLessThan(e, threshold, "d\(p.name)", file: file, line: line)
+        }
+    }
+
+    func testDense() {
+        var r = TestRandom(1)
+        let layer = Dense<Double>(inFeatures: 6, outFeatures: 4, name: "fc")
+        layer.weight.value.copy(from: r.matrix(4, 6))
+        layer.bias.value.copy(from: r.matrix(1, 4))
+        checkLayer(layer, x: r.matrix(5, 6), seed: 2)
+    }
+
+    func testSigmoid() {
+        var r = TestRandom(3)
+        checkLayer(Sigmoid<Double>(features: 7), x: r.matrix(4, 7, scale: 2), seed: 4)
+    }
+
+    func testBatchNormSimplified() {
+        var r = TestRandom(5)
+        let bn = BatchNorm1D<Double>(features: 6)
+        bn.gamma.value.copy(from: r.matrix(1, 6, offset: 1))
+        bn.beta.value.copy(from: r.matrix(1, 6))
+        checkLayer(bn, x: r.matrix(8, 6, scale: 3, offset: 2), seed: 6)
+    }
+
+    func testBatchNormStaged() {
+        var r = TestRandom(7)
+        let bn = BatchNorm1D<Double>(features: 5, eps: 0.3)
+        bn.useStagedBackward = true
+        bn.gamma.value.copy(from: r.matrix(1, 5, offset: 1))
+        bn.beta.value.copy(from: r.matrix(1, 5))
+        checkLayer(bn, x: r.matrix(6, 5, scale: 2, offset: -4), seed: 8)
+    }
+
+    /// The two backward forms must agree to rounding: relative error below 1e-10.
+    func testStagedAndSimplifiedAgree() {
+        var r = TestRandom(9)
+        for (n, d, eps) in [(2, 3, 1e-5), (16, 10, 1e-5), (7, 4, 0.5)] {
+            let bn = BatchNorm1D<Double>(features: d, eps: eps)
+            bn.gamma.value.copy(from: r.matrix(1, d, offset: 1))
+            bn.beta.value.copy(from: r.matrix(1, d))
+            let x: Matrix<Double> = r.matrix(n, d, scale: 5, offset: 3)
+            let g: Matrix<Double> = r.matrix(n, d)
+            _ = bn.forward(x, training: true)
+            let simple = bn.backwardSimplified(g).toArray()
+            let (dg1, db1) = (bn.gamma.grad.toArray(), bn.beta.grad.toArray())
+            let staged = bn.backwardStaged(g).toArray()
+            XCTAssertLessThan(GradientCheck.relativeError(simple, staged), 1e-10, "dx, N=\(n) D=\(d)")
+            XCTAssertLessThan(GradientCheck.relativeError(dg1, bn.gamma.grad.toArray()), 1e-10)
+            XCTAssertLessThan(GradientCheck.relativeError(db1, bn.beta.grad.toArray()), 1e-10)
+        }
+    }
+
+    func testSoftmaxCrossEntropy() {
+        var r = TestRandom(10)
+        let ce = SoftmaxCrossEntropy<Double>(classes: 5)
+        let logits: Matrix<Double> = r.matrix(6, 5, scale: 3)
+        let labels = r.labels(6, classes: 5)
+        labels.withUnsafeBufferPointer { lab in
+            let loss = { ce.forwardBackward(logits: logits, labels: lab.baseAddress!) }
+            _ = loss()
+            let analytic = ce.logitsGrad.toArray()
+            XCTAssertLessThan(GradientCheck.relativeError(analytic, numeric(logits, loss)), threshold)
+            // Each row of (softmax - onehot)/N sums to zero.
+            for i in 0..<6 { XCTAssertEqual((0..<5).reduce(0.0) { $0 + analytic[i * 5 + $1] }, 0, accuracy: 1e-15) }
+        }
+    }
+
+    func testSoftmaxCrossEntropyIsStableForHugeLogits() {
+        let ce = SoftmaxCrossEntropy<Float>(classes: 3)
+        let logits = Matrix<Float>(rows: 1, cols: 3, values: [1000, 0, -1000])
+        var label: Int32 = 1
+        let l = ce.forwardBackward(logits: logits, labels: &label)
+        XCTAssertEqual(l, 1000, accuracy: 1e-3)
+        XCTAssertTrue(ce.logitsGrad.toArray().allSatisfy { $0.isFinite })
+    }
+
+    /// The whole reference network (with and without BN), every parameter at once.
+    func testWholeNetwork() {
+        for batchNorm in [true, false] {
+            var initRNG = SplitMix64(seed: 12)
+            let net = Network<Double>.reference(inputs: 6, hidden: 5, classes: 3, batchNorm: batchNorm, initializer: .glorot, rng: &initRNG)
+            var r = TestRandom(13)
+            if batchNorm, let bn = net.layers.compactMap({ $0 as? BatchNorm1D<Double> }).first {
+                bn.gamma.value.copy(from: r.matrix(1, 5, scale: 0.3, offset: 1))
+                bn.beta.value.copy(from: r.matrix(1, 5, scale: 0.3))
+            }
+            let x: Matrix<Double> = r.matrix(7, 6)
+            let labels = r.labels(7, classes: 3)
+            labels.withUnsafeBufferPointer { lab in
+                let loss = { net.loss.forwardBackward(logits: net.forward(x, training: true), labels: lab.baseAddress!) }
+                _ = loss()
+                net.backward(net.loss.logitsGrad)
+                let analytic = net.parameters.map { $0.grad.toArray() }
+                for (p, a) in zip(net.parameters, analytic) {
+                    let e = GradientCheck.relativeError(a, numeric(p.value, loss))
+                    XCTAssertLessThan(e, threshold, "\(p.name), batchNorm=\(batchNorm)")
+                }
+            }
+        }
+    }
+
+    /// The checker itself must catch a wrong gradient (so the tests above can fail).
+    func testCheckerDetectsAWrongGradient() {
+        let x = Matrix<Double>(rows: 1, cols: 3, values: [1, 2, 3])
+        let num = numeric(x) { (0..<3).reduce(0.0) { $0 + x.data[$1] * x.data[$1] } }  // d/dx = 2x
+        XCTAssertLessThan(GradientCheck.relativeError(num, [2, 4, 6]), 1e-8)
+        XCTAssertGreaterThan(GradientCheck.relativeError(num, [2, 4, 6.01]), 1e-4)
+    }
+}

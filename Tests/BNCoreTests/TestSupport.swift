@@ -1,0 +1,35 @@
+import BNCore
+
+/// Random matrices and helpers shared by the core tests.
+struct TestRandom {
+    var rng: SplitMix64
+    init(_ seed: UInt64) { rng = SplitMix64(seed: seed) }
+
+    mutating func matrix<T: BLASScalar>(_ rows: Int, _ cols: Int, scale: Double = 1, offset: Double = 0, as _: T.Type = T.self) -> Matrix<T> {
+        let m = Matrix<T>(rows: rows, cols: cols)
+        for i in 0..<m.count { m.data[i] = T(rng.nextNormal() * scale + offset) }
+        return m
+    }
+
+    mutating func labels(_ n: Int, classes: Int) -> [Int32] {
+        (0..<n).map { _ in Int32(rng.nextInt(below: classes)) }
+    }
+}
+
+/// sum_ij a_ij * b_ij: the scalar "loss" whose gradient w.r.t. a is b (random upstream gradient).
+func dot(_ a: Matrix<Double>, _ b: Matrix<Double>) -> Double {
+    precondition(a.count == b.count)
+    var s = 0.0
+    for i in 0..<a.count { s += a.data[i] * b.data[i] }
+    return s
+}
+
+/// Numerical gradient of `loss` w.r.t. every element of `m`.
+func numeric(_ m: Matrix<Double>, _ loss: () -> Double) -> [Double] {
+    GradientCheck.numericalGradient(of: m.data, count: m.count, loss: loss)
+}
+
+/// Largest absolute difference.
+func maxAbsDiff(_ a: [Double], _ b: [Double]) -> Double {
+    zip(a, b).map { abs($0 - $1) }.max() ?? 0
+}
