@@ -23,9 +23,9 @@ final class ByteSource {
         let c = gzgetc(f)
         if c >= 0 { gzungetc(c, f) }
         isRaw = gzdirect(f) != 0
+        // Every stored property is set from here on, so a throw below still runs deinit (gzclose).
         if isRaw && path.hasSuffix(".gz") {
             let head = try ByteSource.peekRaw(path: path)
-            gzclose(f)
             throw DataError.notGzip(path: path, looksLike: ByteSource.describe(head))
         }
     }
