@@ -31,6 +31,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).
+        .executableTarget(name: "bnbench", dependencies: ["BNCore"]),
         .testTarget(
             name: "BNCoreTests",
             dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]

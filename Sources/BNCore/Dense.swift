@@ -1,69 +1,120 @@
-/// Fully connected layer: y = x W^T + b, with W: (out, in) as in PyTorch's `nn.Linear`.
+/// Fully connected layer with an optional fused activation:
+///     z = x W^T + b,   y = act(z),   W: (out, in) as in PyTorch's `nn.Linear`.
+/// Fusing the bias and the sigmoid into one pass after the product saves two passes over
+/// the output per step (forward), and the sigmoid derivative is folded into the bias-gradient
+/// pass (backward). `Dense(activation: .sigmoid)` computes exactly `Dense` then `Sigmoid`.
 public final class Dense<T: BLASScalar>: Layer {
+    public enum Activation: Sendable { case identity, sigmoid }
+
     public let inFeatures: Int
     public let outFeatures: Int
+    public let activation: Activation
     public let weight: Parameter<T>  // (out, in)
     public let bias: Parameter<T>  // (1, out)
     public var computesInputGradient = true
 
     /// The input of the most recent forward (owned by the caller; must stay unchanged until backward).
     @usableFromInline var input: Matrix<T>?
-    @usableFromInline let output: Matrix<T>
-    @usableFromInline let inputGrad: Matrix<T>
+    @usableFromInline let output: Matrix<T>  // y: (N, out)
+    @usableFromInline let preActivationGrad: Matrix<T>  // dL/dz: (N, out), sigmoid only
+    @usableFromInline let inputGrad: Matrix<T>  // (N, in)
 
-    public init(inFeatures: Int, outFeatures: Int, name: String) {
+    public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, name: String) {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
+        self.activation = activation
         weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures))
         bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures))
         output = Matrix(rows: 0, cols: outFeatures)
+        preActivationGrad = Matrix(rows: 0, cols: outFeatures)
         inputGrad = Matrix(rows: 0, cols: inFeatures)
     }
 
     public var parameters: [Parameter<T>] { [weight, bias] }
 
-    /// x: (N, in) -> y: (N, out). The bias is broadcast into y first, then one GEMM adds x W^T.
+    /// x: (N, in) -> y: (N, out). One GEMM (transpose folded in), then one fused pass act(z + b).
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         precondition(x.cols == inFeatures, "Dense expects \(inFeatures) input features, got \(x.cols)")
-        let n = x.rows
+        let n = x.rows, d = outFeatures
         input = x
         output.resize(rows: n)
-        let y = output.data, b = bias.value.data, d = outFeatures
-        for i in 0..<n { (y + i * d).update(from: b, count: d) }
         T.gemm(
             transA: false, transB: true, m: n, n: d, k: inFeatures,
             alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: inFeatures,
-            beta: 1, c: y, ldc: d)
+            beta: 0, c: output.data, ldc: d)
+        switch activation {
+        case .identity: Elementwise.addBias(output.data, bias: bias.value.data, rows: n, cols: d)
+        case .sigmoid: Elementwise.biasSigmoid(output.data, bias: bias.value.data, rows: n, cols: d)
+        }
         return output
     }
 
-    /// dW = dy^T x: (out, in); db = sum over rows of dy; dx = dy W: (N, in).
+    /// Writes dL/dW and dL/db; returns dL/dx.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
     public func backward(_ dy: Matrix<T>) -> Matrix<T> {
+        backward(dy, learningRate: nil)
+    }
+
+    /// Backward fused with the SGD update: W += -lr dz^T x lands straight in W (GEMM with
+    /// beta = 1), so the weight gradient is never stored and no separate update pass runs.
+    /// dx is computed first, from the weights the forward pass used.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T> {
+        backward(dy, learningRate: learningRate)
+    }
+
+    /// dz = dy * act'(z);  db = sum over rows of dz;  dx = dz W: (N, in);  dW = dz^T x: (out, in).
+    /// With `learningRate`, W and b are updated in place instead of storing dW (db is still stored).
+    @inlinable
+    func backward(_ dy: Matrix<T>, learningRate: T?) -> Matrix<T> {
         guard let x = input else { preconditionFailure("Dense.backward called before forward") }
         let n = dy.rows, d = outFeatures
         precondition(n == x.rows && dy.cols == d, "Dense.backward: dy shape does not match the forward pass")
-        T.gemm(
-            transA: true, transB: false, m: d, n: inFeatures, k: n,
-            alpha: 1, a: dy.data, lda: d, b: x.data, ldb: inFeatures,
-            beta: 0, c: weight.grad.data, ldc: inFeatures)
-        let db = bias.grad.data, g = dy.data
-        db.update(repeating: 0, count: d)
-        for i in 0..<n {
-            let row = g + i * d
-            for j in 0..<d { db[j] += row[j] }
+        let db = bias.grad.data
+        var dz = dy.data
+        switch activation {
+        case .identity:
+            Elementwise.columnSums(dy.data, rows: n, cols: d, into: db)
+        case .sigmoid:
+            // dz = dy * y (1 - y), with the bias gradient summed in the same pass.
+            preActivationGrad.resize(rows: n)
+            let y = output.data, g = dy.data, z = preActivationGrad.data
+            db.update(repeating: 0, count: d)
+            for i in 0..<n {
+                let yr = y + i * d, gr = g + i * d, zr = z + i * d
+                for j in 0..<d {
+                    let v = gr[j] * yr[j] * (1 - yr[j])
+                    zr[j] = v
+                    db[j] += v
+                }
+            }
+            dz = z
         }
         inputGrad.resize(rows: n)
         if computesInputGradient {
             T.gemm(
                 transA: false, transB: false, m: n, n: inFeatures, k: d,
-                alpha: 1, a: g, lda: d, b: weight.value.data, ldb: inFeatures,
+                alpha: 1, a: dz, lda: d, b: weight.value.data, ldb: inFeatures,
                 beta: 0, c: inputGrad.data, ldc: inFeatures)
+        }
+        if let lr = learningRate {
+            T.gemm(
+                transA: true, transB: false, m: d, n: inFeatures, k: n,
+                alpha: -lr, a: dz, lda: d, b: x.data, ldb: inFeatures,
+                beta: 1, c: weight.value.data, ldc: inFeatures)
+            T.axpy(n: d, alpha: -lr, x: db, y: bias.value.data)
+        } else {
+            T.gemm(
+                transA: true, transB: false, m: d, n: inFeatures, k: n,
+                alpha: 1, a: dz, lda: d, b: x.data, ldb: inFeatures,
+                beta: 0, c: weight.grad.data, ldc: inFeatures)
         }
         return inputGrad
     }

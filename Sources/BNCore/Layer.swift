@@ -34,6 +34,10 @@ public protocol Layer<T>: AnyObject {
     func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T>
     /// dy: (N, outFeatures) -> dx: (N, inFeatures)
     func backward(_ dy: Matrix<T>) -> Matrix<T>
+    /// `backward` followed by the plain SGD update p -= lr dL/dp of this layer's parameters.
+    /// Layers may fuse the two (Dense writes the update straight into W); dx is always
+    /// computed from the parameters the forward pass used.
+    func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T>
     /// When false, `backward` computes parameter gradients only (the first layer's dx is never
     /// used, and skipping it saves one matrix product per step). Its return value is then unspecified.
     var computesInputGradient: Bool { get set }
@@ -45,4 +49,11 @@ public protocol Layer<T>: AnyObject {
 
 extension Layer {
     public var buffers: [Buffer<T>] { [] }
+
+    @inlinable
+    public func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T> {
+        let dx = backward(dy)
+        for p in parameters { T.axpy(n: p.value.count, alpha: -learningRate, x: p.grad.data, y: p.value.data) }
+        return dx
+    }
 }

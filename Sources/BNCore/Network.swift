@@ -44,19 +44,32 @@ public final class Network<T: BLASScalar> {
         for layer in layers.reversed() { g = layer.backward(g) }
     }
 
-    /// Forward (training mode), loss, backward and the optimizer step; returns the batch's mean loss.
+    /// Forward (training mode), loss and backward: fills every parameter's `grad`; returns the
+    /// batch's mean loss. For inspection and checks; training uses the fused `trainStep`.
+    @inlinable
+    public func computeGradients(_ x: Matrix<T>, labels: UnsafePointer<Int32>) -> Double {
+        let logits = forward(x, training: true)
+        let l = loss.forwardBackward(logits: logits, labels: labels)
+        backward(loss.logitsGrad)
+        return l
+    }
+
+    /// One SGD step: forward (training mode), loss, then backward fused with the parameter
+    /// update layer by layer. Same result as `computeGradients` + `SGD.step`, fewer passes
+    /// over memory. Returns the batch's mean loss (from before the update).
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
     public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: SGD<T>) -> Double {
         let logits = forward(x, training: true)
         let l = loss.forwardBackward(logits: logits, labels: labels)
-        backward(loss.logitsGrad)
-        optimizer.step(parameters)
+        var g = loss.logitsGrad
+        for layer in layers.reversed() { g = layer.backwardAndStep(g, learningRate: optimizer.learningRate) }
         return l
     }
 
-    /// The reference network: Dense(inputs, hidden) -> Sigmoid -> [BatchNorm1D(hidden)] -> Dense(hidden, classes).
+    /// The reference network: Dense(inputs, hidden) -> Sigmoid -> [BatchNorm1D(hidden)] -> Dense(hidden, classes),
+    /// with the sigmoid fused into the first Dense layer.
     /// Parameter names follow PyTorch's state_dict for the same `nn.Sequential`-like module
     /// (`fc1`, `bn`, `fc2`).
     public static func reference(
@@ -64,11 +77,11 @@ public final class Network<T: BLASScalar> {
         bnMomentum: T = 0.9, bnEps: T = 1e-5, runningVariance: BatchNorm1D<T>.RunningVariance = .biased,
         initializer: Initializer, rng: inout SplitMix64
     ) -> Network<T> {
-        let fc1 = Dense<T>(inFeatures: inputs, outFeatures: hidden, name: "fc1")
+        let fc1 = Dense<T>(inFeatures: inputs, outFeatures: hidden, activation: .sigmoid, name: "fc1")
         let fc2 = Dense<T>(inFeatures: hidden, outFeatures: classes, name: "fc2")
         initializer.initialize(fc1, rng: &rng)
         initializer.initialize(fc2, rng: &rng)
-        var layers: [any Layer<T>] = [fc1, Sigmoid<T>(features: hidden)]
+        var layers: [any Layer<T>] = [fc1]
         if batchNorm {
             layers.append(BatchNorm1D<T>(features: hidden, momentum: bnMomentum, eps: bnEps, runningVariance: runningVariance, name: "bn"))
         }

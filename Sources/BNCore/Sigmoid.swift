@@ -1,17 +1,21 @@
 import RealModule
 
 /// Logistic sigmoid, element-wise: y = 1 / (1 + exp(-x)); dy/dx = y (1 - y).
+/// The reference network fuses this into `Dense(activation: .sigmoid)`; the standalone layer
+/// is for other architectures and as the unfused reference in tests.
 public final class Sigmoid<T: BLASScalar>: Layer {
     public let inFeatures: Int
     public var outFeatures: Int { inFeatures }
     public var computesInputGradient = true
     @usableFromInline let output: Matrix<T>
     @usableFromInline let inputGrad: Matrix<T>
+    @usableFromInline let zeroBias: Matrix<T>
 
     public init(features: Int) {
         inFeatures = features
         output = Matrix(rows: 0, cols: features)
         inputGrad = Matrix(rows: 0, cols: features)
+        zeroBias = Matrix(rows: 1, cols: features)
     }
 
     public var parameters: [Parameter<T>] { [] }
@@ -22,8 +26,8 @@ public final class Sigmoid<T: BLASScalar>: Layer {
     @inlinable
     public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
         output.resize(rows: x.rows)
-        let src = x.data, dst = output.data
-        for i in 0..<x.count { dst[i] = 1 / (1 + T.exp(-src[i])) }
+        output.data.update(from: x.data, count: x.count)
+        Elementwise.biasSigmoid(output.data, bias: zeroBias.data, rows: x.rows, cols: inFeatures)
         return output
     }
 

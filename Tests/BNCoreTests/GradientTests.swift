@@ -31,6 +31,14 @@ final class GradientTests: XCTestCase {
         checkLayer(layer, x: r.matrix(5, 6), seed: 2)
     }
 
+    func testDenseWithFusedSigmoid() {
+        var r = TestRandom(31)
+        let layer = Dense<Double>(inFeatures: 5, outFeatures: 6, activation: .sigmoid, name: "fc")
+        layer.weight.value.copy(from: r.matrix(6, 5))
+        layer.bias.value.copy(from: r.matrix(1, 6))
+        checkLayer(layer, x: r.matrix(4, 5), seed: 32)
+    }
+
     func testSigmoid() {
         var r = TestRandom(3)
         checkLayer(Sigmoid<Double>(features: 7), x: r.matrix(4, 7, scale: 2), seed: 4)

@@ -1,0 +1,96 @@
+// bnbench: how close the training step is to its matrix products.
+//
+//   bnbench [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
+//
+// Prints key=value lines (stdout):
+//   gemm shape=... gflops=...           each of the step's five products alone
+//   gemm_step seconds_per_epoch=...     the five products back to back, `steps` times
+//   train_step seconds_per_epoch=...    Network.trainStep on random data, `steps` times
+//   overhead ratio=train_step/gemm_step
+//   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
+// Each figure is the best of `repeats` runs (least disturbed by the rest of the machine).
+import BNCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
+var argv = CommandLine.arguments.dropFirst()
+while let a = argv.popFirst() {
+    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 else {
+        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer\n")
+        exit(64)
+    }
+    opts[key] = n
+}
+func FileHandle_stderr(_ s: String) { fputs(s, stderr) }
+
+let (n, h, d, c, steps, repeats) = (opts["batch"]!, opts["hidden"]!, opts["inputs"]!, opts["classes"]!, opts["steps"]!, opts["repeats"]!)
+BLAS.setThreads(opts["threads"]!)
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func best(_ body: () -> Void) -> Double {
+    body()  // warm-up
+    var b = Double.infinity
+    for _ in 0..<repeats {
+        let t0 = now()
+        body()
+        b = min(b, now() - t0)
+    }
+    return b
+}
+
+var rng = SplitMix64(seed: 1)
+func randomMatrix(_ r: Int, _ k: Int) -> Matrix<Float> {
+    let m = Matrix<Float>(rows: r, cols: k)
+    for i in 0..<m.count { m.data[i] = Float(rng.nextNormal()) }
+    return m
+}
+
+// The five products of one step (row-major; the first layer's dx is skipped):
+//   fc1 fwd: (n,d) x (h,d)^T -> (n,h)     fc2 fwd: (n,h) x (c,h)^T -> (n,c)
+//   fc2 dW:  (n,c)^T x (n,h) -> (c,h)     fc2 dx:  (n,c) x (c,h)   -> (n,h)
+//   fc1 dW:  (n,h)^T x (n,d) -> (h,d)
+struct Shape { let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: Int; let k: Int; let a: Matrix<Float>; let b: Matrix<Float>; let out: Matrix<Float> }
+let x = randomMatrix(n, d), w1 = randomMatrix(h, d), a1 = randomMatrix(n, h), w2 = randomMatrix(c, h), g2 = randomMatrix(n, c)
+let shapes = [
+    Shape(name: "fc1_forward", tA: false, tB: true, m: n, n: h, k: d, a: x, b: w1, out: Matrix(rows: n, cols: h)),
+    Shape(name: "fc2_forward", tA: false, tB: true, m: n, n: c, k: h, a: a1, b: w2, out: Matrix(rows: n, cols: c)),
+    Shape(name: "fc2_dweight", tA: true, tB: false, m: c, n: h, k: n, a: g2, b: a1, out: Matrix(rows: c, cols: h)),
+    Shape(name: "fc2_dinput", tA: false, tB: false, m: n, n: h, k: c, a: g2, b: w2, out: Matrix(rows: n, cols: h)),
+    Shape(name: "fc1_dweight", tA: true, tB: false, m: h, n: d, k: n, a: a1, b: x, out: Matrix(rows: h, cols: d)),
+]
+func run(_ s: Shape) {
+    Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
+}
+let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
+print("config batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
+for s in shapes {
+    let reps = 200
+    let t = best { for _ in 0..<reps { run(s) } }
+    let flops = Double(2 * s.m * s.n * s.k * reps)
+    print("gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) gflops=\(String(format: "%.1f", flops / t / 1e9))")
+}
+let gemmStep = best { for _ in 0..<steps { for s in shapes { run(s) } } }
+print("gemm_step seconds_per_epoch=\(String(format: "%.4f", gemmStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / gemmStep / 1e9))")
+
+var initRNG = SplitMix64(seed: 2)
+let net = Network<Float>.reference(inputs: d, hidden: h, classes: c, batchNorm: true, initializer: .glorot, rng: &initRNG)
+let sgd = SGD<Float>(learningRate: 0.01)
+let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+for i in 0..<n { labels[i] = Int32(rng.nextInt(below: c)) }
+let trainStep = best { for _ in 0..<steps { _ = net.trainStep(x, labels: labels, optimizer: sgd) } }
+print("train_step seconds_per_epoch=\(String(format: "%.4f", trainStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / trainStep / 1e9))")
+print("overhead ratio=\(String(format: "%.3f", trainStep / gemmStep))")
+
+let sq = opts["square"]!
+let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
+let tsq = best { Float.gemm(transA: false, transB: false, m: sq, n: sq, k: sq, alpha: 1, a: A.data, lda: sq, b: B.data, ldb: sq, beta: 0, c: C.data, ldc: sq) }
+let squareFlops = 2 * Double(sq) * Double(sq) * Double(sq)
+print("gemm_square n=\(sq) gflops=\(String(format: "%.1f", squareFlops / tsq / 1e9))")

@@ -1,0 +1,81 @@
+import BNCore
+import RealModule
+import XCTest
+
+/// Fast paths against their plain references.
+final class FusionTests: XCTestCase {
+    func testFastExpAccuracy() {
+        var worst = 0.0
+        var x: Float = -87
+        while x <= 88 {
+            let exact = Double.exp(Double(x))
+            worst = max(worst, abs(Double(Elementwise.fastExp(x)) - exact) / exact)
+            x += 0.0137
+        }
+        XCTAssertLessThan(worst, 3e-7, "max relative error \(worst)")  // about 2 ulp
+        XCTAssertEqual(Elementwise.fastExp(0), 1)
+        XCTAssertEqual(Elementwise.fastExp(-1000), Elementwise.fastExp(-87.33))  // clamped, finite
+        XCTAssertTrue(Elementwise.fastExp(1000).isFinite)
+    }
+
+    /// Dense(activation: .sigmoid) is Dense followed by Sigmoid, forward and backward.
+    func testFusedSigmoidMatchesSeparateLayers() {
+        var r = TestRandom(41)
+        let fused = Dense<Double>(inFeatures: 7, outFeatures: 5, activation: .sigmoid, name: "a")
+        let plain = Dense<Double>(inFeatures: 7, outFeatures: 5, name: "b")
+        let sig = Sigmoid<Double>(features: 5)
+        let w: Matrix<Double> = r.matrix(5, 7), b: Matrix<Double> = r.matrix(1, 5)
+        for layer in [fused, plain] {
+            layer.weight.value.copy(from: w)
+            layer.bias.value.copy(from: b)
+        }
+        let x: Matrix<Double> = r.matrix(6, 7), g: Matrix<Double> = r.matrix(6, 5)
+        XCTAssertLessThan(maxAbsDiff(fused.forward(x, training: true).toArray(), sig.forward(plain.forward(x, training: true), training: true).toArray()), 1e-15)
+        let dxFused = fused.backward(g).toArray()
+        let dxPlain = plain.backward(sig.backward(g)).toArray()
+        XCTAssertLessThan(maxAbsDiff(dxFused, dxPlain), 1e-14)
+        XCTAssertLessThan(maxAbsDiff(fused.weight.grad.toArray(), plain.weight.grad.toArray()), 1e-14)
+        XCTAssertLessThan(maxAbsDiff(fused.bias.grad.toArray(), plain.bias.grad.toArray()), 1e-14)
+    }
+
+    /// trainStep (backward fused with the update) gives the same parameters as
+    /// computeGradients followed by SGD.step.
+    func testFusedTrainStepMatchesGradientsThenSGD() {
+        for batchNorm in [true, false] {
+            var r1 = SplitMix64(seed: 51), r2 = SplitMix64(seed: 51)
+            let a = Network<Double>.reference(inputs: 8, hidden: 6, classes: 4, batchNorm: batchNorm, initializer: .glorot, rng: &r1)
+            let b = Network<Double>.reference(inputs: 8, hidden: 6, classes: 4, batchNorm: batchNorm, initializer: .glorot, rng: &r2)
+            var r = TestRandom(52)
+            let sgd = SGD<Double>(learningRate: 0.3)
+            for _ in 0..<3 {
+                let x: Matrix<Double> = r.matrix(5, 8)
+                let labels = r.labels(5, classes: 4)
+                let la = a.trainStep(x, labels: labels, optimizer: sgd)
+                let lb = b.computeGradients(x, labels: labels)
+                sgd.step(b.parameters)
+                XCTAssertEqual(la, lb, accuracy: 1e-14)
+            }
+            for (p, q) in zip(a.parameters, b.parameters) {
+                XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-14, p.name)
+            }
+            for (p, q) in zip(a.buffers, b.buffers) {
+                XCTAssertEqual(p.value.toArray(), q.value.toArray(), p.name)
+            }
+        }
+    }
+
+    /// The Float network's loss tracks the Double network's on the same data and weights.
+    func testFloatTracksDouble() {
+        var r1 = SplitMix64(seed: 61), r2 = SplitMix64(seed: 61)
+        let f = Network<Float>.reference(inputs: 20, hidden: 16, classes: 3, batchNorm: true, initializer: .glorot, rng: &r1)
+        let d = Network<Double>.reference(inputs: 20, hidden: 16, classes: 3, batchNorm: true, initializer: .glorot, rng: &r2)
+        var r = TestRandom(62)
+        for _ in 0..<20 {
+            let x: Matrix<Double> = r.matrix(8, 20)
+            let labels = r.labels(8, classes: 3)
+            let lf = f.trainStep(x.converted(to: Float.self), labels: labels, optimizer: SGD(learningRate: 0.1))
+            let ld = d.trainStep(x, labels: labels, optimizer: SGD(learningRate: 0.1))
+            XCTAssertEqual(lf, ld, accuracy: 1e-4 * max(1, ld))
+        }
+    }
+}
