@@ -10,6 +10,8 @@ struct TrainingRun {
     func run() throws {
         let o = options
         let folder = DataLocation.resolve(o.data)
+        let clock = ContinuousClock()
+        let loadStarted = clock.now
         let dataset: Dataset
         do {
             let files = try DatasetFiles.locate(in: folder, hint: DataLocation.fetchHint)
@@ -24,6 +26,7 @@ struct TrainingRun {
         if let n = o.trainLimit, n > dataset.train.count {
             throw fail("--train-limit \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: ExitStatus.usage)
         }
+        let loadSeconds = (clock.now - loadStarted).seconds
         let trainCount = o.trainLimit ?? dataset.train.count
         if o.batch > trainCount {
             throw fail("--batch \(o.batch) is larger than the \(trainCount) training images; use at most \(trainCount)", code: ExitStatus.usage)
@@ -54,13 +57,13 @@ struct TrainingRun {
             ("batchnorm", o.noBatchnorm ? "off" : "on"), ("bn_momentum", "\(o.bnMomentum)"), ("bn_eps", "\(o.bnEps)"),
             ("bn_running_var", o.bnRunningVar.rawValue), ("init", o.`init`.rawValue),
             ("seed", "\(o.seed)"), ("threads", "\(o.threads)"), ("blas_core", BLAS.coreName), ("parameters", "\(net.parameterCount)"),
+            ("load_seconds", Report.fixed(loadSeconds, 3)),
         ])
 
         var previousLoss: Double?
         var best = (accuracy: -1.0, epoch: 0)
         var last = (loss: 0.0, accuracy: 0.0)
         var trainSeconds = 0.0
-        let clock = ContinuousClock()
         for epoch in 1...o.epochs {
             let started = clock.now
             trainBatches.shuffle(rng: &shuffleRNG)
