@@ -23,16 +23,18 @@ let package = Package(
         ),
         // IDX files (raw or gzipped) -> Float datasets; minibatches.
         .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),
+        // Process-level platform fixes shared by the executables (OpenBLAS kernel selection).
+        .target(name: "BNPlatform", dependencies: ["BNCore"]),
         // The command-line tool: flags, training loop, reports.
         .executableTarget(
             name: "bntrain",
             dependencies: [
-                "BNCore", "BNData",
+                "BNCore", "BNData", "BNPlatform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).
-        .executableTarget(name: "bnbench", dependencies: ["BNCore"]),
+        .executableTarget(name: "bnbench", dependencies: ["BNCore", "BNPlatform"]),
         .testTarget(
             name: "BNCoreTests",
             dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]

@@ -10,7 +10,10 @@
 //   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
 // Each figure is the best of `repeats` runs (least disturbed by the rest of the machine).
 import BNCore
+import BNPlatform
 import Foundation
+
+BLASKernel.reexecIfUndetected()
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BNCore
 import BNData
+import BNPlatform
 import Foundation
 
 extension Initializer: ExpressibleByArgument {}

@@ -7,10 +7,10 @@ import Foundation
 /// library loads, before any of our code runs, so the only fix from inside the process is to
 /// set OPENBLAS_CORETYPE to the newest family the CPU supports and exec ourselves once.
 /// Setting OPENBLAS_CORETYPE yourself (any value) disables this.
-enum BLASKernel {
+public enum BLASKernel {
     static let genericCores: Set<String> = ["prescott", "core2", "nehalem", "katmai", "coppermine", "northwood", "banias", "atom", "unknown"]
 
-    static func reexecIfUndetected() {
+    public static func reexecIfUndetected() {
         guard getenv("OPENBLAS_CORETYPE") == nil, genericCores.contains(BLAS.coreName.lowercased()),
               let target = bestCoreType() else { return }
         setenv("OPENBLAS_CORETYPE", target, 1)
@@ -20,7 +20,7 @@ enum BLASKernel {
     }
 
     /// The OpenBLAS kernel family for this CPU's instruction-set flags, if better than generic.
-    static func bestCoreType() -> String? {
+    public static func bestCoreType() -> String? {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
               let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
         let flags = Set(line.split(separator: " ").map(String.init))
