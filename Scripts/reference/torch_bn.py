@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""A PyTorch (CPU) implementation of bntrain's reference network, for comparison.
+
+nn.Linear -> nn.Sigmoid -> nn.BatchNorm1d -> nn.Linear, F.cross_entropy, torch.optim.SGD,
+Glorot-normal weights (xavier_normal_), zero biases, float32. Same flags and output lines as
+bntrain. BatchNorm1d's momentum is 1 - --bn-momentum (PyTorch weighs the new value).
+"""
+import sys
+import time
+import pathlib
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+args = common.parse_args(__doc__)
+common.set_threads_env(args.threads)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+torch.set_num_threads(args.threads)
+torch.manual_seed(args.seed)
+xtr, ytr, xte, yte = common.load(args.data, np)
+if args.train_limit:
+    idx = np.random.default_rng(args.seed).permutation(len(xtr))[:args.train_limit]
+    xtr, ytr = xtr[idx], ytr[idx]
+xtr, ytr, xte, yte = (torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
+d, h, c = xtr.shape[1], args.hidden, int(ytr.max()) + 1
+
+layers = [nn.Linear(d, h), nn.Sigmoid()]
+if not args.no_batchnorm:
+    layers.append(nn.BatchNorm1d(h, eps=args.bn_eps, momentum=1 - args.bn_momentum))
+layers.append(nn.Linear(h, c))
+model = nn.Sequential(*layers)
+for m in model:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_normal_(m.weight)
+        nn.init.zeros_(m.bias)
+opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+common.line("config", [("impl", "torch"), ("torch", torch.__version__), ("train", len(xtr)), ("test", len(xte)),
+                       ("epochs", args.epochs), ("batch", args.batch), ("lr", args.lr), ("hidden", h),
+                       ("batchnorm", "off" if args.no_batchnorm else "on"), ("seed", args.seed),
+                       ("threads", torch.get_num_threads())])
+prev, total = None, 0.0
+for epoch in range(1, args.epochs + 1):
+    model.train()
+    t0 = time.perf_counter()
+    order = torch.randperm(len(xtr))
+    loss_sum = 0.0
+    for start in range(0, len(xtr), args.batch):
+        bi = order[start:start + args.batch]
+        x, y = xtr[bi], ytr[bi]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+    seconds = time.perf_counter() - t0
+    total += seconds
+    model.eval()
+    t1 = time.perf_counter()
+    tl, correct = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(xte), args.eval_batch):
+            z = model(xte[s:s + args.eval_batch])
+            y = yte[s:s + args.eval_batch]
+            tl += F.cross_entropy(z, y, reduction="sum").item()
+            correct += int((z.argmax(1) == y).sum())
+    test_seconds = time.perf_counter() - t1
+    train_loss = loss_sum / len(xtr)
+    common.line(None, [("epoch", epoch), ("train_loss", f"{train_loss:.6f}"),
+                       ("loss_change", "nan" if prev is None else f"{train_loss - prev:.6f}"),
+                       ("test_loss", f"{tl / len(xte):.6f}"), ("test_acc", f"{correct / len(xte):.4f}"),
+                       ("seconds", f"{seconds:.3f}"), ("test_seconds", f"{test_seconds:.3f}")])
+    prev = train_loss
+common.line("summary", [("epochs", args.epochs), ("final_test_acc", f"{correct / len(xte):.4f}"),
+                        ("train_seconds", f"{total:.3f}"), ("seconds_per_epoch", f"{total / args.epochs:.4f}"),
+                        ("peak_rss_mib", f"{common.peak_rss_mib():.1f}")])
