@@ -10,16 +10,50 @@ public final class Matrix<T: BLASScalar> {
     public var capacityRows: Int
     /// `capacityRows * cols` elements; element (r, c) is at `data[r * cols + c]`.
     public var data: UnsafeMutablePointer<T>
+    /// False for a view into another matrix's storage (see `view(of:row:rows:)`).
+    public let ownsStorage: Bool
+    /// Keeps a view's underlying matrix alive.
+    private var base: Matrix<T>?
 
     /// A zero-filled (rows, cols) matrix with room for `capacityRows` rows.
-    public init(rows: Int, cols: Int, capacityRows: Int? = nil) {
+    public convenience init(rows: Int, cols: Int, capacityRows: Int? = nil) {
+        self.init(rows: rows, cols: cols, capacityRows: capacityRows, zeroed: true)
+    }
+
+    /// A (rows, cols) matrix; with `zeroed: false` the elements start undefined and the
+    /// caller must write every one (decoders filling a large buffer once).
+    public init(rows: Int, cols: Int, capacityRows: Int? = nil, zeroed: Bool) {
         precondition(rows >= 0 && cols >= 0, "matrix dimensions must be non-negative")
         let capacity = max(capacityRows ?? rows, rows)
         self.rows = rows
         self.cols = cols
         self.capacityRows = capacity
+        self.ownsStorage = true
         self.data = .allocate(capacity: max(capacity * cols, 1))
-        self.data.initialize(repeating: 0, count: max(capacity * cols, 1))
+        if zeroed { self.data.initialize(repeating: 0, count: max(capacity * cols, 1)) }
+    }
+
+    /// An empty view with `cols` columns, to be pointed at row ranges of other matrices with
+    /// `view(of:row:rows:)` (no copy, no allocation per batch).
+    public init(viewWithColumns cols: Int) {
+        self.rows = 0
+        self.cols = cols
+        self.capacityRows = 0
+        self.ownsStorage = false
+        self.data = .allocate(capacity: 1)  // placeholder; released in deinit like any view
+        placeholder = data
+    }
+
+    private var placeholder: UnsafeMutablePointer<T>?
+
+    /// Points this view at rows `row ..< row + rows` of `base`, sharing its storage.
+    public func view(of base: Matrix<T>, row: Int, rows n: Int) {
+        precondition(!ownsStorage, "view(of:) needs a matrix made with init(viewWithColumns:)")
+        precondition(base.cols == cols && row >= 0 && n >= 0 && row + n <= base.rows, "view out of range")
+        self.base = base
+        data = base.data + row * cols
+        rows = n
+        capacityRows = n
     }
 
     /// A (rows, cols) matrix holding `values` in row-major order.
@@ -31,7 +65,10 @@ public final class Matrix<T: BLASScalar> {
         }
     }
 
-    deinit { data.deallocate() }
+    deinit {
+        if ownsStorage { data.deallocate() }
+        placeholder?.deallocate()
+    }
 
     public var count: Int { rows * cols }
 
@@ -50,6 +87,7 @@ public final class Matrix<T: BLASScalar> {
     @inlinable
     public func resize(rows n: Int) {
         if n > capacityRows {
+            precondition(ownsStorage, "cannot grow a view")
             data.deallocate()
             data = .allocate(capacity: n * cols)
             data.initialize(repeating: 0, count: n * cols)

@@ -1,15 +1,17 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BNCore
 import CZlib
 
 /// Images decoded from an IDX file: `count` images of `rows x cols` pixels, each scaled to
-/// [-1, 1] by (p/255 - 0.5) * 2, stored row-major as (count, rows * cols).
-public struct ImageSet: Sendable {
+/// [-1, 1] by (p/255 - 0.5) * 2, in one (count, rows * cols) matrix that batches can view
+/// or gather from.
+public struct ImageSet {
     public var count: Int
     public var rows: Int
     public var cols: Int
-    public var pixels: [Float]
+    public var pixels: Matrix<Float>
     public var featureCount: Int { rows * cols }
 }
 
@@ -34,21 +36,20 @@ public enum IDX {
         let (total, overflow) = count.multipliedReportingOverflow(by: rows * cols)
         try checkPlausible(path: path, src: src, dataBytes: overflow ? Int.max : total)
         if count == 0 { throw DataError.empty(path: path) }
-        // Decode in chunks straight into the Float buffer: no full-size byte copy.
-        var pixels = [Float](repeating: 0, count: total)
+        // Decode in chunks straight into the training matrix (left unzeroed: every element
+        // is written below): no full-size byte copy and no extra pass over memory.
+        let pixels = Matrix<Float>(rows: count, cols: rows * cols, zeroed: false)
         let chunk = 1 << 16
         var scratch = [UInt8](repeating: 0, count: chunk)
         var done = 0
-        try pixels.withUnsafeMutableBufferPointer { dst in
-            try scratch.withUnsafeMutableBufferPointer { buf in
-                try pixelTable.withUnsafeBufferPointer { table in
-                    while done < total {
-                        let got = try src.read(into: buf.baseAddress!, count: min(chunk, total - done))
-                        if got == 0 { break }
-                        let out = dst.baseAddress! + done
-                        for i in 0..<got { out[i] = table[Int(buf[i])] }
-                        done += got
-                    }
+        try scratch.withUnsafeMutableBufferPointer { buf in
+            try pixelTable.withUnsafeBufferPointer { table in
+                while done < total {
+                    let got = try src.read(into: buf.baseAddress!, count: min(chunk, total - done))
+                    if got == 0 { break }
+                    let out = pixels.data + done
+                    for i in 0..<got { out[i] = table[Int(buf[i])] }
+                    done += got
                 }
             }
         }

@@ -2,7 +2,8 @@ import BNCore
 
 /// Yields minibatches of (images, labels) from a chosen subset of a split, in a seeded
 /// shuffled order (or in order), the last partial batch included. Owns its batch buffers:
-/// `fill` copies rows into them and allocates nothing.
+/// `fill` copies rows into them and allocates nothing. For passes over a whole split in
+/// order (evaluation), `SequentialBatches` views the data without copying.
 public final class MinibatchSampler {
     public let split: Split
     /// The examples this sampler draws from (indices into `split`), in this epoch's order.
@@ -39,14 +40,13 @@ public final class MinibatchSampler {
         precondition(n > 0, "batch \(b) is past the end")
         let d = split.images.featureCount
         x.resize(rows: n)
-        split.images.pixels.withUnsafeBufferPointer { px in
-            split.labels.withUnsafeBufferPointer { lab in
-                order.withUnsafeBufferPointer { ord in
-                    for r in 0..<n {
-                        let i = Int(ord[start + r])
-                        (x.data + r * d).update(from: px.baseAddress! + i * d, count: d)
-                        labels[r] = lab[i]
-                    }
+        let px = split.images.pixels.data
+        split.labels.withUnsafeBufferPointer { lab in
+            order.withUnsafeBufferPointer { ord in
+                for r in 0..<n {
+                    let i = Int(ord[start + r])
+                    (x.data + r * d).update(from: px + i * d, count: d)
+                    labels[r] = lab[i]
                 }
             }
         }
@@ -60,4 +60,44 @@ public func randomSubset(total: Int, limit: Int?, rng: inout SplitMix64) -> [Int
     guard let limit, limit < total else { return all }
     rng.shuffle(&all)
     return Array(all.prefix(limit))
+}
+
+/// Consecutive batches of a whole split in stored order, as views into the split's own
+/// storage: no copy, no allocation per batch. For evaluation passes.
+public final class SequentialBatches {
+    public let split: Split
+    public let batchSize: Int
+    /// The current batch: a view of `batchSize` (or fewer) rows of the split's images.
+    public let x: Matrix<Float>
+    /// The current batch's labels.
+    public private(set) var labels: UnsafePointer<Int32>
+    /// All labels, copied once into storage with a stable address.
+    private let allLabels: UnsafeMutablePointer<Int32>
+
+    public init(split: Split, batchSize: Int) {
+        precondition(batchSize > 0, "batch size must be positive")
+        self.split = split
+        self.batchSize = batchSize
+        x = Matrix(viewWithColumns: split.images.featureCount)
+        let all = UnsafeMutablePointer<Int32>.allocate(capacity: max(split.count, 1))
+        split.labels.withUnsafeBufferPointer { all.initialize(from: $0.baseAddress!, count: split.count) }
+        allLabels = all
+        labels = UnsafePointer(all)
+    }
+
+    deinit { allLabels.deallocate() }
+
+    public var exampleCount: Int { split.count }
+    public var batchCount: Int { (split.count + batchSize - 1) / batchSize }
+
+    /// Points `x` and `labels` at batch `b`; returns its size.
+    @discardableResult
+    public func select(batch b: Int) -> Int {
+        let start = b * batchSize
+        let n = min(batchSize, split.count - start)
+        precondition(n > 0, "batch \(b) is past the end")
+        x.view(of: split.images.pixels, row: start, rows: n)
+        labels = UnsafePointer(allLabels + start)
+        return n
+    }
 }

@@ -10,10 +10,13 @@ import Foundation
 public enum BLASKernel {
     static let genericCores: Set<String> = ["prescott", "core2", "nehalem", "katmai", "coppermine", "northwood", "banias", "atom", "unknown"]
 
-    public static func reexecIfUndetected() {
+    /// `threads`, when given, also goes into OPENBLAS_NUM_THREADS (unless set) for the new
+    /// image, so OpenBLAS does not start, and spin, worker threads that will never be used.
+    public static func reexecIfUndetected(threads: Int? = nil) {
         guard getenv("OPENBLAS_CORETYPE") == nil, genericCores.contains(BLAS.coreName.lowercased()),
               let target = bestCoreType() else { return }
         setenv("OPENBLAS_CORETYPE", target, 1)
+        if let threads, getenv("OPENBLAS_NUM_THREADS") == nil { setenv("OPENBLAS_NUM_THREADS", "\(threads)", 1) }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Only reached if exec failed: carry on with the generic kernels.
         unsetenv("OPENBLAS_CORETYPE")

@@ -81,7 +81,7 @@ struct BNTrain: ParsableCommand {
     }
 
     func run() throws {
-        BLASKernel.reexecIfUndetected()
+        BLASKernel.reexecIfUndetected(threads: threads)
         do {
             try TrainingRun(options: self).run()
         } catch let f as Failure {

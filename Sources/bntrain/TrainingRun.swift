@@ -9,6 +9,7 @@ struct TrainingRun {
 
     func run() throws {
         let o = options
+        BLAS.setThreads(o.threads)
         let folder = DataLocation.resolve(o.data)
         let clock = ContinuousClock()
         let loadStarted = clock.now
@@ -32,7 +33,6 @@ struct TrainingRun {
             throw fail("--batch \(o.batch) is larger than the \(trainCount) training images; use at most \(trainCount)", code: ExitStatus.usage)
         }
 
-        BLAS.setThreads(o.threads)
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: o.seed, stream: "subset")
         var initRNG = SplitMix64(seed: o.seed, stream: "init")
@@ -40,7 +40,7 @@ struct TrainingRun {
 
         let indices = randomSubset(total: dataset.train.count, limit: o.trainLimit, rng: &subsetRNG)
         let trainBatches = MinibatchSampler(split: dataset.train, indices: indices, batchSize: o.batch)
-        let testBatches = MinibatchSampler(split: dataset.test, batchSize: min(o.evalBatch, dataset.test.count))
+        let testBatches = SequentialBatches(split: dataset.test, batchSize: min(o.evalBatch, dataset.test.count))
         let net = Network<Float>.reference(
             inputs: dataset.featureCount, hidden: o.hidden, classes: dataset.classes, batchNorm: !o.noBatchnorm,
             bnMomentum: Float(o.bnMomentum), bnEps: Float(o.bnEps), runningVariance: o.bnRunningVar,
@@ -103,10 +103,10 @@ struct TrainingRun {
     }
 
     /// Mean loss and accuracy over a whole split, in evaluation mode (BN running statistics).
-    func evaluate(_ net: Network<Float>, _ batches: MinibatchSampler) -> (loss: Double, accuracy: Double) {
+    func evaluate(_ net: Network<Float>, _ batches: SequentialBatches) -> (loss: Double, accuracy: Double) {
         var lossSum = 0.0, correct = 0
         for b in 0..<batches.batchCount {
-            batches.fill(batch: b)
+            batches.select(batch: b)
             let logits = net.forward(batches.x, training: false)
             let r = net.loss.evaluate(logits: logits, labels: batches.labels)
             lossSum += r.lossSum

@@ -108,6 +108,25 @@ final class DatasetTests: XCTestCase {
         XCTAssertNotEqual(sampler.order, (0..<10).map { Int32($0) }, "shuffled")
     }
 
+    func testSequentialBatchesViewTheDataInOrder() throws {
+        try writeSet(train: 10, classes: 2)
+        let d = try load()
+        let seq = SequentialBatches(split: d.train, batchSize: 4)
+        XCTAssertEqual(seq.batchCount, 3)
+        var firsts: [Float] = [], labels: [Int32] = []
+        for b in 0..<seq.batchCount {
+            let n = seq.select(batch: b)
+            XCTAssertEqual(seq.x.rows, n)
+            XCTAssertEqual(seq.x.data, d.train.images.pixels.data + b * 4 * 4, "a view, not a copy")
+            for r in 0..<n {
+                firsts.append(seq.x[r, 0])
+                labels.append(seq.labels[r])
+            }
+        }
+        XCTAssertEqual(firsts, (0..<10).map { d.train.images.pixels[$0, 0] })
+        XCTAssertEqual(labels, d.train.labels)
+    }
+
     func testRandomSubsetIsSeededAndDistinct() {
         var a = SplitMix64(seed: 3), b = SplitMix64(seed: 3)
         let s1 = randomSubset(total: 100, limit: 30, rng: &a), s2 = randomSubset(total: 100, limit: 30, rng: &b)
