@@ -23,14 +23,17 @@ let package = Package(
         ),
         // IDX files (raw or gzipped) -> Float datasets; minibatches.
         .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),
+        // Model checkpoints in the safetensors format; atomic file writes.
+        .target(name: "BNCheckpoint", dependencies: ["BNCore"]),
         // Process-level platform fixes shared by the executables (OpenBLAS kernel selection).
         .target(name: "BNPlatform", dependencies: ["BNCore"]),
         // The command-line tool: flags, training loop, reports.
         .executableTarget(
             name: "bntrain",
             dependencies: [
-                "BNCore", "BNData", "BNPlatform",
+                "BNCore", "BNData", "BNCheckpoint", "BNPlatform",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "RealModule", package: "swift-numerics"),
             ]
         ),
         // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).
@@ -40,6 +43,7 @@ let package = Package(
             dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]
         ),
         .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore"]),
-        .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData"]),
+        .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),
+        .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData", "BNCheckpoint"]),
     ]
 )

@@ -23,7 +23,7 @@ public final class Dense<T: BLASScalar>: Layer {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.activation = activation
-        weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures))
+        weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures), shape: [outFeatures, inFeatures])
         bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures))
         output = Matrix(rows: 0, cols: outFeatures)
         preActivationGrad = Matrix(rows: 0, cols: outFeatures)

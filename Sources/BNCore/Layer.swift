@@ -4,11 +4,15 @@ public final class Parameter<T: BLASScalar> {
     public let name: String
     public let value: Matrix<T>
     public let grad: Matrix<T>
+    /// The tensor's logical shape, as PyTorch would report it ([out, in] or [n]).
+    public let shape: [Int]
 
-    public init(name: String, value: Matrix<T>) {
+    /// `shape` defaults to [cols] for a single row (a vector), else [rows, cols].
+    public init(name: String, value: Matrix<T>, shape: [Int]? = nil) {
         self.name = name
         self.value = value
         self.grad = Matrix(rows: value.rows, cols: value.cols)
+        self.shape = shape ?? (value.rows == 1 ? [value.cols] : [value.rows, value.cols])
     }
 }
 
@@ -16,9 +20,12 @@ public final class Parameter<T: BLASScalar> {
 public final class Buffer<T: BLASScalar> {
     public let name: String
     public let value: Matrix<T>
+    /// The tensor's logical shape ([n] for the BN statistics).
+    public let shape: [Int]
     public init(name: String, value: Matrix<T>) {
         self.name = name
         self.value = value
+        self.shape = value.rows == 1 ? [value.cols] : [value.rows, value.cols]
     }
 }
 

@@ -6,7 +6,9 @@ import BNCore
 /// order (evaluation), `SequentialBatches` views the data without copying.
 public final class MinibatchSampler {
     public let split: Split
-    /// The examples this sampler draws from (indices into `split`), in this epoch's order.
+    /// The examples this sampler draws from (indices into `split`), in their given order.
+    public let base: [Int32]
+    /// The same examples in this epoch's order.
     public private(set) var order: [Int32]
     public let batchSize: Int
     /// (batchSize, features); `rows` is set to the size of the batch last filled.
@@ -17,7 +19,8 @@ public final class MinibatchSampler {
     public init(split: Split, indices: [Int32]? = nil, batchSize: Int) {
         precondition(batchSize > 0, "batch size must be positive")
         self.split = split
-        self.order = indices ?? (0..<Int32(split.count)).map { $0 }
+        self.base = indices ?? (0..<Int32(split.count)).map { $0 }
+        self.order = base
         self.batchSize = batchSize
         x = Matrix(rows: batchSize, cols: split.images.featureCount)
         labels = .allocate(capacity: batchSize)
@@ -29,8 +32,14 @@ public final class MinibatchSampler {
     public var exampleCount: Int { order.count }
     public var batchCount: Int { (order.count + batchSize - 1) / batchSize }
 
-    /// Shuffles the order for a new epoch.
-    public func shuffle(rng: inout SplitMix64) { rng.shuffle(&order) }
+    /// This epoch's order: a shuffle of the base order, which depends only on the generator's
+    /// state (not on earlier epochs), so a run resumed from a saved state repeats it exactly.
+    public func shuffle(rng: inout SplitMix64) {
+        order.withUnsafeMutableBufferPointer { o in
+            base.withUnsafeBufferPointer { o.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+        }
+        rng.shuffle(&order)
+    }
 
     /// Copies batch `b` into `x` and `labels`; returns its size.
     @discardableResult
@@ -54,12 +63,23 @@ public final class MinibatchSampler {
     }
 }
 
-/// A seeded random subset of `0..<total` of size `limit` (all of them, in order, when `limit` is nil).
+/// A seeded random subset of `0..<total` of size `limit`, in file order (all of them when
+/// `limit` is nil).
 public func randomSubset(total: Int, limit: Int?, rng: inout SplitMix64) -> [Int32] {
     var all = (0..<Int32(total)).map { $0 }
     guard let limit, limit < total else { return all }
     rng.shuffle(&all)
-    return Array(all.prefix(limit))
+    return Array(all.prefix(limit)).sorted()
+}
+
+/// Splits `indices` into (train, validation), the validation part a seeded random
+/// `fraction` of them (rounded, at least one when the fraction is positive); both in file order.
+public func validationSplit(_ indices: [Int32], fraction: Double, rng: inout SplitMix64) -> (train: [Int32], validation: [Int32]) {
+    guard fraction > 0 else { return (indices, []) }
+    let k = max(1, Int((Double(indices.count) * fraction).rounded()))
+    var shuffled = indices
+    rng.shuffle(&shuffled)
+    return (Array(shuffled.dropFirst(k)).sorted(), Array(shuffled.prefix(k)).sorted())
 }
 
 /// Consecutive batches of a whole split in stored order, as views into the split's own

@@ -1,3 +1,4 @@
+import BNCheckpoint
 import BNData
 import Foundation
 
@@ -24,8 +25,33 @@ enum DataLocation {
         return root + "/" + defaults.last!
     }
 
-    /// The message when no `--data` was given and no default dataset exists.
-    static func noDefaultMessage() -> String {
-        "no dataset found: looked for \(defaults.map { "'\(root)/\($0)'" }.joined(separator: " and ")) under '\(FileManager.default.currentDirectoryPath)'; \(fetchHint), or pass --data DIR"
+    /// Finds and loads the dataset, turning data errors into one-line failures with the
+    /// documented exit codes (66 not found, 65 malformed).
+    static func load(_ flag: String?) throws -> (folder: String, dataset: Dataset) {
+        let folder = resolve(flag)
+        do {
+            let files = try DatasetFiles.locate(in: folder, hint: fetchHint)
+            return (folder, try Dataset.load(files))
+        } catch let e as DataError {
+            switch e {
+            case .missingFolder where flag == nil:
+                throw fail("no dataset found: looked for \(defaults.map { "'\(root)/\($0)'" }.joined(separator: " and ")) under '\(FileManager.default.currentDirectoryPath)'; \(fetchHint), or pass --data DIR", code: ExitStatus.noInput)
+            case .missingFolder, .missingFile, .ambiguousFile: throw fail(e.description, code: ExitStatus.noInput)
+            case .unreadable(let path, _) where !FileManager.default.fileExists(atPath: path): throw fail(e.description, code: ExitStatus.noInput)
+            default: throw fail(e.description, code: ExitStatus.dataError)
+            }
+        }
+    }
+}
+
+/// Reads a checkpoint, mapping its errors to one-line failures (66 missing, 65 malformed).
+func readCheckpoint(_ path: String, flag: String) throws -> Checkpoint {
+    do {
+        return try Checkpoint.read(path: path)
+    } catch let e as CheckpointError {
+        if case .unreadable = e, !FileManager.default.fileExists(atPath: path) {
+            throw fail("\(flag) '\(path)' does not exist", code: ExitStatus.noInput)
+        }
+        throw fail(e.description, code: ExitStatus.dataError)
     }
 }

@@ -11,8 +11,10 @@ enum ExitStatus {
     static let noInput: Int32 = 66
     /// Training stopped: the loss became NaN or infinite.
     static let diverged: Int32 = 70
+    /// An output file (checkpoint, metrics) cannot be created or written.
+    static let cannotWrite: Int32 = 73
 
-    static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data file, 66 dataset not found, 70 training diverged (non-finite loss)"
+    static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found, 70 training diverged (non-finite loss), 73 cannot write an output file"
 }
 
 /// Prints one `bntrain: error: ...` line to stderr and exits with `code`.

@@ -1,16 +1,123 @@
+import ArgumentParser
 import Foundation
 
-/// Writes result lines to stdout: an optional record kind, then space-separated key=value
-/// fields (values never contain spaces), flushed per line so `tee` and `tail -f` see each epoch.
-final class Report {
-    func line(_ kind: String?, _ fields: [(String, String)]) {
-        var s = kind.map { $0 + " " } ?? ""
-        s += fields.map { "\($0.0)=\($0.1.replacingOccurrences(of: " ", with: "_"))" }.joined(separator: " ")
-        print(s)
-        fflush(stdout)
+/// Output formats for stdout (`--log-format`).
+enum LogFormat: String, CaseIterable, ExpressibleByArgument {
+    /// `kind key=value ...` lines (epoch lines start with `epoch=`).
+    case text
+    /// One JSON object per line with a "kind" field.
+    case jsonl
+    /// `# config ...` comment, a header row, one row per epoch, `# summary ...` comment.
+    case csv
+}
+
+/// A typed field value, so JSON gets numbers and text gets fixed decimals.
+enum Value: Equatable {
+    case int(Int)
+    case number(Double, digits: Int)
+    case string(String)
+
+    var text: String {
+        switch self {
+        case let .int(i): return "\(i)"
+        case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
+        case let .string(s): return s.replacingOccurrences(of: " ", with: "_")
+        }
     }
 
-    static func fixed(_ x: Double, _ digits: Int) -> String {
-        x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
+    var json: String {
+        switch self {
+        case let .int(i): return "\(i)"
+        case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "null"
+        case let .string(s): return jsonString(s)
+        }
     }
+
+    var csv: String {
+        switch self {
+        case .int, .number: return text
+        case let .string(s): return s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        }
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}
+
+/// One output record: a kind (config, epoch, summary, eval, ...) and ordered fields.
+struct Record {
+    let kind: String
+    var fields: [(String, Value)]
+
+    init(_ kind: String, _ fields: [(String, Value)]) {
+        self.kind = kind
+        self.fields = fields
+    }
+
+    /// Kinds whose text lines drop the kind word (they start with their first field: `epoch=N`, `index=N`).
+    static let bareKinds: Set<String> = ["epoch", "prediction", "class"]
+
+    /// `kind k=v ...`, or just `k=v ...` for the bare kinds.
+    var textLine: String {
+        let body = fields.map { "\($0.0)=\($0.1.text)" }.joined(separator: " ")
+        return Record.bareKinds.contains(kind) ? body : kind + " " + body
+    }
+
+    var jsonLine: String {
+        "{\"kind\":\(jsonString(kind))" + fields.map { ",\(jsonString($0.0)):\($0.1.json)" }.joined() + "}"
+    }
+
+    var csvHeader: String { fields.map(\.0).joined(separator: ",") }
+    var csvRow: String { fields.map { $0.1.csv }.joined(separator: ",") }
+
+    subscript(key: String) -> Value? { fields.first { $0.0 == key }?.1 }
+}
+
+/// Writes records to stdout in the chosen format, flushed per line so `tee` and `tail -f`
+/// see each epoch as it ends.
+final class Report {
+    let format: LogFormat
+    private var csvHeaderWritten = false
+
+    init(format: LogFormat) { self.format = format }
+
+    func emit(_ r: Record) {
+        switch format {
+        case .text: write(r.textLine)
+        case .jsonl: write(r.jsonLine)
+        case .csv:
+            if r.kind == "epoch" {
+                if !csvHeaderWritten {
+                    write(r.csvHeader)
+                    csvHeaderWritten = true
+                }
+                write(r.csvRow)
+            } else {
+                write("# " + r.textLine)
+            }
+        }
+    }
+
+    private func write(_ line: String) {
+        print(line)
+        fflush(stdout)
+    }
+}
+
+/// Diagnostics (stderr), one line each.
+func note(_ message: String) {
+    FileHandle.standardError.write(Data("bntrain: \(message)\n".utf8))
 }

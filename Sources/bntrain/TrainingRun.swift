@@ -1,119 +1,227 @@
+import BNCheckpoint
 import BNCore
 import BNData
 import Foundation
 
-/// One training run: load data, build the network, train, report. The only place that wires
-/// the data module to the layer core.
+/// One training run: load data, build (or restore) the network, train, report, save. The
+/// only place that wires the data module, the layer core and checkpoints together.
 struct TrainingRun {
-    let options: BNTrain
+    var o: BNTrain
 
-    func run() throws {
-        let o = options
-        BLAS.setThreads(o.threads)
-        let folder = DataLocation.resolve(o.data)
+    init(options: BNTrain) { o = options }
+
+    /// Where a resumed run picks up (from the checkpoint's metadata).
+    struct ResumeState {
+        var checkpoint: Checkpoint
+        var epoch: Int
+        var shuffleState: UInt64
+        var previousLoss: Double?
+        var bestVal: (accuracy: Double, epoch: Int)
+        var bestTest: (accuracy: Double, epoch: Int)
+        var trainSeconds: Double
+    }
+
+    mutating func run() throws {
         let clock = ContinuousClock()
-        let loadStarted = clock.now
-        let dataset: Dataset
-        do {
-            let files = try DatasetFiles.locate(in: folder, hint: DataLocation.fetchHint)
-            dataset = try Dataset.load(files)
-        } catch let e as DataError {
-            switch e {
-            case .missingFolder where o.data == nil: throw fail(DataLocation.noDefaultMessage(), code: ExitStatus.noInput)
-            case .missingFolder, .missingFile, .ambiguousFile: throw fail(e.description, code: ExitStatus.noInput)
-            default: throw fail(e.description, code: ExitStatus.dataError)
+        var resumeState: ResumeState?
+        if let path = o.resume {
+            resumeState = try restoreOptions(from: path)
+        }
+        // Output paths are checked before any work, not after 20 epochs.
+        for (flag, path) in [("--save", o.save), ("--metrics", o.metrics)] {
+            if let path, let problem = AtomicFile.checkWritable(path) {
+                throw fail("\(flag): \(problem); choose a writable path", code: ExitStatus.cannotWrite)
             }
         }
+        let initFrom = try o.initFrom.map { try readCheckpoint($0, flag: "--init-from") }
+
+        BLAS.setThreads(o.threads)
+        let loadStarted = clock.now
+        let (folder, dataset) = try DataLocation.load(o.data)
+        let loadSeconds = (clock.now - loadStarted).seconds
         if let n = o.trainLimit, n > dataset.train.count {
             throw fail("--train-limit \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: ExitStatus.usage)
-        }
-        let loadSeconds = (clock.now - loadStarted).seconds
-        let trainCount = o.trainLimit ?? dataset.train.count
-        if o.batch > trainCount {
-            throw fail("--batch \(o.batch) is larger than the \(trainCount) training images; use at most \(trainCount)", code: ExitStatus.usage)
         }
 
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: o.seed, stream: "subset")
+        var valRNG = SplitMix64(seed: o.seed, stream: "validation")
         var initRNG = SplitMix64(seed: o.seed, stream: "init")
         var shuffleRNG = SplitMix64(seed: o.seed, stream: "shuffle")
 
-        let indices = randomSubset(total: dataset.train.count, limit: o.trainLimit, rng: &subsetRNG)
-        let trainBatches = MinibatchSampler(split: dataset.train, indices: indices, batchSize: o.batch)
+        let subset = randomSubset(total: dataset.train.count, limit: o.trainLimit, rng: &subsetRNG)
+        let (trainIndices, valIndices) = validationSplit(subset, fraction: o.valSplit, rng: &valRNG)
+        if trainIndices.isEmpty {
+            throw fail("--val-split \(o.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: ExitStatus.usage)
+        }
+        if o.batch > trainIndices.count {
+            throw fail("--batch \(o.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: ExitStatus.usage)
+        }
+        let trainBatches = MinibatchSampler(split: dataset.train, indices: trainIndices, batchSize: o.batch)
+        let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(o.evalBatch, valIndices.count))
         let testBatches = SequentialBatches(split: dataset.test, batchSize: min(o.evalBatch, dataset.test.count))
-        let net = Network<Float>.reference(
+
+        let spec = ModelSpec(
             inputs: dataset.featureCount, hidden: o.hidden, classes: dataset.classes, batchNorm: !o.noBatchnorm,
-            bnMomentum: Float(o.bnMomentum), bnEps: Float(o.bnEps), runningVariance: o.bnRunningVar,
-            initializer: o.`init`, rng: &initRNG)
+            bnEps: o.bnEps, bnMomentum: o.bnMomentum, runningVariance: o.bnRunningVar)
+        let net = spec.makeNetwork(initializer: o.`init`, rng: &initRNG)
+        do {
+            if let r = resumeState {
+                try r.checkpoint.load(into: net, path: o.resume!)
+                shuffleRNG.state = r.shuffleState
+            } else if let c = initFrom {
+                try c.load(into: net, path: o.initFrom!, requireBuffers: false)
+            }
+        } catch let e as CheckpointError {
+            throw fail(e.description, code: ExitStatus.dataError)
+        }
         let sgd = SGD<Float>(learningRate: Float(o.lr))
 
-        let report = Report()
-        report.line("config", [
-            ("version", BNTrain.version), ("data", folder),
-            ("train_images", dataset.files.trainImages), ("test_images", dataset.files.testImages),
-            ("image", "\(dataset.rows)x\(dataset.cols)"), ("classes", "\(dataset.classes)"),
-            ("train", "\(trainCount)"), ("test", "\(dataset.test.count)"),
-            ("epochs", "\(o.epochs)"), ("batch", "\(o.batch)"), ("lr", "\(o.lr)"), ("hidden", "\(o.hidden)"),
-            ("batchnorm", o.noBatchnorm ? "off" : "on"), ("bn_momentum", "\(o.bnMomentum)"), ("bn_eps", "\(o.bnEps)"),
-            ("bn_running_var", o.bnRunningVar.rawValue), ("init", o.`init`.rawValue),
-            ("seed", "\(o.seed)"), ("threads", "\(o.threads)"), ("blas_core", BLAS.coreName), ("parameters", "\(net.parameterCount)"),
-            ("load_seconds", Report.fixed(loadSeconds, 3)),
-        ])
+        let config = configFields(folder: folder, dataset: dataset, trainCount: trainIndices.count, valCount: valIndices.count, net: net)
+        let report = Report(format: o.logFormat)
+        report.emit(Record("config", config + [("blas_core", .string(BLAS.coreName)), ("load_seconds", .number(loadSeconds, digits: 3))]))
+        if let r = resumeState { note("resuming '\(o.resume!)' after epoch \(r.epoch) of \(o.epochs); configuration taken from the checkpoint") }
 
-        var previousLoss: Double?
-        var best = (accuracy: -1.0, epoch: 0)
-        var last = (loss: 0.0, accuracy: 0.0)
-        var trainSeconds = 0.0
-        for epoch in 1...o.epochs {
+        let metricsFile = try o.metrics.map { try MetricsFile(path: $0, resumeEpoch: resumeState?.epoch) }
+        let progress = Progress(quiet: o.quiet)
+        let configJSON = "{" + config.map { "\(jsonString($0.0)):\($0.1.json)" }.joined(separator: ",") + "}"
+
+        var previousLoss = resumeState?.previousLoss
+        var bestVal: (accuracy: Double, epoch: Int) = resumeState?.bestVal ?? (-1.0, 0)
+        var bestTest: (accuracy: Double, epoch: Int) = resumeState?.bestTest ?? (-1.0, 0)
+        var trainSeconds = resumeState?.trainSeconds ?? 0
+        var lastRecord: Record?
+        let firstEpoch = (resumeState?.epoch ?? 0) + 1
+        for epoch in firstEpoch...max(firstEpoch, o.epochs) where epoch <= o.epochs {
             let started = clock.now
-            trainBatches.shuffle(rng: &shuffleRNG)
-            var lossSum = 0.0
+            if o.shuffle == .epoch { trainBatches.shuffle(rng: &shuffleRNG) }
+            var lossSum = 0.0, seen = 0
             for b in 0..<trainBatches.batchCount {
                 let n = trainBatches.fill(batch: b)
                 let loss = net.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: sgd)
                 guard loss.isFinite else {
+                    progress.clear()
                     throw fail("training diverged: the loss became \(loss) at epoch \(epoch), step \(b + 1) of \(trainBatches.batchCount); try a smaller --lr (now \(o.lr))", code: ExitStatus.diverged)
                 }
                 lossSum += loss * Double(n)
+                seen += n
+                progress.step(epoch: epoch, epochs: o.epochs, batch: b + 1, batches: trainBatches.batchCount, lossSoFar: lossSum / Double(seen), examples: seen, epochStart: started)
             }
             let seconds = (clock.now - started).seconds
             trainSeconds += seconds
-            let trainLoss = lossSum / Double(trainCount)
+            progress.clear()
+            let trainLoss = lossSum / Double(trainIndices.count)
 
+            var fields: [(String, Value)] = [
+                ("epoch", .int(epoch)), ("train_loss", .number(trainLoss, digits: 6)),
+                ("loss_change", .number(previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)),
+            ]
+            var improvedVal = false
+            if let valBatches {
+                let v = Evaluation.run(net, gathered: valBatches)
+                fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
+                if v.accuracy > bestVal.accuracy {
+                    bestVal = (v.accuracy, epoch)
+                    improvedVal = true
+                }
+            }
             let testStarted = clock.now
-            let test = evaluate(net, testBatches)
+            let test = Evaluation.run(net, sequential: testBatches)
             let testSeconds = (clock.now - testStarted).seconds
-            if test.accuracy > best.accuracy { best = (test.accuracy, epoch) }
-            last = (test.loss, test.accuracy)
-            report.line(nil, [
-                ("epoch", "\(epoch)"), ("train_loss", Report.fixed(trainLoss, 6)),
-                ("loss_change", previousLoss.map { Report.fixed(trainLoss - $0, 6) } ?? "nan"),
-                ("test_loss", Report.fixed(test.loss, 6)), ("test_acc", Report.fixed(test.accuracy, 4)),
-                ("seconds", Report.fixed(seconds, 3)), ("test_seconds", Report.fixed(testSeconds, 3)),
-            ])
+            if test.accuracy > bestTest.accuracy { bestTest = (test.accuracy, epoch) }
+            fields += [
+                ("test_loss", .number(test.loss, digits: 6)), ("test_acc", .number(test.accuracy, digits: 4)),
+                ("seconds", .number(seconds, digits: 3)), ("test_seconds", .number(testSeconds, digits: 3)),
+            ]
+            let record = Record("epoch", fields)
+            lastRecord = record
             previousLoss = trainLoss
+
+            if let save = o.save {
+                let due = o.saveBest ? improvedVal : (epoch % o.saveEvery == 0 || epoch == o.epochs)
+                if due {
+                    var meta: [String: String] = [
+                        "bntrain.version": BNTrain.version, "bntrain.config": configJSON, "bntrain.epoch": "\(epoch)",
+                        "bntrain.shuffle_rng": "\(shuffleRNG.state)", "bntrain.prev_train_loss": "\(trainLoss)",
+                        "bntrain.best_val_acc": "\(bestVal.accuracy)", "bntrain.best_val_epoch": "\(bestVal.epoch)",
+                        "bntrain.best_test_acc": "\(bestTest.accuracy)", "bntrain.best_test_epoch": "\(bestTest.epoch)",
+                        "bntrain.train_seconds": "\(trainSeconds)", "bntrain.metrics": record.jsonLine,
+                    ]
+                    meta["bntrain.data"] = folder
+                    do { try Checkpoint(network: net, metadata: meta).write(to: save) } catch {
+                        throw fail("\(error)", code: ExitStatus.cannotWrite)
+                    }
+                }
+            }
+            report.emit(record)
+            metricsFile?.append(record)
         }
-        report.line("summary", [
-            ("epochs", "\(o.epochs)"), ("final_train_loss", Report.fixed(previousLoss ?? .nan, 6)),
-            ("final_test_loss", Report.fixed(last.loss, 6)), ("final_test_acc", Report.fixed(last.accuracy, 4)),
-            ("best_test_acc", Report.fixed(best.accuracy, 4)), ("best_epoch", "\(best.epoch)"),
-            ("train_seconds", Report.fixed(trainSeconds, 3)),
-            ("seconds_per_epoch", Report.fixed(trainSeconds / Double(o.epochs), 4)),
-        ])
+        var summary: [(String, Value)] = [("epochs", .int(o.epochs))]
+        if let last = lastRecord {
+            summary += [
+                ("final_train_loss", last["train_loss"]!), ("final_test_loss", last["test_loss"]!), ("final_test_acc", last["test_acc"]!),
+            ]
+        }
+        if valBatches != nil { summary += [("best_val_acc", .number(bestVal.accuracy, digits: 4)), ("best_val_epoch", .int(bestVal.epoch))] }
+        summary += [
+            ("best_test_acc", .number(bestTest.accuracy, digits: 4)), ("best_epoch", .int(bestTest.epoch)),
+            ("train_seconds", .number(trainSeconds, digits: 3)),
+            ("seconds_per_epoch", .number(trainSeconds / Double(max(o.epochs, 1)), digits: 4)),
+        ]
+        if let save = o.save { summary.append(("saved", .string(save))) }
+        report.emit(Record("summary", summary))
     }
 
-    /// Mean loss and accuracy over a whole split, in evaluation mode (BN running statistics).
-    func evaluate(_ net: Network<Float>, _ batches: SequentialBatches) -> (loss: Double, accuracy: Double) {
-        var lossSum = 0.0, correct = 0
-        for b in 0..<batches.batchCount {
-            batches.select(batch: b)
-            let logits = net.forward(batches.x, training: false)
-            let r = net.loss.evaluate(logits: logits, labels: batches.labels)
-            lossSum += r.lossSum
-            correct += r.correct
+    /// The configuration record: every flag that affects results, the files read and the
+    /// version. Also stored in checkpoints, from which `--resume` restores it.
+    func configFields(folder: String, dataset: Dataset, trainCount: Int, valCount: Int, net: Network<Float>) -> [(String, Value)] {
+        [
+            ("version", .string(BNTrain.version)), ("data", .string(folder)),
+            ("train_images", .string(dataset.files.trainImages)), ("test_images", .string(dataset.files.testImages)),
+            ("image", .string("\(dataset.rows)x\(dataset.cols)")), ("classes", .int(dataset.classes)),
+            ("train", .int(trainCount)), ("val", .int(valCount)), ("test", .int(dataset.test.count)),
+            ("epochs", .int(o.epochs)), ("batch", .int(o.batch)), ("lr", .string("\(o.lr)")), ("hidden", .int(o.hidden)),
+            ("train_limit", o.trainLimit.map { .int($0) } ?? .string("all")), ("val_split", .string("\(o.valSplit)")),
+            ("shuffle", .string(o.shuffle.rawValue)),
+            ("batchnorm", .string(o.noBatchnorm ? "off" : "on")), ("bn_momentum", .string("\(o.bnMomentum)")), ("bn_eps", .string("\(o.bnEps)")),
+            ("bn_running_var", .string(o.bnRunningVar.rawValue)), ("init", .string(o.initFrom.map { "from:" + $0 } ?? o.`init`.rawValue)),
+            ("seed", .string("\(o.seed)")), ("threads", .int(o.threads)), ("parameters", .int(net.parameterCount)),
+        ]
+    }
+
+    /// Reads `--resume`'s checkpoint and takes the run's configuration from it (the flags
+    /// that shape results; --epochs, output and thread flags stay as given).
+    mutating func restoreOptions(from path: String) throws -> ResumeState {
+        let c = try readCheckpoint(path, flag: "--resume")
+        let m = c.metadata
+        guard let configText = m["bntrain.config"],
+              let config = try? JSONSerialization.jsonObject(with: Data(configText.utf8)) as? [String: Any],
+              let epoch = m["bntrain.epoch"].flatMap(Int.init), let rng = m["bntrain.shuffle_rng"].flatMap(UInt64.init) else {
+            throw fail("'\(path)' has no bntrain training state (was it written by bntrain --save?); use --init-from to start from its weights", code: ExitStatus.dataError)
         }
-        let n = Double(batches.exampleCount)
-        return (lossSum / n, Double(correct) / n)
+        func string(_ k: String) -> String? { (config[k] as? String) ?? (config[k] as? NSNumber)?.stringValue }
+        func int(_ k: String) -> Int? { (config[k] as? NSNumber)?.intValue ?? string(k).flatMap(Int.init) }
+        if o.data == nil { o.data = string("data") }
+        if let v = int("batch") { o.batch = v }
+        if let v = string("lr").flatMap(Double.init) { o.lr = v }
+        if let v = int("hidden") { o.hidden = v }
+        o.trainLimit = int("train_limit")
+        if let v = string("val_split").flatMap(Double.init) { o.valSplit = v }
+        if let v = string("shuffle").flatMap(ShuffleMode.init(rawValue:)) { o.shuffle = v }
+        if let v = string("batchnorm") { o.noBatchnorm = v == "off" }
+        if let v = string("bn_momentum").flatMap(Double.init) { o.bnMomentum = v }
+        if let v = string("bn_eps").flatMap(Double.init) { o.bnEps = v }
+        if let v = string("bn_running_var").flatMap(BatchNorm1D<Float>.RunningVariance.init(rawValue:)) { o.bnRunningVar = v }
+        if let v = string("seed").flatMap(UInt64.init) { o.seed = v }
+        if epoch >= o.epochs {
+            throw fail("'\(path)' has already trained \(epoch) epochs; pass --epochs greater than \(epoch) to continue", code: ExitStatus.usage)
+        }
+        return ResumeState(
+            checkpoint: c, epoch: epoch, shuffleState: rng,
+            previousLoss: m["bntrain.prev_train_loss"].flatMap(Double.init),
+            bestVal: (m["bntrain.best_val_acc"].flatMap(Double.init) ?? -1, m["bntrain.best_val_epoch"].flatMap(Int.init) ?? 0),
+            bestTest: (m["bntrain.best_test_acc"].flatMap(Double.init) ?? -1, m["bntrain.best_test_epoch"].flatMap(Int.init) ?? 0),
+            trainSeconds: m["bntrain.train_seconds"].flatMap(Double.init) ?? 0)
     }
 }
 

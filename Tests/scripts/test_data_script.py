@@ -53,8 +53,8 @@ def idx_files():
     images = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2]) + bytes(range(8))
     labels = bytes([0, 0, 8, 1, 0, 0, 0, 2, 1, 0])
     return {
-        FILES[0]: gzip.compress(images), FILES[1]: gzip.compress(labels),
-        FILES[2]: gzip.compress(images), FILES[3]: gzip.compress(labels),
+        FILES[0]: gzip.compress(images, mtime=0), FILES[1]: gzip.compress(labels, mtime=0),
+        FILES[2]: gzip.compress(images, mtime=0), FILES[3]: gzip.compress(labels, mtime=0),
     }
 
 

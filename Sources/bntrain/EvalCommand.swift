@@ -1,0 +1,103 @@
+import ArgumentParser
+import BNCheckpoint
+import BNCore
+import BNData
+import BNPlatform
+import Foundation
+
+/// `bntrain eval`: a saved model on a dataset's test split.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bntrain eval",
+        abstract: "Evaluate a saved model on a dataset's test images: loss, accuracy, per-class accuracy, confusion matrix.",
+        discussion: ExitStatus.helpText)
+
+    @Option(help: ArgumentHelp("A safetensors checkpoint written by bntrain --save (or with the same tensor names).", valueName: "file"))
+    var model: String
+
+    @Option(help: ArgumentHelp("Dataset folder or name, as for training. Default: the checkpoint's dataset if it exists, else Data/mnist or Data/fashion-mnist.", valueName: "dir|name"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("text (key=value lines) or jsonl (one JSON object).", valueName: "text|jsonl"))
+    var logFormat: LogFormat = .text
+
+    @Option(help: "BLAS threads.")
+    var threads = 1
+
+    @Option(help: "Batch size of the pass (memory only).")
+    var evalBatch = 1000
+
+    func validate() throws {
+        guard logFormat != .csv else { throw ValidationError("--log-format for eval is text or jsonl") }
+        guard threads >= 1, evalBatch >= 1 else { throw ValidationError("--threads and --eval-batch must be at least 1") }
+    }
+
+    func run() throws {
+        BLASKernel.reexecIfUndetected(threads: threads)
+        try runReportingFailures {
+            BLAS.setThreads(threads)
+            let (checkpoint, net, spec) = try loadModel(model)
+            var dataFlag = data
+            if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }
+            let (folder, dataset) = try DataLocation.load(dataFlag)
+            guard dataset.featureCount == spec.inputs else {
+                throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
+            }
+            do { try Dataset.checkLabels(dataset.test.labels, classes: spec.classes, path: dataset.files.testLabels) } catch let e as DataError {
+                throw fail(e.description + " (the model has \(spec.classes) classes)", code: ExitStatus.dataError)
+            }
+            let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch, dataset.test.count))
+            let c = spec.classes
+            var confusion = [[Int]](repeating: [Int](repeating: 0, count: c), count: c)
+            var lossSum = 0.0
+            for b in 0..<batches.batchCount {
+                let n = batches.select(batch: b)
+                let logits = net.forward(batches.x, training: false)
+                lossSum += net.loss.evaluate(logits: logits, labels: batches.labels).lossSum
+                for (i, p) in Evaluation.predictions(logits).enumerated() where i < n {
+                    confusion[Int(batches.labels[i])][p.label] += 1
+                }
+            }
+            let total = dataset.test.count
+            let correct = (0..<c).reduce(0) { $0 + confusion[$1][$1] }
+            let counts = confusion.map { $0.reduce(0, +) }
+            let perClass = (0..<c).map { counts[$0] == 0 ? Double.nan : Double(confusion[$0][$0]) / Double(counts[$0]) }
+            let head: [(String, Value)] = [
+                ("model", .string(model)), ("data", .string(folder)), ("test_images", .string(dataset.files.testImages)),
+                ("test", .int(total)), ("classes", .int(c)),
+                ("test_loss", .number(lossSum / Double(total), digits: 6)), ("test_acc", .number(Double(correct) / Double(total), digits: 4)),
+            ]
+            switch logFormat {
+            case .jsonl:
+                let classes = (0..<c).map { "{\"class\":\($0),\"count\":\(counts[$0]),\"correct\":\(confusion[$0][$0]),\"acc\":\(Value.number(perClass[$0], digits: 4).json)}" }
+                let rows = confusion.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
+                print(Record("eval", head).jsonLine.dropLast() + ",\"per_class\":[\(classes.joined(separator: ","))],\"confusion\":[\(rows.joined(separator: ","))]}")
+            default:
+                let report = Report(format: .text)
+                report.emit(Record("eval", head))
+                for k in 0..<c {
+                    report.emit(Record("class", [("class", .int(k)), ("count", .int(counts[k])), ("correct", .int(confusion[k][k])), ("acc", .number(perClass[k], digits: 4))]))
+                }
+                // Rows: true label; columns: predicted label.
+                for k in 0..<c {
+                    report.emit(Record("confusion", [("true", .int(k)), ("predicted", .string(confusion[k].map(String.init).joined(separator: ",")))]))
+                }
+            }
+            fflush(stdout)
+        }
+    }
+}
+
+/// Reads a checkpoint and builds the network it describes (evaluation use).
+func loadModel(_ path: String) throws -> (Checkpoint, Network<Float>, ModelSpec) {
+    let checkpoint = try readCheckpoint(path, flag: "--model")
+    do {
+        let spec = try checkpoint.spec(path: path)
+        var rng = SplitMix64(seed: 0)
+        let net = spec.makeNetwork(rng: &rng)
+        try checkpoint.load(into: net, path: path)
+        return (checkpoint, net, spec)
+    } catch let e as CheckpointError {
+        throw fail(e.description, code: ExitStatus.dataError)
+    }
+}

@@ -1,0 +1,50 @@
+import BNCore
+import BNData
+import RealModule
+
+/// Evaluation-mode passes (BN running statistics) over a split.
+enum Evaluation {
+    struct Result {
+        var loss: Double
+        var accuracy: Double
+    }
+
+    /// Over a split in stored order, viewing its storage (the test set).
+    static func run(_ net: Network<Float>, sequential batches: SequentialBatches) -> Result {
+        var lossSum = 0.0, correct = 0
+        for b in 0..<batches.batchCount {
+            batches.select(batch: b)
+            let r = net.loss.evaluate(logits: net.forward(batches.x, training: false), labels: batches.labels)
+            lossSum += r.lossSum
+            correct += r.correct
+        }
+        let n = Double(batches.exampleCount)
+        return Result(loss: lossSum / n, accuracy: Double(correct) / n)
+    }
+
+    /// Over scattered examples, gathered batch by batch (the validation split).
+    static func run(_ net: Network<Float>, gathered batches: MinibatchSampler) -> Result {
+        var lossSum = 0.0, correct = 0
+        for b in 0..<batches.batchCount {
+            batches.fill(batch: b)
+            let r = net.loss.evaluate(logits: net.forward(batches.x, training: false), labels: batches.labels)
+            lossSum += r.lossSum
+            correct += r.correct
+        }
+        let n = Double(batches.exampleCount)
+        return Result(loss: lossSum / n, accuracy: Double(correct) / n)
+    }
+
+    /// Arg-max predictions and their softmax probabilities for each row of `logits`.
+    static func predictions(_ logits: Matrix<Float>) -> [(label: Int, probability: Double)] {
+        (0..<logits.rows).map { i in
+            let row = logits.data + i * logits.cols
+            var best = 0
+            for k in 1..<logits.cols where row[k] > row[best] { best = k }
+            var sum = 0.0
+            for k in 0..<logits.cols { sum += Double.exp(Double(row[k] - row[best])) }
+            return (best, 1 / sum)
+        }
+    }
+}
+

@@ -1,0 +1,62 @@
+import ArgumentParser
+import BNCheckpoint
+import BNCore
+import BNData
+import BNPlatform
+import Foundation
+
+/// `bntrain predict`: labels for the images of one IDX file.
+struct PredictCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bntrain predict",
+        abstract: "Predict a label for every image of an IDX image file: one line per image with the label and its probability.",
+        discussion: ExitStatus.helpText)
+
+    @Option(help: ArgumentHelp("A safetensors checkpoint written by bntrain --save.", valueName: "file"))
+    var model: String
+
+    @Option(help: ArgumentHelp("An IDX image file (magic 2051), raw or gzipped.", valueName: "file"))
+    var images: String
+
+    @Option(help: ArgumentHelp("text (index=.. label=.. prob=.. lines) or jsonl.", valueName: "text|jsonl"))
+    var logFormat: LogFormat = .text
+
+    @Option(help: "BLAS threads.")
+    var threads = 1
+
+    func validate() throws {
+        guard logFormat != .csv else { throw ValidationError("--log-format for predict is text or jsonl") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        BLASKernel.reexecIfUndetected(threads: threads)
+        try runReportingFailures {
+            BLAS.setThreads(threads)
+            let (_, net, spec) = try loadModel(model)
+            let set: ImageSet
+            do { set = try IDX.readImages(path: images) } catch let e as DataError {
+                if case .unreadable = e, !FileManager.default.fileExists(atPath: images) { throw fail("--images '\(images)' does not exist", code: ExitStatus.noInput) }
+                throw fail(e.description, code: ExitStatus.dataError)
+            }
+            guard set.featureCount == spec.inputs else {
+                throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
+            }
+            let view = Matrix<Float>(viewWithColumns: spec.inputs)
+            let chunk = 1000
+            var out = ""
+            for start in stride(from: 0, to: set.count, by: chunk) {
+                let n = min(chunk, set.count - start)
+                view.view(of: set.pixels, row: start, rows: n)
+                for (i, p) in Evaluation.predictions(net.forward(view, training: false)).enumerated() {
+                    let fields: [(String, Value)] = [("index", .int(start + i)), ("label", .int(p.label)), ("prob", .number(p.probability, digits: 4))]
+                    let r = Record("prediction", fields)
+                    out += (logFormat == .jsonl ? r.jsonLine : r.textLine) + "\n"
+                }
+                print(out, terminator: "")
+                out = ""
+            }
+            fflush(stdout)
+        }
+    }
+}

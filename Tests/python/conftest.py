@@ -1,0 +1,68 @@
+"""Shared fixtures: the repository, the built bntrain binary, small IDX datasets."""
+import gzip
+import os
+import pathlib
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FASHION = REPO / "Data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def bntrain():
+    """Path of a release build of bntrain (built once per session)."""
+    subprocess.run(["swift", "build", "-c", "release", "--product", "bntrain"], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+    return str(REPO / ".build" / "release" / "bntrain")
+
+
+def read_idx(path):
+    data = pathlib.Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data[4 + 4 * ndim:], dtype=np.uint8).reshape(dims)
+
+
+def write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = 0x0801 if array.ndim == 1 else 0x0803
+    head = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    pathlib.Path(path).write_bytes(head + array.tobytes())
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"{FASHION} is missing; run 'Scripts/data fashion-mnist' first")
+    return FASHION
+
+
+@pytest.fixture(scope="session")
+def small_fashion(tmp_path_factory, fashion):
+    """The first 1,280 training and 2,000 test images of Fashion-MNIST, as raw IDX files."""
+    d = tmp_path_factory.mktemp("small-fashion")
+    for split, n in (("train", 1280), ("t10k", 2000)):
+        write_idx(d / f"{split}-images-idx3-ubyte", read_idx(fashion / f"{split}-images-idx3-ubyte.gz")[:n])
+        write_idx(d / f"{split}-labels-idx1-ubyte", read_idx(fashion / f"{split}-labels-idx1-ubyte.gz")[:n])
+    return d
+
+
+def scaled(images):
+    """bntrain's pixel scaling, (p/255 - 0.5) * 2, computed in float64 and rounded to float32."""
+    return ((images.reshape(len(images), -1).astype(np.float64) / 255.0 - 0.5) * 2.0).astype(np.float32)
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def fields(line):
+    return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
