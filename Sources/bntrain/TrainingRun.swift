@@ -1,3 +1,4 @@
+import ArgumentParser
 import BNCheckpoint
 import BNCore
 import BNData
@@ -13,7 +14,12 @@ struct TrainingRun {
     /// Where a resumed run picks up (from the checkpoint's metadata).
     struct ResumeState {
         var checkpoint: Checkpoint
+        /// Completed epochs.
         var epoch: Int
+        /// Steps already taken in the next epoch (an interrupted run), with their summed loss.
+        var step: Int
+        var partialLossSum: Double
+        /// Generator state to shuffle the next epoch with.
         var shuffleState: UInt64
         var previousLoss: Double?
         var bestVal: (accuracy: Double, epoch: Int)
@@ -92,11 +98,53 @@ struct TrainingRun {
         var trainSeconds = resumeState?.trainSeconds ?? 0
         var lastRecord: Record?
         let firstEpoch = (resumeState?.epoch ?? 0) + 1
+        var firstStep = resumeState?.step ?? 0
+        var partialLossSum = resumeState?.partialLossSum ?? 0
+
+        /// Metadata for a checkpoint taken after `completed` epochs plus `step` steps of the next.
+        func checkpointMetadata(completed: Int, step: Int, lossSum: Double, rngState: UInt64, prevLoss: Double?, record: Record?) -> [String: String] {
+            var meta: [String: String] = [
+                "bntrain.version": BNTrain.version, "bntrain.config": configJSON, "bntrain.data": folder,
+                "bntrain.epoch": "\(completed)", "bntrain.step": "\(step)", "bntrain.partial_loss_sum": "\(lossSum)",
+                "bntrain.shuffle_rng": "\(rngState)",
+                "bntrain.best_val_acc": "\(bestVal.accuracy)", "bntrain.best_val_epoch": "\(bestVal.epoch)",
+                "bntrain.best_test_acc": "\(bestTest.accuracy)", "bntrain.best_test_epoch": "\(bestTest.epoch)",
+                "bntrain.train_seconds": "\(trainSeconds)",
+            ]
+            if let prevLoss { meta["bntrain.prev_train_loss"] = "\(prevLoss)" }
+            if let record { meta["bntrain.metrics"] = record.jsonLine }
+            return meta
+        }
+        func writeCheckpoint(_ meta: [String: String], to path: String) throws {
+            do { try Checkpoint(network: net, metadata: meta).write(to: path) } catch {
+                throw fail("\(error)", code: ExitStatus.cannotWrite)
+            }
+        }
+
+        Interruption.install()
         for epoch in firstEpoch...max(firstEpoch, o.epochs) where epoch <= o.epochs {
             let started = clock.now
+            let epochRNGState = shuffleRNG.state
             if o.shuffle == .epoch { trainBatches.shuffle(rng: &shuffleRNG) }
-            var lossSum = 0.0, seen = 0
-            for b in 0..<trainBatches.batchCount {
+            var lossSum = partialLossSum, seen = firstStep * o.batch
+            let startStep = firstStep
+            firstStep = 0
+            partialLossSum = 0
+            for b in startStep..<trainBatches.batchCount {
+                if let sig = Interruption.requested {
+                    progress.clear()
+                    trainSeconds += (clock.now - started).seconds
+                    var message = "interrupted by \(Interruption.name(sig)) at epoch \(epoch), step \(b) of \(trainBatches.batchCount)"
+                    if let save = o.save {
+                        try writeCheckpoint(checkpointMetadata(completed: epoch - 1, step: b, lossSum: lossSum, rngState: epochRNGState, prevLoss: previousLoss, record: lastRecord), to: save)
+                        message += "; checkpoint saved to '\(save)'; continue with: bntrain --resume \(save) --epochs \(o.epochs)"
+                    } else {
+                        message += "; nothing saved (pass --save FILE to keep interrupted runs)"
+                    }
+                    if let m = o.metrics { message += "; metrics up to epoch \(epoch - 1) are in '\(m)'" }
+                    note(message)
+                    throw ExitCode(128 + sig)
+                }
                 let n = trainBatches.fill(batch: b)
                 let loss = net.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: sgd)
                 guard loss.isFinite else {
@@ -137,21 +185,8 @@ struct TrainingRun {
             lastRecord = record
             previousLoss = trainLoss
 
-            if let save = o.save {
-                let due = o.saveBest ? improvedVal : (epoch % o.saveEvery == 0 || epoch == o.epochs)
-                if due {
-                    var meta: [String: String] = [
-                        "bntrain.version": BNTrain.version, "bntrain.config": configJSON, "bntrain.epoch": "\(epoch)",
-                        "bntrain.shuffle_rng": "\(shuffleRNG.state)", "bntrain.prev_train_loss": "\(trainLoss)",
-                        "bntrain.best_val_acc": "\(bestVal.accuracy)", "bntrain.best_val_epoch": "\(bestVal.epoch)",
-                        "bntrain.best_test_acc": "\(bestTest.accuracy)", "bntrain.best_test_epoch": "\(bestTest.epoch)",
-                        "bntrain.train_seconds": "\(trainSeconds)", "bntrain.metrics": record.jsonLine,
-                    ]
-                    meta["bntrain.data"] = folder
-                    do { try Checkpoint(network: net, metadata: meta).write(to: save) } catch {
-                        throw fail("\(error)", code: ExitStatus.cannotWrite)
-                    }
-                }
+            if let save = o.save, o.saveBest ? improvedVal : (epoch % o.saveEvery == 0 || epoch == o.epochs) {
+                try writeCheckpoint(checkpointMetadata(completed: epoch, step: 0, lossSum: 0, rngState: shuffleRNG.state, prevLoss: trainLoss, record: record), to: save)
             }
             report.emit(record)
             metricsFile?.append(record)
@@ -217,7 +252,10 @@ struct TrainingRun {
             throw fail("'\(path)' has already trained \(epoch) epochs; pass --epochs greater than \(epoch) to continue", code: ExitStatus.usage)
         }
         return ResumeState(
-            checkpoint: c, epoch: epoch, shuffleState: rng,
+            checkpoint: c, epoch: epoch,
+            step: m["bntrain.step"].flatMap(Int.init) ?? 0,
+            partialLossSum: m["bntrain.partial_loss_sum"].flatMap(Double.init) ?? 0,
+            shuffleState: rng,
             previousLoss: m["bntrain.prev_train_loss"].flatMap(Double.init),
             bestVal: (m["bntrain.best_val_acc"].flatMap(Double.init) ?? -1, m["bntrain.best_val_epoch"].flatMap(Int.init) ?? 0),
             bestTest: (m["bntrain.best_test_acc"].flatMap(Double.init) ?? -1, m["bntrain.best_test_epoch"].flatMap(Int.init) ?? 0),
