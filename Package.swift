@@ -36,6 +36,10 @@ let package = Package(
                 .product(name: "RealModule", package: "swift-numerics"),
             ]
         ),
+        // Fuzz targets (IDX/gzip reader, checkpoint reader), shared by bnfuzz and the corpus tests.
+        .target(name: "BNFuzzTargets", dependencies: ["BNData", "BNCheckpoint", "BNCore"]),
+        // libFuzzer entry point (Scripts/fuzz builds it with -sanitize=fuzzer); plain builds replay files.
+        .executableTarget(name: "bnfuzz", dependencies: ["BNFuzzTargets"]),
         // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).
         .executableTarget(name: "bnbench", dependencies: ["BNCore", "BNPlatform"]),
         .testTarget(
@@ -44,6 +48,7 @@ let package = Package(
         ),
         .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore"]),
         .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["BNFuzzTargets"], exclude: ["Corpus"]),
         .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData", "BNCheckpoint"]),
     ]
 )

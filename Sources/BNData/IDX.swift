@@ -21,9 +21,9 @@ public struct ImageSet {
 public enum IDX {
     public static let imageMagic: UInt32 = 0x0000_0803  // 2051
     public static let labelMagic: UInt32 = 0x0000_0801  // 2049
-    /// Largest file bntrain will decode (8 GiB of pixels): far above any MNIST-style set, far
-    /// below anything that would exhaust memory by accident.
-    public static let maxDataBytes = 1 << 33
+    /// Largest data section bntrain will decode (1 GiB of pixels, 4 GiB as Float): twice the
+    /// largest MNIST-style set (EMNIST ByClass, 547 MB), far below exhausting this machine.
+    public static let maxDataBytes = 1 << 30
 
     /// (p/255 - 0.5) * 2 for every byte value, computed in Double and rounded once.
     static let pixelTable: [Float] = (0..<256).map { Float((Double($0) / 255 - 0.5) * 2) }
@@ -33,8 +33,13 @@ public enum IDX {
         let dims = try readHeader(src, magic: imageMagic, dimensions: 3)
         let (count, rows, cols) = (dims[0], dims[1], dims[2])
         if rows == 0 || cols == 0 { throw DataError.badHeader(path: path, reason: "image size \(rows)x\(cols) has no pixels") }
-        let (total, overflow) = count.multipliedReportingOverflow(by: rows * cols)
-        try checkPlausible(path: path, src: src, dataBytes: overflow ? Int.max : total)
+        // Each dimension is below 2^32, so even rows * cols can overflow Int: check both products.
+        let (pixelsPerImage, overflow1) = rows.multipliedReportingOverflow(by: cols)
+        let (total, overflow2) = count.multipliedReportingOverflow(by: pixelsPerImage)
+        if overflow1 || overflow2 || total > maxDataBytes {
+            throw DataError.badHeader(path: path, reason: "it declares \(count) images of \(rows)x\(cols) pixels, more than the \(maxDataBytes) bytes bntrain accepts")
+        }
+        try checkPlausible(path: path, src: src, dataBytes: total)
         if count == 0 { throw DataError.empty(path: path) }
         // Decode in chunks straight into the training matrix (left unzeroed: every element
         // is written below): no full-size byte copy and no extra pass over memory.

@@ -1,0 +1,127 @@
+"""Scripts/sweep (grid expansion, skip-finished, summary, multi-host path) and Scripts/plot."""
+import csv
+import importlib.machinery
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+SWEEP = REPO / "Scripts" / "sweep"
+PLOT = REPO / "Scripts" / "plot"
+
+
+def load_sweep_module():
+    loader = importlib.machinery.SourceFileLoader("sweep", str(SWEEP))
+    spec = importlib.util.spec_from_loader("sweep", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+sweep = load_sweep_module()
+
+
+def test_grid_expansion_and_run_names():
+    opts, flags, axes = sweep.parse(["--out", "o", "--lr", "0.003,0.01,0.03", "--batch", "32,64,128",
+                                     "--batchnorm", "on,off", "--seeds", "3", "--epochs", "20", "--quiet"])
+    runs = sweep.expand(axes)
+    assert len(runs) == 3 * 3 * 2 * 3
+    first = runs[0]
+    assert sweep.run_id(first, axes) == "lr=0.003_batch=32_batchnorm=on_seed=1"
+    assert sweep.bntrain_args(first) == ["--lr", "0.003", "--batch", "32", "--epochs", "20", "--quiet", "--seed", "1"]
+    off = next(r for r in runs if ("--batchnorm", "off") in r)
+    assert "--no-batchnorm" in sweep.bntrain_args(off)
+    assert len({sweep.run_id(r, axes) for r in runs}) == len(runs)
+    assert opts["--jobs"] == str(os.cpu_count())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "0.1"], "--out DIR is required"),
+    (["--out", "o", "--metrics", "x.csv"], "set by the sweep"),
+    (["--out", "o", "--batchnorm", "maybe"], "on, off"),
+    (["--out", "o", "--seeds", "0"], "positive"),
+    (["--out", "o", "--seeds", "2", "--seed", "1,2"], "not both"),
+    (["--out", "o", "stray"], "unexpected argument"),
+])
+def test_bad_grids_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep.parse(argv)
+    assert e.value.code == 64
+    assert message in capsys.readouterr().err
+
+
+def run_sweep(out, data, *extra, env=None):
+    return subprocess.run([str(SWEEP), "--out", str(out), "--data", str(data), "--lr", "0.03,0.1", "--batchnorm", "on,off",
+                           "--seeds", "2", "--epochs", "2", "--hidden", "8", "--batch", "16", "--jobs", "2", *extra],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_sweep_runs_summarises_and_skips_finished(tmp_path, tiny, bntrain):
+    out = tmp_path / "sweep"
+    r = run_sweep(out, tiny)
+    assert r.returncode == 0, r.stderr
+    assert "8 to run" in r.stderr
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert len(runs) == 8
+    for name in runs:
+        d = out / "runs" / name
+        log = [json.loads(l) for l in (d / "stdout").read_text().splitlines()]
+        assert [x["kind"] for x in log] == ["config", "epoch", "epoch", "summary"]
+        assert [json.loads(l)["epoch"] for l in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [k for k in rows[0]][:3] == ["lr", "batchnorm", "seeds"]
+    assert len(rows) == 4 and all(r["seeds"] == "2" for r in rows)
+    means = [float(r["test_acc_mean"]) for r in rows]
+    assert means == sorted(means, reverse=True)
+    # Mean and spread recomputed from the runs' own summaries.
+    row = rows[-1]
+    accs = []
+    for seed in (1, 2):
+        log = (out / "runs" / f"lr={row['lr']}_batchnorm={row['batchnorm']}_seed={seed}" / "stdout").read_text().splitlines()
+        accs.append(json.loads(log[-1])["final_test_acc"])
+    assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(accs), abs=1e-4)
+    assert float(row["test_acc_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-4)
+
+    # Again: nothing to do. Then lose one run's log (as an interrupted job would): only it reruns.
+    joblog = (out / "joblog.txt").read_text()
+    again = run_sweep(out, tiny)
+    assert again.returncode == 0 and "8 already finished, 0 to run" in again.stderr
+    assert (out / "joblog.txt").read_text() == joblog
+    (out / "runs" / runs[3] / "stdout").write_text('{"kind":"config"}\n')
+    third = run_sweep(out, tiny)
+    assert third.returncode == 0 and "7 already finished, 1 to run" in third.stderr, third.stderr
+
+
+def test_sweep_over_several_hosts_through_ssh(tmp_path, tiny, bntrain):
+    """GNU parallel's --sshloginfile path, with an ssh stand-in that runs the 'remote'
+    command on this machine (Tests/scripts/fake-ssh) and logs which host it was sent to."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("1/hostA\n1/hostB\n")
+    ssh_log = tmp_path / "ssh.log"
+    env = dict(os.environ, BNTRAIN_SWEEP_SSH=str(REPO / "Tests" / "scripts" / "fake-ssh"), FAKE_SSH_LOG=str(ssh_log))
+    r = run_sweep(tmp_path / "remote", tiny, "--sshloginfile", str(hosts), env=env)
+    assert r.returncode == 0, r.stderr
+    used = ssh_log.read_text().split()
+    assert set(used) == {"hostA", "hostB"}, used
+    assert len(list(csv.DictReader((tmp_path / "remote" / "summary.csv").open()))) == 4
+
+
+def test_plot_draws_a_sweep_and_metrics_files(tmp_path, tiny, bntrain):
+    out = tmp_path / "sweep"
+    assert run_sweep(out, tiny).returncode == 0
+    png = tmp_path / "curves.png"
+    r = subprocess.run([str(PLOT), "--out", str(png), str(out), "--facet", "batchnorm"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "2 line(s)" not in r.stderr and "4 line(s) from 8 run(s)" in r.stderr
+    metrics = tmp_path / "m.csv"
+    assert subprocess.run([bntrain, "--data", str(tiny), "--epochs", "3", "--hidden", "8", "--metrics", str(metrics), "--quiet"],
+                          capture_output=True).returncode == 0
+    r = subprocess.run([str(PLOT), "--out", str(tmp_path / "one.png"), str(metrics)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (tmp_path / "one.png").exists(), r.stderr
