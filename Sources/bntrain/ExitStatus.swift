@@ -14,7 +14,7 @@ enum ExitStatus {
     /// An output file (checkpoint, metrics) cannot be created or written.
     static let cannotWrite: Int32 = 73
 
-    static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found, 70 training diverged (non-finite loss), 73 cannot write an output file"
+    static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found, 70 training diverged (non-finite loss), 73 cannot write an output file, 130/143 interrupted by SIGINT/SIGTERM (after saving the checkpoint, with --save)"
 }
 
 /// Prints one `bntrain: error: ...` line to stderr and exits with `code`.

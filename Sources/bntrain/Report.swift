@@ -14,13 +14,17 @@ enum LogFormat: String, CaseIterable, ExpressibleByArgument {
 /// A typed field value, so JSON gets numbers and text gets fixed decimals.
 enum Value: Equatable {
     case int(Int)
+    /// Printed with fixed decimals (results: losses, accuracies, seconds).
     case number(Double, digits: Int)
+    /// Printed exactly as given, shortest round-trip form (settings: 0.01, 1e-05).
+    case exact(Double)
     case string(String)
 
     var text: String {
         switch self {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
+        case let .exact(x): return "\(x)"
         case let .string(s): return s.replacingOccurrences(of: " ", with: "_")
         }
     }
@@ -29,13 +33,14 @@ enum Value: Equatable {
         switch self {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "null"
+        case let .exact(x): return x.isFinite ? "\(x)" : "null"
         case let .string(s): return jsonString(s)
         }
     }
 
     var csv: String {
         switch self {
-        case .int, .number: return text
+        case .int, .number, .exact: return text
         case let .string(s): return s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
         }
     }

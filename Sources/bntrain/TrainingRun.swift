@@ -215,10 +215,10 @@ struct TrainingRun {
             ("train_images", .string(dataset.files.trainImages)), ("test_images", .string(dataset.files.testImages)),
             ("image", .string("\(dataset.rows)x\(dataset.cols)")), ("classes", .int(dataset.classes)),
             ("train", .int(trainCount)), ("val", .int(valCount)), ("test", .int(dataset.test.count)),
-            ("epochs", .int(o.epochs)), ("batch", .int(o.batch)), ("lr", .string("\(o.lr)")), ("hidden", .int(o.hidden)),
-            ("train_limit", o.trainLimit.map { .int($0) } ?? .string("all")), ("val_split", .string("\(o.valSplit)")),
+            ("epochs", .int(o.epochs)), ("batch", .int(o.batch)), ("lr", .exact(o.lr)), ("hidden", .int(o.hidden)),
+            ("train_limit", o.trainLimit.map { .int($0) } ?? .string("all")), ("val_split", .exact(o.valSplit)),
             ("shuffle", .string(o.shuffle.rawValue)),
-            ("batchnorm", .string(o.noBatchnorm ? "off" : "on")), ("bn_momentum", .string("\(o.bnMomentum)")), ("bn_eps", .string("\(o.bnEps)")),
+            ("batchnorm", .string(o.noBatchnorm ? "off" : "on")), ("bn_momentum", .exact(o.bnMomentum)), ("bn_eps", .exact(o.bnEps)),
             ("bn_running_var", .string(o.bnRunningVar.rawValue)), ("init", .string(o.initFrom.map { "from:" + $0 } ?? o.`init`.rawValue)),
             ("seed", .string("\(o.seed)")), ("threads", .int(o.threads)), ("parameters", .int(net.parameterCount)),
         ]
@@ -236,16 +236,17 @@ struct TrainingRun {
         }
         func string(_ k: String) -> String? { (config[k] as? String) ?? (config[k] as? NSNumber)?.stringValue }
         func int(_ k: String) -> Int? { (config[k] as? NSNumber)?.intValue ?? string(k).flatMap(Int.init) }
+        func double(_ k: String) -> Double? { (config[k] as? NSNumber)?.doubleValue ?? string(k).flatMap(Double.init) }
         if o.data == nil { o.data = string("data") }
         if let v = int("batch") { o.batch = v }
-        if let v = string("lr").flatMap(Double.init) { o.lr = v }
+        if let v = double("lr") { o.lr = v }
         if let v = int("hidden") { o.hidden = v }
         o.trainLimit = int("train_limit")
-        if let v = string("val_split").flatMap(Double.init) { o.valSplit = v }
+        if let v = double("val_split") { o.valSplit = v }
         if let v = string("shuffle").flatMap(ShuffleMode.init(rawValue:)) { o.shuffle = v }
         if let v = string("batchnorm") { o.noBatchnorm = v == "off" }
-        if let v = string("bn_momentum").flatMap(Double.init) { o.bnMomentum = v }
-        if let v = string("bn_eps").flatMap(Double.init) { o.bnEps = v }
+        if let v = double("bn_momentum") { o.bnMomentum = v }
+        if let v = double("bn_eps") { o.bnEps = v }
         if let v = string("bn_running_var").flatMap(BatchNorm1D<Float>.RunningVariance.init(rawValue:)) { o.bnRunningVar = v }
         if let v = string("seed").flatMap(UInt64.init) { o.seed = v }
         if epoch >= o.epochs {
