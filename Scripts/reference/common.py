@@ -85,3 +85,17 @@ def line(kind, fields):
 def peak_rss_mib():
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def epoch_line(epoch, train_loss, prev_loss, test_loss, test_acc, seconds, test_seconds):
+    """An epoch record in bntrain's text format."""
+    line(None, [("epoch", epoch), ("train_loss", f"{train_loss:.6f}"),
+                ("loss_change", "nan" if prev_loss is None else f"{train_loss - prev_loss:.6f}"),
+                ("test_loss", f"{test_loss:.6f}"), ("test_acc", f"{test_acc:.4f}"),
+                ("seconds", f"{seconds:.3f}"), ("test_seconds", f"{test_seconds:.3f}")])
+
+
+def summary_line(epochs, test_acc, total_seconds):
+    line("summary", [("epochs", epochs), ("final_test_acc", f"{test_acc:.4f}"),
+                     ("train_seconds", f"{total_seconds:.3f}"), ("seconds_per_epoch", f"{total_seconds / epochs:.4f}"),
+                     ("peak_rss_mib", f"{peak_rss_mib():.1f}")])

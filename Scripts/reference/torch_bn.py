@@ -70,11 +70,6 @@ for epoch in range(1, args.epochs + 1):
             correct += int((z.argmax(1) == y).sum())
     test_seconds = time.perf_counter() - t1
     train_loss = loss_sum / len(xtr)
-    common.line(None, [("epoch", epoch), ("train_loss", f"{train_loss:.6f}"),
-                       ("loss_change", "nan" if prev is None else f"{train_loss - prev:.6f}"),
-                       ("test_loss", f"{tl / len(xte):.6f}"), ("test_acc", f"{correct / len(xte):.4f}"),
-                       ("seconds", f"{seconds:.3f}"), ("test_seconds", f"{test_seconds:.3f}")])
+    common.epoch_line(epoch, train_loss, prev, tl / len(xte), correct / len(xte), seconds, test_seconds)
     prev = train_loss
-common.line("summary", [("epochs", args.epochs), ("final_test_acc", f"{correct / len(xte):.4f}"),
-                        ("train_seconds", f"{total:.3f}"), ("seconds_per_epoch", f"{total / args.epochs:.4f}"),
-                        ("peak_rss_mib", f"{common.peak_rss_mib():.1f}")])
+common.summary_line(args.epochs, correct / len(xte), total)

@@ -55,6 +55,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: features))
         runningMean = Buffer(name: "\(name).running_mean", value: Matrix(rows: 1, cols: features))
         runningVar = Buffer(name: "\(name).running_var", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)))
+        parameters = [gamma, beta]
+        buffers = [runningMean, runningVar]
         centered = Matrix(rows: 0, cols: features)
         xhat = Matrix(rows: 0, cols: features)
         batchMean = Matrix(rows: 1, cols: features)
@@ -66,8 +68,9 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         scratchB = Matrix(rows: 1, cols: features)
     }
 
-    public var parameters: [Parameter<T>] { [gamma, beta] }
-    public var buffers: [Buffer<T>] { [runningMean, runningVar] }
+    /// Built once: a computed array would allocate on every call in the training loop.
+    public let parameters: [Parameter<T>]
+    public let buffers: [Buffer<T>]
 
     /// x: (N, D) -> y: (N, D)
     @_specialize(where T == Float)

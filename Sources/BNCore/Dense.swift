@@ -25,12 +25,14 @@ public final class Dense<T: BLASScalar>: Layer {
         self.activation = activation
         weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures), shape: [outFeatures, inFeatures])
         bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures))
+        parameters = [weight, bias]
         output = Matrix(rows: 0, cols: outFeatures)
         preActivationGrad = Matrix(rows: 0, cols: outFeatures)
         inputGrad = Matrix(rows: 0, cols: inFeatures)
     }
 
-    public var parameters: [Parameter<T>] { [weight, bias] }
+    /// Built once: a computed array would allocate on every call in the training loop.
+    public let parameters: [Parameter<T>]
 
     /// x: (N, in) -> y: (N, out). One GEMM (transpose folded in), then one fused pass act(z + b).
     @_specialize(where T == Float)

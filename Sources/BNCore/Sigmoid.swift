@@ -18,7 +18,7 @@ public final class Sigmoid<T: BLASScalar>: Layer {
         zeroBias = Matrix(rows: 1, cols: features)
     }
 
-    public var parameters: [Parameter<T>] { [] }
+    public let parameters: [Parameter<T>] = []
 
     /// x: (N, D) -> y: (N, D)
     @_specialize(where T == Float)

@@ -1,10 +1,20 @@
 import BNCore
 
+/// Anything that hands out a split's examples batch by batch in `x` and `labels`.
+public protocol BatchSource: AnyObject {
+    var batchCount: Int { get }
+    var exampleCount: Int { get }
+    /// Loads batch `b` into `x` and `labels`; returns its size.
+    @discardableResult func load(batch b: Int) -> Int
+    var x: Matrix<Float> { get }
+    var batchLabels: UnsafePointer<Int32> { get }
+}
+
 /// Yields minibatches of (images, labels) from a chosen subset of a split, in a seeded
 /// shuffled order (or in order), the last partial batch included. Owns its batch buffers:
 /// `fill` copies rows into them and allocates nothing. For passes over a whole split in
 /// order (evaluation), `SequentialBatches` views the data without copying.
-public final class MinibatchSampler {
+public final class MinibatchSampler: BatchSource {
     public let split: Split
     /// The examples this sampler draws from (indices into `split`), in their given order.
     public let base: [Int32]
@@ -40,6 +50,9 @@ public final class MinibatchSampler {
         }
         rng.shuffle(&order)
     }
+
+    public func load(batch b: Int) -> Int { fill(batch: b) }
+    public var batchLabels: UnsafePointer<Int32> { UnsafePointer(labels) }
 
     /// Copies batch `b` into `x` and `labels`; returns its size.
     @discardableResult
@@ -84,7 +97,7 @@ public func validationSplit(_ indices: [Int32], fraction: Double, rng: inout Spl
 
 /// Consecutive batches of a whole split in stored order, as views into the split's own
 /// storage: no copy, no allocation per batch. For evaluation passes.
-public final class SequentialBatches {
+public final class SequentialBatches: BatchSource {
     public let split: Split
     public let batchSize: Int
     /// The current batch: a view of `batchSize` (or fewer) rows of the split's images.
@@ -109,6 +122,9 @@ public final class SequentialBatches {
 
     public var exampleCount: Int { split.count }
     public var batchCount: Int { (split.count + batchSize - 1) / batchSize }
+
+    public func load(batch b: Int) -> Int { select(batch: b) }
+    public var batchLabels: UnsafePointer<Int32> { labels }
 
     /// Points `x` and `labels` at batch `b`; returns its size.
     @discardableResult

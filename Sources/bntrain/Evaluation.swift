@@ -9,25 +9,13 @@ enum Evaluation {
         var accuracy: Double
     }
 
-    /// Over a split in stored order, viewing its storage (the test set).
-    static func run(_ net: Network<Float>, sequential batches: SequentialBatches) -> Result {
+    /// Mean loss and accuracy over every batch of `batches` (the test set viewed in place, or
+    /// the validation examples gathered).
+    static func run(_ net: Network<Float>, _ batches: any BatchSource) -> Result {
         var lossSum = 0.0, correct = 0
         for b in 0..<batches.batchCount {
-            batches.select(batch: b)
-            let r = net.loss.evaluate(logits: net.forward(batches.x, training: false), labels: batches.labels)
-            lossSum += r.lossSum
-            correct += r.correct
-        }
-        let n = Double(batches.exampleCount)
-        return Result(loss: lossSum / n, accuracy: Double(correct) / n)
-    }
-
-    /// Over scattered examples, gathered batch by batch (the validation split).
-    static func run(_ net: Network<Float>, gathered batches: MinibatchSampler) -> Result {
-        var lossSum = 0.0, correct = 0
-        for b in 0..<batches.batchCount {
-            batches.fill(batch: b)
-            let r = net.loss.evaluate(logits: net.forward(batches.x, training: false), labels: batches.labels)
+            batches.load(batch: b)
+            let r = net.loss.evaluate(logits: net.forward(batches.x, training: false), labels: batches.batchLabels)
             lossSum += r.lossSum
             correct += r.correct
         }

@@ -166,7 +166,7 @@ struct TrainingRun {
             ]
             var improvedVal = false
             if let valBatches {
-                let v = Evaluation.run(net, gathered: valBatches)
+                let v = Evaluation.run(net, valBatches)
                 fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
                 if v.accuracy > bestVal.accuracy {
                     bestVal = (v.accuracy, epoch)
@@ -174,7 +174,7 @@ struct TrainingRun {
                 }
             }
             let testStarted = clock.now
-            let test = Evaluation.run(net, sequential: testBatches)
+            let test = Evaluation.run(net, testBatches)
             let testSeconds = (clock.now - testStarted).seconds
             if test.accuracy > bestTest.accuracy { bestTest = (test.accuracy, epoch) }
             fields += [

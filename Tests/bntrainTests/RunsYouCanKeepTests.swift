@@ -1,3 +1,4 @@
+import BNData
 import BNCheckpoint
 import Foundation
 import XCTest
@@ -159,5 +160,58 @@ final class RunsYouCanKeepTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("--save") && r.stdout.isEmpty, r.stderr)
         let m = try bntrain(["--data", data, "--metrics", dir + "/m.txt"])
         XCTAssertEqual(m.status, 64)
+    }
+}
+
+/// Bad checkpoints and odd flags through the binary: one line, the documented exit code.
+final class BadInputTests: XCTestCase {
+    var dir: String!
+    var data: String { dir + "/tiny" }
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "bntrain-bad-\(UUID().uuidString)"
+        try writeTinyDataset(in: dir + "/tiny")
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func assertOneLineError(_ r: Run, code: Int32, mentions: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(r.status, code, r.stderr, file: file, line: line)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(lines.first?.hasPrefix("bntrain: error: ") ?? false, r.stderr, file: file, line: line)
+        for m in mentions { XCTAssertTrue(r.stderr.contains(m), "'\(m)' missing from: \(r.stderr)", file: file, line: line) }
+    }
+
+    func testNonFiniteLearningRates() throws {
+        for lr in ["nan", "inf", "0"] {
+            let r = try bntrain(["--data", data, "--lr", lr])
+            XCTAssertEqual(r.status, 64, lr)
+            XCTAssertTrue(r.stderr.contains("--lr"), r.stderr)
+        }
+    }
+
+    func testMissingTruncatedAndIncompatibleCheckpoints() throws {
+        assertOneLineError(try bntrain(["--data", data, "--resume", dir + "/none.safetensors"]), code: 66, mentions: ["--resume", "none.safetensors", "does not exist"])
+        assertOneLineError(try bntrain(["eval", "--model", dir + "/none.safetensors", "--data", data]), code: 66, mentions: ["--model"])
+
+        XCTAssertEqual(try bntrain(["--data", data, "--epochs", "1", "--hidden", "12", "--save", dir + "/m.safetensors", "--quiet"]).status, 0)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/m.safetensors"))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: dir + "/cut.safetensors"))
+        assertOneLineError(try bntrain(["--data", data, "--resume", dir + "/cut.safetensors"]), code: 65, mentions: ["cut.safetensors", "truncated"])
+        assertOneLineError(try bntrain(["predict", "--model", dir + "/cut.safetensors", "--images", data + "/t10k-images-idx3-ubyte"]), code: 65, mentions: ["cut.safetensors"])
+        try Data("<html>not a model</html>".utf8).write(to: URL(fileURLWithPath: dir + "/html.safetensors"))
+        assertOneLineError(try bntrain(["eval", "--model", dir + "/html.safetensors", "--data", data]), code: 65, mentions: ["html.safetensors"])
+
+        // A model for 36-pixel images given 784-pixel ones.
+        try IDX.writeImages([UInt8](repeating: 0, count: 2 * 28 * 28), count: 2, rows: 28, cols: 28, to: dir + "/big.idx", gzip: false)
+        assertOneLineError(try bntrain(["predict", "--model", dir + "/m.safetensors", "--images", dir + "/big.idx"]), code: 65, mentions: ["expects 36 pixels", "784"])
+        // Weights-only files (no training state) cannot be resumed.
+        assertOneLineError(try bntrain(["--resume", dir + "/m.safetensors", "--epochs", "1"]), code: 64, mentions: ["already trained 1 epochs"])
+    }
+
+    func testResumeNeedsMoreEpochs() throws {
+        XCTAssertEqual(try bntrain(["--data", data, "--epochs", "2", "--save", dir + "/m.safetensors", "--quiet"]).status, 0)
+        assertOneLineError(try bntrain(["--resume", dir + "/m.safetensors", "--epochs", "2"]), code: 64, mentions: ["--epochs greater than 2"])
     }
 }
