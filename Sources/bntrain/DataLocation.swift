@@ -1,4 +1,3 @@
-import BNCheckpoint
 import BNData
 import Foundation
 
@@ -41,17 +40,5 @@ enum DataLocation {
             default: throw fail(e.description, code: ExitStatus.dataError)
             }
         }
-    }
-}
-
-/// Reads a checkpoint, mapping its errors to one-line failures (66 missing, 65 malformed).
-func readCheckpoint(_ path: String, flag: String) throws -> Checkpoint {
-    do {
-        return try Checkpoint.read(path: path)
-    } catch let e as CheckpointError {
-        if case .unreadable = e, !FileManager.default.fileExists(atPath: path) {
-            throw fail("\(flag) '\(path)' does not exist", code: ExitStatus.noInput)
-        }
-        throw fail(e.description, code: ExitStatus.dataError)
     }
 }

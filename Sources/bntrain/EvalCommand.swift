@@ -87,17 +87,3 @@ struct EvalCommand: ParsableCommand {
         }
     }
 }
-
-/// Reads a checkpoint and builds the network it describes (evaluation use).
-func loadModel(_ path: String) throws -> (Checkpoint, Network<Float>, ModelSpec) {
-    let checkpoint = try readCheckpoint(path, flag: "--model")
-    do {
-        let spec = try checkpoint.spec(path: path)
-        var rng = SplitMix64(seed: 0)
-        let net = spec.makeNetwork(rng: &rng)
-        try checkpoint.load(into: net, path: path)
-        return (checkpoint, net, spec)
-    } catch let e as CheckpointError {
-        throw fail(e.description, code: ExitStatus.dataError)
-    }
-}

@@ -122,7 +122,7 @@ struct TrainingRun {
         }
 
         Interruption.install()
-        for epoch in firstEpoch...max(firstEpoch, o.epochs) where epoch <= o.epochs {
+        for epoch in firstEpoch...o.epochs {  // firstEpoch <= o.epochs: restoreOptions refuses a finished run
             let started = clock.now
             let epochRNGState = shuffleRNG.state
             if o.shuffle == .epoch { trainBatches.shuffle(rng: &shuffleRNG) }
