@@ -60,7 +60,7 @@ extension Layer {
     @inlinable
     public func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T> {
         let dx = backward(dy)
-        for p in parameters { T.axpy(n: p.value.count, alpha: -learningRate, x: p.grad.data, y: p.value.data) }
+        SGD(learningRate: learningRate).step(parameters)
         return dx
     }
 }

@@ -10,7 +10,7 @@ public final class Matrix<T: BLASScalar> {
     public var capacityRows: Int
     /// `capacityRows * cols` elements; element (r, c) is at `data[r * cols + c]`.
     public var data: UnsafeMutablePointer<T>
-    /// False for a view into another matrix's storage (see `view(of:row:rows:)`).
+    /// False for a view into another matrix's storage (see `init(viewOf:)`).
     public let ownsStorage: Bool
     /// Keeps a view's underlying matrix alive.
     private var base: Matrix<T>?
@@ -33,22 +33,21 @@ public final class Matrix<T: BLASScalar> {
         if zeroed { self.data.initialize(repeating: 0, count: max(capacity * cols, 1)) }
     }
 
-    /// An empty view with `cols` columns, to be pointed at row ranges of other matrices with
-    /// `view(of:row:rows:)` (no copy, no allocation per batch).
-    public init(viewWithColumns cols: Int) {
-        self.rows = 0
-        self.cols = cols
-        self.capacityRows = 0
+    /// A view of rows `row ..< row + rows` of `base`, sharing its storage (no copy). Re-point
+    /// it at other rows with `view(of:row:rows:)`: one view serves every batch of a pass.
+    public init(viewOf base: Matrix<T>, row: Int = 0, rows n: Int = 0) {
+        precondition(row >= 0 && n >= 0 && row + n <= base.rows, "view out of range")
+        self.rows = n
+        self.cols = base.cols
+        self.capacityRows = n
         self.ownsStorage = false
-        self.data = .allocate(capacity: 1)  // placeholder; released in deinit like any view
-        placeholder = data
+        self.data = base.data + row * base.cols
+        self.base = base
     }
-
-    private var placeholder: UnsafeMutablePointer<T>?
 
     /// Points this view at rows `row ..< row + rows` of `base`, sharing its storage.
     public func view(of base: Matrix<T>, row: Int, rows n: Int) {
-        precondition(!ownsStorage, "view(of:) needs a matrix made with init(viewWithColumns:)")
+        precondition(!ownsStorage, "view(of:) needs a matrix made with init(viewOf:)")
         precondition(base.cols == cols && row >= 0 && n >= 0 && row + n <= base.rows, "view out of range")
         self.base = base
         data = base.data + row * cols
@@ -67,7 +66,6 @@ public final class Matrix<T: BLASScalar> {
 
     deinit {
         if ownsStorage { data.deallocate() }
-        placeholder?.deallocate()
     }
 
     public var count: Int { rows * cols }

@@ -111,7 +111,7 @@ public final class SequentialBatches: BatchSource {
         precondition(batchSize > 0, "batch size must be positive")
         self.split = split
         self.batchSize = batchSize
-        x = Matrix(viewWithColumns: split.images.featureCount)
+        x = Matrix(viewOf: split.images.pixels)
         let all = UnsafeMutablePointer<Int32>.allocate(capacity: max(split.count, 1))
         split.labels.withUnsafeBufferPointer { all.initialize(from: $0.baseAddress!, count: split.count) }
         allLabels = all

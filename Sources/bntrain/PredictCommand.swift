@@ -42,7 +42,7 @@ struct PredictCommand: ParsableCommand {
             guard set.featureCount == spec.inputs else {
                 throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
             }
-            let view = Matrix<Float>(viewWithColumns: spec.inputs)
+            let view = Matrix<Float>(viewOf: set.pixels)
             let chunk = 1000
             var out = ""
             for start in stride(from: 0, to: set.count, by: chunk) {
