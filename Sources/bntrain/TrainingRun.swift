@@ -135,7 +135,10 @@ struct TrainingRun {
                     progress.clear()
                     trainSeconds += (clock.now - started).seconds
                     var message = "interrupted by \(Interruption.name(sig)) at epoch \(epoch), step \(b) of \(trainBatches.batchCount)"
-                    if let save = o.save {
+                    if let save = o.save, o.saveBest {
+                        // The file holds the best epoch; the interrupted state must not replace it.
+                        message += bestVal.epoch > 0 ? "; '\(save)' keeps the best epoch (\(bestVal.epoch)); the interrupted state was not saved (--save-best)" : "; nothing saved yet (--save-best writes when validation accuracy improves)"
+                    } else if let save = o.save {
                         try writeCheckpoint(checkpointMetadata(completed: epoch - 1, step: b, lossSum: lossSum, rngState: epochRNGState, prevLoss: previousLoss, record: lastRecord), to: save)
                         message += "; checkpoint saved to '\(save)'; continue with: bntrain --resume \(save) --epochs \(o.epochs)"
                     } else {

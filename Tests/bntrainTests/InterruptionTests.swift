@@ -56,6 +56,17 @@ final class InterruptionTests: XCTestCase {
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.contains(".tmp-") }, "no temporary files left")
     }
 
+    func testInterruptionDoesNotOverwriteTheBestCheckpoint() throws {
+        let path = dir + "/best.safetensors"
+        let r = try interrupt(["--data", dir + "/tiny", "--batch", "16", "--hidden", "64", "--epochs", "100000", "--val-split", "0.2",
+                               "--save", path, "--save-best", "--quiet"], after: "epoch=2 ", with: SIGINT)
+        XCTAssertEqual(r.status, 130, r.stderr)
+        XCTAssertTrue(r.stderr.contains("keeps the best epoch"), r.stderr)
+        let c = try Checkpoint.read(path: path)
+        XCTAssertEqual(c.metadata["bntrain.step"], "0", "a completed best epoch, not the interrupted state")
+        XCTAssertEqual(c.metadata["bntrain.epoch"], c.metadata["bntrain.best_val_epoch"])
+    }
+
     func testSIGTERMExits143AndSaysNothingWasSavedWithoutSave() throws {
         let r = try interrupt(["--data", dir + "/tiny", "--batch", "16", "--hidden", "64", "--epochs", "100000", "--quiet"], after: "epoch=1 ", with: SIGTERM)
         XCTAssertEqual(r.status, 143, r.stderr)
