@@ -208,6 +208,12 @@ struct TrainingRun {
         ]
         if let save = o.save { summary.append(("saved", .string(save))) }
         report.emit(Record("summary", summary))
+        if let sig = Interruption.requested {
+            // The signal came after the last step: the run is complete and saved, but a caller
+            // (a shell loop, a sweep) still learns that the user asked it to stop.
+            note("interrupted by \(Interruption.name(sig)) after the last step; the run completed\(o.save.map { " and is saved in '\($0)'" } ?? "")")
+            throw ExitCode(128 + sig)
+        }
     }
 
     /// The configuration record: every flag that affects results, the files read and the
