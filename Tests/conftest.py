@@ -1,6 +1,5 @@
 """Shared fixtures: the repository, the built bntrain binary, small IDX datasets."""
 import gzip
-import os
 import pathlib
 import struct
 import subprocess

@@ -1,6 +1,6 @@
 /// Everything that can be wrong with a dataset on disk. Each description is one line that
 /// names the file and says what to do.
-public enum DataError: Error, CustomStringConvertible, Equatable {
+public enum DataError: Error, CustomStringConvertible {
     case missingFolder(path: String, hint: String)
     case missingFile(folder: String, lookedFor: [String], hint: String)
     case ambiguousFile(folder: String, pattern: String, matches: [String])
@@ -51,6 +51,4 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
             return "'\(path)' has only \(classes) distinct label value(s); a classifier needs at least 2 classes"
         }
     }
-
-    public static func == (a: DataError, b: DataError) -> Bool { a.description == b.description }
 }

@@ -3,7 +3,6 @@
 interposer on malloc, calloc, realloc and posix_memalign)."""
 import os
 import shutil
-import subprocess
 
 from conftest import REPO, run
 
