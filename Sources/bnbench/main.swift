@@ -105,6 +105,17 @@ print("gemm_step seconds_per_epoch=\(String(format: "%.4f", gemmStep)) gflops=\(
 print("train_step seconds_per_epoch=\(String(format: "%.4f", trainStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / trainStep / 1e9))")
 print("overhead ratio=\(String(format: "%.3f", trainStep / gemmStep))")
 
+// Allocation check. When Tests/python/support/malloc_count.c is preloaded it exports
+// malloc_count_window(on); bracket `steps` more training steps (all warmed up above) with it,
+// so the counter reports the heap allocations of those steps alone (the test expects none).
+typealias WindowFunction = @convention(c) (Int32) -> Void
+if let symbol = dlsym(nil, "malloc_count_window") {
+    let window = unsafeBitCast(symbol, to: WindowFunction.self)
+    window(1)
+    runTrainStep()
+    window(0)
+}
+
 let sq = opts["square"]!
 let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
 let tsq = best { Float.gemm(transA: false, transB: false, m: sq, n: sq, k: sq, alpha: 1, a: A.data, lda: sq, b: B.data, ldb: sq, beta: 0, c: C.data, ldc: sq) }
