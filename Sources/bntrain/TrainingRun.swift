@@ -8,8 +8,20 @@ import Foundation
 /// only place that wires the data module, the layer core and checkpoints together.
 struct TrainingRun {
     var o: BNTrain
+    /// The command line's own arguments, to tell flags the user gave from defaults.
+    let arguments: [String]
+    /// On --resume: the checkpoint's `init` field, so that the config record keeps it.
+    var restoredInit: String?
 
-    init(options: BNTrain) { o = options }
+    init(options: BNTrain, arguments: [String] = Array(CommandLine.arguments.dropFirst())) {
+        o = options
+        self.arguments = arguments
+    }
+
+    /// Whether `flag` appears on the command line (as `--flag v`, `--flag=v` or a bare flag).
+    func given(_ flag: String) -> Bool {
+        arguments.contains { $0 == flag || $0.hasPrefix(flag + "=") }
+    }
 
     /// Where a resumed run picks up (from the checkpoint's metadata).
     struct ResumeState {
@@ -228,7 +240,7 @@ struct TrainingRun {
             ("train_limit", o.trainLimit.map { .int($0) } ?? .string("all")), ("val_split", .exact(o.valSplit)),
             ("shuffle", .string(o.shuffle.rawValue)),
             ("batchnorm", .string(o.noBatchnorm ? "off" : "on")), ("bn_momentum", .exact(o.bnMomentum)), ("bn_eps", .exact(o.bnEps)),
-            ("bn_running_var", .string(o.bnRunningVar.rawValue)), ("init", .string(o.initFrom.map { "from:" + $0 } ?? o.`init`.rawValue)),
+            ("bn_running_var", .string(o.bnRunningVar.rawValue)), ("init", .string(restoredInit ?? o.initFrom.map { "from:" + $0 } ?? o.`init`.rawValue)),
             ("seed", .string("\(o.seed)")), ("threads", .int(o.threads)), ("parameters", .int(net.parameterCount)),
         ]
     }
@@ -247,17 +259,37 @@ struct TrainingRun {
         func int(_ k: String) -> Int? { (config[k] as? NSNumber)?.intValue ?? string(k).flatMap(Int.init) }
         func double(_ k: String) -> Double? { (config[k] as? NSNumber)?.doubleValue ?? string(k).flatMap(Double.init) }
         if o.data == nil { o.data = string("data") }
-        if let v = int("batch") { o.batch = v }
-        if let v = double("lr") { o.lr = v }
-        if let v = int("hidden") { o.hidden = v }
-        o.trainLimit = int("train_limit")
-        if let v = double("val_split") { o.valSplit = v }
-        if let v = string("shuffle").flatMap(ShuffleMode.init(rawValue:)) { o.shuffle = v }
-        if let v = string("batchnorm") { o.noBatchnorm = v == "off" }
-        if let v = double("bn_momentum") { o.bnMomentum = v }
-        if let v = double("bn_eps") { o.bnEps = v }
-        if let v = string("bn_running_var").flatMap(BatchNorm1D<Float>.RunningVariance.init(rawValue:)) { o.bnRunningVar = v }
-        if let v = string("seed").flatMap(UInt64.init) { o.seed = v }
+        // The checkpoint's configuration wins; a flag given on the command line that disagrees
+        // with it is an error rather than silently ignored (changing --lr mid-run would no
+        // longer be "the same run"; --init-from starts a new run from these weights instead).
+        var conflicts: [String] = []
+        func restore<T: Equatable>(_ flag: String, _ saved: T?, _ field: WritableKeyPath<BNTrain, T>, show: (T) -> String = { "\($0)" }) {
+            guard let saved else { return }
+            if given(flag) && o[keyPath: field] != saved { conflicts.append("\(flag) \(show(o[keyPath: field])) (checkpoint: \(show(saved)))") }
+            o[keyPath: field] = saved
+        }
+        restore("--batch", int("batch"), \.batch)
+        restore("--lr", double("lr"), \.lr)
+        restore("--hidden", int("hidden"), \.hidden)
+        let savedLimit: Int?? = string("train_limit").map { $0 == "all" ? nil : Int($0) }
+        restore("--train-limit", savedLimit, \.trainLimit, show: { $0.map(String.init) ?? "all" })
+        restore("--val-split", double("val_split"), \.valSplit)
+        restore("--shuffle", string("shuffle").flatMap(ShuffleMode.init(rawValue:)), \.shuffle, show: { $0.rawValue })
+        if let savedOff = string("batchnorm").map({ $0 == "off" }) {
+            if given("--no-batchnorm") && !savedOff { conflicts.append("--no-batchnorm (checkpoint: batchnorm on)") }
+            o.noBatchnorm = savedOff
+        }
+        restore("--bn-momentum", double("bn_momentum"), \.bnMomentum)
+        restore("--bn-eps", double("bn_eps"), \.bnEps)
+        restore("--bn-running-var", string("bn_running_var").flatMap(BatchNorm1D<Float>.RunningVariance.init(rawValue:)), \.bnRunningVar, show: { $0.rawValue })
+        restore("--seed", string("seed").flatMap(UInt64.init), \.seed)
+        if let savedInit = string("init") {
+            if given("--init") && o.`init`.rawValue != savedInit { conflicts.append("--init \(o.`init`.rawValue) (checkpoint: \(savedInit))") }
+            restoredInit = savedInit
+        }
+        if !conflicts.isEmpty {
+            throw fail("--resume '\(path)' continues the saved run, but \(conflicts.joined(separator: ", ")) disagree\(conflicts.count == 1 ? "s" : "") with it; drop \(conflicts.count == 1 ? "that flag" : "those flags") to resume, or start a new run from its weights with --init-from", code: ExitStatus.usage)
+        }
         if epoch >= o.epochs {
             throw fail("'\(path)' has already trained \(epoch) epochs; pass --epochs greater than \(epoch) to continue", code: ExitStatus.usage)
         }

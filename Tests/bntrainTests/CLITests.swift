@@ -35,6 +35,16 @@ var productsDirectory: URL {
     return Bundle.main.bundleURL
 }
 
+/// A refused run: exit `code`, exactly one stderr line starting 'bntrain: error: ' that
+/// contains each of `mentions`.
+func assertOneLineError(_ r: Run, code: Int32, mentions: [String], file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(r.status, code, r.stderr, file: file, line: line)
+    let lines = r.stderr.split(separator: "\n")
+    XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line)
+    XCTAssertTrue(lines.first?.hasPrefix("bntrain: error: ") ?? false, r.stderr, file: file, line: line)
+    for m in mentions { XCTAssertTrue(r.stderr.contains(m), "'\(m)' missing from: \(r.stderr)", file: file, line: line) }
+}
+
 func bntrain(_ args: [String], cwd: String? = nil, env: [String: String] = [:]) throws -> Run {
     let tmp = NSTemporaryDirectory() + "bntrain-run-\(UUID().uuidString)"
     FileManager.default.createFile(atPath: tmp + ".out", contents: nil)

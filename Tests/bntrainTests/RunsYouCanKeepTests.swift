@@ -75,7 +75,8 @@ final class RunsYouCanKeepTests: XCTestCase {
         XCTAssertEqual(full.status, 0, full.stderr)
         let first = try bntrain(common + ["--epochs", "2", "--save", dir + "/part.safetensors", "--metrics", dir + "/part.csv"])
         XCTAssertEqual(first.status, 0, first.stderr)
-        let rest = try bntrain(["--resume", dir + "/part.safetensors", "--epochs", "4", "--save", dir + "/part.safetensors", "--metrics", dir + "/part.csv", "--quiet"])
+        // Repeating the run's own flags is allowed (a re-run of the same command line).
+        let rest = try bntrain(common + ["--resume", dir + "/part.safetensors", "--epochs", "4", "--save", dir + "/part.safetensors", "--metrics", dir + "/part.csv"])
         XCTAssertEqual(rest.status, 0, rest.stderr)
         XCTAssertTrue(rest.stderr.contains("resuming"), rest.stderr)
 
@@ -91,6 +92,23 @@ final class RunsYouCanKeepTests: XCTestCase {
         XCTAssertEqual(csvPart.count, 5)
         let noTime = { (lines: [Substring]) in lines.map { $0.split(separator: ",").dropLast(2).joined(separator: ",") } }
         XCTAssertEqual(noTime(csvFull), noTime(csvPart))
+    }
+
+    /// A flag that disagrees with the checkpoint's configuration is refused, not silently
+    /// overridden; flags left out come from the checkpoint (the config record shows them).
+    func testResumeRefusesConflictingFlags() throws {
+        let first = try bntrain(["--data", data, "--quiet", "--init", "he", "--seed", "5", "--no-batchnorm", "--save", dir + "/c.safetensors"] + small.dropFirst(2) + ["--epochs", "1"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let resume = ["--resume", dir + "/c.safetensors", "--epochs", "2", "--quiet"]
+        assertOneLineError(try bntrain(resume + ["--lr", "0.5"]), code: 64, mentions: ["--lr 0.5", "checkpoint: 0.1", "--init-from"])
+        assertOneLineError(try bntrain(resume + ["--batch=32", "--seed", "6"]), code: 64, mentions: ["--batch 32 (checkpoint: 16)", "--seed 6 (checkpoint: 5)"])
+        assertOneLineError(try bntrain(resume + ["--init", "glorot"]), code: 64, mentions: ["--init glorot (checkpoint: he)"])
+        let ok = try bntrain(resume + ["--lr", "0.1", "--no-batchnorm"])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        let config = ok.stdout.split(separator: "\n").first.map(String.init) ?? ""
+        for field in ["init=he", "seed=5", "batchnorm=off", "batch=16", "hidden=12"] {
+            XCTAssertTrue(config.contains(" \(field) ") || config.hasSuffix(" \(field)"), "\(field) in \(config)")
+        }
     }
 
     /// Metrics written after the checkpoint's epoch (a run killed between the two) are dropped on resume.
@@ -174,14 +192,6 @@ final class BadInputTests: XCTestCase {
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
-
-    func assertOneLineError(_ r: Run, code: Int32, mentions: [String], file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(r.status, code, r.stderr, file: file, line: line)
-        let lines = r.stderr.split(separator: "\n")
-        XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line)
-        XCTAssertTrue(lines.first?.hasPrefix("bntrain: error: ") ?? false, r.stderr, file: file, line: line)
-        for m in mentions { XCTAssertTrue(r.stderr.contains(m), "'\(m)' missing from: \(r.stderr)", file: file, line: line) }
-    }
 
     func testNonFiniteLearningRates() throws {
         for lr in ["nan", "inf", "0"] {
