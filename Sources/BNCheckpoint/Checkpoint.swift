@@ -75,7 +75,11 @@ public struct Checkpoint {
     /// Captures every parameter and buffer of `network` (plus BN's step count).
     public init(network: Network<Float>, metadata: [String: String]) {
         var t: [String: SafeTensors.Tensor] = [:]
-        for p in network.parameters { t[p.name] = SafeTensors.Tensor(floats: UnsafeBufferPointer(p.value.buffer), shape: p.shape) }
+        for p in network.parameters {
+            t[p.name] = p.storedTransposed
+                ? p.logicalValues().withUnsafeBufferPointer { SafeTensors.Tensor(floats: $0, shape: p.shape) }
+                : SafeTensors.Tensor(floats: UnsafeBufferPointer(p.value.buffer), shape: p.shape)
+        }
         for b in network.buffers { t[b.name] = SafeTensors.Tensor(floats: UnsafeBufferPointer(b.value.buffer), shape: b.shape) }
         var m = metadata
         m["format"] = "pt"  // the safetensors convention for PyTorch state dicts
@@ -105,17 +109,18 @@ public struct Checkpoint {
     /// its exact shape. `requireBuffers: false` lets weights without BN statistics (for
     /// example exported from elsewhere) keep the network's initial running statistics.
     public func load(into network: Network<Float>, path: String, requireBuffers: Bool = true) throws {
-        func copy(_ name: String, shape: [Int], into m: Matrix<Float>, required: Bool) throws {
+        func values(_ name: String, shape: [Int], required: Bool) throws -> [Float]? {
             guard let t = tensors[name] else {
                 if required { throw CheckpointError.missingTensor(path: path, name: name, expectedShape: shape) }
-                return
+                return nil
             }
             guard t.shape == shape else { throw CheckpointError.shapeMismatch(path: path, name: name, expected: shape, found: t.shape) }
-            let values = t.floats()
-            for i in 0..<values.count { m.data[i] = values[i] }
+            return t.floats()
         }
-        for p in network.parameters { try copy(p.name, shape: p.shape, into: p.value, required: true) }
-        for b in network.buffers { try copy(b.name, shape: b.shape, into: b.value, required: requireBuffers) }
+        for p in network.parameters { if let v = try values(p.name, shape: p.shape, required: true) { p.setLogicalValues(v) } }
+        for b in network.buffers {
+            if let v = try values(b.name, shape: b.shape, required: requireBuffers) { for i in 0..<v.count { b.value.data[i] = v[i] } }
+        }
         if let bn = network.layers.compactMap({ $0 as? BatchNorm1D<Float> }).first, let n = tensors["bn.num_batches_tracked"]?.int64Scalar() {
             bn.batchesTracked = Int(n)
         }

@@ -1,15 +1,23 @@
 /// Fully connected layer with an optional fused activation:
 ///     z = x W^T + b,   y = act(z),   W: (out, in) as in PyTorch's `nn.Linear`.
+/// `weightLayout: .inOut` stores W transposed, as an (in, out) row-major matrix, so that the
+/// forward product is a plain x * Wt (no transposed operand). OpenBLAS runs that shape of the
+/// first layer (64x784 by 784x200) about 13% faster than x * W^T on this machine (bnbench);
+/// the weight gradient becomes x^T dz, which runs about as fast as dz^T x. The parameter keeps
+/// its logical (out, in) shape, so checkpoints and seeds are the same in both layouts.
 /// Fusing the bias and the sigmoid into one pass after the product saves two passes over
 /// the output per step (forward), and the sigmoid derivative is folded into the bias-gradient
 /// pass (backward). `Dense(activation: .sigmoid)` computes exactly `Dense` then `Sigmoid`.
 public final class Dense<T: BLASScalar>: Layer {
     public enum Activation: Sendable { case identity, sigmoid }
+    /// How W is stored: `.outIn` as PyTorch (row-major (out, in)), `.inOut` transposed.
+    public enum WeightLayout: Sendable { case outIn, inOut }
 
     public let inFeatures: Int
     public let outFeatures: Int
     public let activation: Activation
-    public let weight: Parameter<T>  // (out, in)
+    public let weightLayout: WeightLayout
+    public let weight: Parameter<T>  // logical (out, in); stored (in, out) when weightLayout == .inOut
     public let bias: Parameter<T>  // (1, out)
     public var computesInputGradient = true
 
@@ -19,11 +27,15 @@ public final class Dense<T: BLASScalar>: Layer {
     @usableFromInline let preActivationGrad: Matrix<T>  // dL/dz: (N, out), sigmoid only
     @usableFromInline let inputGrad: Matrix<T>  // (N, in)
 
-    public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, name: String) {
+    public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, weightLayout: WeightLayout = .outIn, name: String) {
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.activation = activation
-        weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures), shape: [outFeatures, inFeatures])
+        self.weightLayout = weightLayout
+        switch weightLayout {
+        case .outIn: weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures), shape: [outFeatures, inFeatures])
+        case .inOut: weight = Parameter(name: "\(name).weight", value: Matrix(rows: inFeatures, cols: outFeatures), storedTransposed: true)
+        }
         bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures))
         parameters = [weight, bias]
         output = Matrix(rows: 0, cols: outFeatures)
@@ -43,9 +55,10 @@ public final class Dense<T: BLASScalar>: Layer {
         let n = x.rows, d = outFeatures
         input = x
         output.resize(rows: n)
+        let transposedWeight = weightLayout == .outIn
         T.gemm(
-            transA: false, transB: true, m: n, n: d, k: inFeatures,
-            alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: inFeatures,
+            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures,
+            alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: transposedWeight ? inFeatures : d,
             beta: 0, c: output.data, ldc: d)
         switch activation {
         case .identity: Elementwise.addBias(output.data, bias: bias.value.data, rows: n, cols: d)
@@ -72,7 +85,8 @@ public final class Dense<T: BLASScalar>: Layer {
         backward(dy, learningRate: learningRate)
     }
 
-    /// dz = dy * act'(z);  db = sum over rows of dz;  dx = dz W: (N, in);  dW = dz^T x: (out, in).
+    /// dz = dy * act'(z);  db = sum over rows of dz;  dx = dz W: (N, in);  dW = dz^T x: (out, in)
+    /// (stored as its transpose x^T dz: (in, out) in the .inOut layout).
     /// With `learningRate`, W and b are updated in place instead of storing dW (db is still stored).
     @inlinable
     func backward(_ dy: Matrix<T>, learningRate: T?) -> Matrix<T> {
@@ -100,24 +114,27 @@ public final class Dense<T: BLASScalar>: Layer {
             dz = z
         }
         inputGrad.resize(rows: n)
+        let outIn = weightLayout == .outIn
         if computesInputGradient {
             T.gemm(
-                transA: false, transB: false, m: n, n: inFeatures, k: d,
-                alpha: 1, a: dz, lda: d, b: weight.value.data, ldb: inFeatures,
+                transA: false, transB: !outIn, m: n, n: inFeatures, k: d,
+                alpha: 1, a: dz, lda: d, b: weight.value.data, ldb: outIn ? inFeatures : d,
                 beta: 0, c: inputGrad.data, ldc: inFeatures)
         }
-        if let lr = learningRate {
+        // SGD fused (W += -lr dW, beta 1) or the plain gradient (beta 0).
+        let (alpha, beta, target): (T, T, UnsafeMutablePointer<T>) = learningRate.map { (-$0, 1, weight.value.data) } ?? (1, 0, weight.grad.data)
+        if outIn {
             T.gemm(
                 transA: true, transB: false, m: d, n: inFeatures, k: n,
-                alpha: -lr, a: dz, lda: d, b: x.data, ldb: inFeatures,
-                beta: 1, c: weight.value.data, ldc: inFeatures)
-            T.axpy(n: d, alpha: -lr, x: db, y: bias.value.data)
+                alpha: alpha, a: dz, lda: d, b: x.data, ldb: inFeatures,
+                beta: beta, c: target, ldc: inFeatures)
         } else {
             T.gemm(
-                transA: true, transB: false, m: d, n: inFeatures, k: n,
-                alpha: 1, a: dz, lda: d, b: x.data, ldb: inFeatures,
-                beta: 0, c: weight.grad.data, ldc: inFeatures)
+                transA: true, transB: false, m: inFeatures, n: d, k: n,
+                alpha: alpha, a: x.data, lda: inFeatures, b: dz, ldb: d,
+                beta: beta, c: target, ldc: d)
         }
+        if let lr = learningRate { T.axpy(n: d, alpha: -lr, x: db, y: bias.value.data) }
         return inputGrad
     }
 }

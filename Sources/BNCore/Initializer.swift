@@ -15,11 +15,12 @@ public enum Initializer: String, CaseIterable, Sendable {
         }
     }
 
-    /// Fills `dense.weight` with N(0, std^2) draws in row-major order and zeroes the bias.
+    /// Fills `dense.weight` with N(0, std^2) draws in the logical (out, in) row-major order,
+    /// whatever the storage layout, so a seed gives the same weights either way; zeroes the bias.
     public func initialize<T: BLASScalar>(_ dense: Dense<T>, rng: inout SplitMix64) {
         let std = standardDeviation(fanIn: dense.inFeatures, fanOut: dense.outFeatures)
-        let w = dense.weight.value
-        for i in 0..<w.count { w.data[i] = T(rng.nextNormal() * std) }
+        let p = dense.weight
+        for k in 0..<p.value.count { p.value.data[p.logicalIndex(k)] = T(rng.nextNormal() * std) }
         dense.bias.value.fill(0)
     }
 }

@@ -1,18 +1,51 @@
 /// A learnable tensor and its gradient, named as PyTorch's `state_dict` would name it
-/// (`fc1.weight`, `bn.bias`, ...), with PyTorch's layout (Linear weight is (out, in)).
+/// (`fc1.weight`, `bn.bias`, ...), with PyTorch's logical layout (Linear weight is (out, in)).
+///
+/// `storedTransposed`: `value` and `grad` hold the transpose of the logical 2-D tensor
+/// (shape [r, c] stored as a row-major (c, r) matrix), a layout a layer may choose because
+/// its products run faster that way. Anything that crosses the model's boundary
+/// (checkpoints, initialisation) goes through `logicalIndex`, so files and seeds do not
+/// depend on the storage layout.
 public final class Parameter<T: BLASScalar> {
     public let name: String
     public let value: Matrix<T>
     public let grad: Matrix<T>
     /// The tensor's logical shape, as PyTorch would report it ([out, in] or [n]).
     public let shape: [Int]
+    public let storedTransposed: Bool
 
-    /// `shape` defaults to [cols] for a single row (a vector), else [rows, cols].
-    public init(name: String, value: Matrix<T>, shape: [Int]? = nil) {
+    /// `shape` defaults to [cols] for a single row (a vector), else [rows, cols]; with
+    /// `storedTransposed` it defaults to [cols, rows].
+    public init(name: String, value: Matrix<T>, shape: [Int]? = nil, storedTransposed: Bool = false) {
         self.name = name
         self.value = value
         self.grad = Matrix(rows: value.rows, cols: value.cols)
-        self.shape = shape ?? (value.rows == 1 ? [value.cols] : [value.rows, value.cols])
+        self.storedTransposed = storedTransposed
+        if storedTransposed {
+            self.shape = shape ?? [value.cols, value.rows]
+            precondition(self.shape == [value.cols, value.rows], "a transposed parameter's shape is its storage's transpose")
+        } else {
+            self.shape = shape ?? (value.rows == 1 ? [value.cols] : [value.rows, value.cols])
+        }
+    }
+
+    /// Where element `k` of the logical tensor (row-major in `shape`) lives in `value.data`.
+    @inlinable
+    public func logicalIndex(_ k: Int) -> Int {
+        guard storedTransposed else { return k }
+        let (r, c) = (k / shape[1], k % shape[1])
+        return c * shape[0] + r
+    }
+
+    /// The values in logical (PyTorch) row-major order.
+    public func logicalValues() -> [T] {
+        (0..<value.count).map { value.data[logicalIndex($0)] }
+    }
+
+    /// Sets the values from logical (PyTorch) row-major order; `values.count == value.count`.
+    public func setLogicalValues<C: Collection>(_ values: C) where C.Element == T {
+        precondition(values.count == value.count, "\(name): \(values.count) values for \(value.count) elements")
+        for (k, v) in values.enumerated() { value.data[logicalIndex(k)] = v }
     }
 }
 

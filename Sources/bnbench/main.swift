@@ -56,18 +56,19 @@ func randomMatrix(_ r: Int, _ k: Int) -> Matrix<Float> {
     return m
 }
 
-// The five products of one step (row-major; the first layer's dx is skipped):
-//   fc1 fwd: (n,d) x (h,d)^T -> (n,h)     fc2 fwd: (n,h) x (c,h)^T -> (n,c)
+// The five products of one step (row-major; the first layer's dx is skipped; fc1's weight
+// is stored transposed, (d,h), see Dense.WeightLayout):
+//   fc1 fwd: (n,d) x (d,h)   -> (n,h)     fc2 fwd: (n,h) x (c,h)^T -> (n,c)
 //   fc2 dW:  (n,c)^T x (n,h) -> (c,h)     fc2 dx:  (n,c) x (c,h)   -> (n,h)
-//   fc1 dW:  (n,h)^T x (n,d) -> (h,d)
+//   fc1 dW:  (n,d)^T x (n,h) -> (d,h)
 struct Shape { let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: Int; let k: Int; let a: Matrix<Float>; let b: Matrix<Float>; let out: Matrix<Float> }
-let x = randomMatrix(n, d), w1 = randomMatrix(h, d), a1 = randomMatrix(n, h), w2 = randomMatrix(c, h), g2 = randomMatrix(n, c)
+let x = randomMatrix(n, d), w1 = randomMatrix(d, h), a1 = randomMatrix(n, h), w2 = randomMatrix(c, h), g2 = randomMatrix(n, c)
 let shapes = [
-    Shape(name: "fc1_forward", tA: false, tB: true, m: n, n: h, k: d, a: x, b: w1, out: Matrix(rows: n, cols: h)),
+    Shape(name: "fc1_forward", tA: false, tB: false, m: n, n: h, k: d, a: x, b: w1, out: Matrix(rows: n, cols: h)),
     Shape(name: "fc2_forward", tA: false, tB: true, m: n, n: c, k: h, a: a1, b: w2, out: Matrix(rows: n, cols: c)),
     Shape(name: "fc2_dweight", tA: true, tB: false, m: c, n: h, k: n, a: g2, b: a1, out: Matrix(rows: c, cols: h)),
     Shape(name: "fc2_dinput", tA: false, tB: false, m: n, n: h, k: c, a: g2, b: w2, out: Matrix(rows: n, cols: h)),
-    Shape(name: "fc1_dweight", tA: true, tB: false, m: h, n: d, k: n, a: a1, b: x, out: Matrix(rows: h, cols: d)),
+    Shape(name: "fc1_dweight", tA: true, tB: false, m: d, n: h, k: n, a: x, b: a1, out: Matrix(rows: d, cols: h)),
 ]
 func run(_ s: Shape) {
     Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)

@@ -65,8 +65,26 @@ final class InitializerAndOptimizerTests: XCTestCase {
         XCTAssertEqual(net.parameters.map(\.name), ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias"])
         XCTAssertEqual(net.buffers.map(\.name), ["bn.running_mean", "bn.running_var"])
         XCTAssertEqual(net.parameterCount, 784 * 200 + 200 + 400 + 200 * 10 + 10)
-        XCTAssertEqual(net.parameters[0].value.rows, 200)  // (out, in), as PyTorch's Linear
-        XCTAssertEqual(net.parameters[0].value.cols, 784)
+        XCTAssertEqual(net.parameters[0].shape, [200, 784])  // (out, in), as PyTorch's Linear
+        XCTAssertTrue(net.parameters[0].storedTransposed)  // kept as (in, out) for a faster forward product
+        XCTAssertEqual(net.parameters[0].value.rows, 784)
+        XCTAssertEqual(net.parameters[4].shape, [10, 200])
+        XCTAssertFalse(net.parameters[4].storedTransposed)
+    }
+
+    /// A seed gives the same logical weights whichever way a layer stores them.
+    func testInitialisationDoesNotDependOnTheLayout() {
+        var r1 = SplitMix64(seed: 9), r2 = SplitMix64(seed: 9)
+        let a = Dense<Double>(inFeatures: 5, outFeatures: 3, name: "a"), b = Dense<Double>(inFeatures: 5, outFeatures: 3, weightLayout: .inOut, name: "b")
+        Initializer.glorot.initialize(a, rng: &r1)
+        Initializer.glorot.initialize(b, rng: &r2)
+        XCTAssertEqual(a.weight.logicalValues(), b.weight.logicalValues())
+        XCTAssertEqual(a.weight.logicalValues(), a.weight.value.toArray())
+        // Storage really is the transpose: logical (o, i) sits at row i, column o.
+        for o in 0..<3 { for i in 0..<5 { XCTAssertEqual(b.weight.value.data[i * 3 + o], a.weight.value.data[o * 5 + i]) } }
+        let c = Dense<Double>(inFeatures: 5, outFeatures: 3, weightLayout: .inOut, name: "c")
+        c.weight.setLogicalValues(a.weight.logicalValues())
+        XCTAssertEqual(c.weight.value.toArray(), b.weight.value.toArray())
     }
 
     /// A few hundred steps on a separable toy problem must drive the loss down.

@@ -38,6 +38,28 @@ final class FusionTests: XCTestCase {
         XCTAssertLessThan(maxAbsDiff(fused.bias.grad.toArray(), plain.bias.grad.toArray()), 1e-14)
     }
 
+    /// The two weight layouts compute the same layer: forward, dx, dW (in logical order) and the
+    /// fused SGD update agree to rounding.
+    func testWeightLayoutsAgree() {
+        var r = TestRandom(43)
+        let a = Dense<Double>(inFeatures: 7, outFeatures: 5, activation: .sigmoid, name: "a")
+        let b = Dense<Double>(inFeatures: 7, outFeatures: 5, activation: .sigmoid, weightLayout: .inOut, name: "b")
+        let w: Matrix<Double> = r.matrix(5, 7), bias: Matrix<Double> = r.matrix(1, 5)
+        for layer in [a, b] {
+            layer.weight.setLogicalValues(w.toArray())
+            layer.bias.value.copy(from: bias)
+        }
+        let x: Matrix<Double> = r.matrix(6, 7), g: Matrix<Double> = r.matrix(6, 5)
+        XCTAssertLessThan(maxAbsDiff(a.forward(x, training: true).toArray(), b.forward(x, training: true).toArray()), 1e-14)
+        XCTAssertLessThan(maxAbsDiff(a.backward(g).toArray(), b.backward(g).toArray()), 1e-14)
+        let gradB = (0..<35).map { b.weight.grad.data[b.weight.logicalIndex($0)] }
+        XCTAssertLessThan(maxAbsDiff(a.weight.grad.toArray(), gradB), 1e-14)
+        _ = a.forward(x, training: true); _ = b.forward(x, training: true)
+        _ = a.backwardAndStep(g, learningRate: 0.5); _ = b.backwardAndStep(g, learningRate: 0.5)
+        XCTAssertLessThan(maxAbsDiff(a.weight.logicalValues(), b.weight.logicalValues()), 1e-14)
+        XCTAssertGreaterThan(maxAbsDiff(a.weight.logicalValues(), w.toArray()), 1e-3, "the step moved the weights")
+    }
+
     /// trainStep (backward fused with the update) gives the same parameters as
     /// computeGradients followed by SGD.step.
     func testFusedTrainStepMatchesGradientsThenSGD() {

@@ -39,6 +39,17 @@ final class GradientTests: XCTestCase {
         checkLayer(layer, x: r.matrix(4, 5), seed: 32)
     }
 
+    /// The transposed weight storage (fc1's) has its own products; check them the same way.
+    func testDenseWithTransposedWeightStorage() {
+        for activation in [Dense<Double>.Activation.identity, .sigmoid] {
+            var r = TestRandom(33)
+            let layer = Dense<Double>(inFeatures: 6, outFeatures: 4, activation: activation, weightLayout: .inOut, name: "fc")
+            layer.weight.value.copy(from: r.matrix(6, 4))
+            layer.bias.value.copy(from: r.matrix(1, 4))
+            checkLayer(layer, x: r.matrix(5, 6), seed: 34)
+        }
+    }
+
     func testSigmoid() {
         var r = TestRandom(3)
         checkLayer(Sigmoid<Double>(features: 7), x: r.matrix(4, 7, scale: 2), seed: 4)
