@@ -2,6 +2,7 @@
 /// names the file and says what to do.
 public enum DataError: Error, CustomStringConvertible {
     case missingFolder(path: String, hint: String)
+    case notAFolder(path: String, parent: String)
     case missingFile(folder: String, lookedFor: [String], hint: String)
     case ambiguousFile(folder: String, pattern: String, matches: [String])
     case unreadable(path: String, reason: String)
@@ -21,6 +22,8 @@ public enum DataError: Error, CustomStringConvertible {
         switch self {
         case let .missingFolder(path, hint):
             return "data folder '\(path)' does not exist; \(hint)"
+        case let .notAFolder(path, parent):
+            return "--data '\(path)' is a file; --data takes the folder that holds the four IDX files (for example --data \(parent))"
         case let .missingFile(folder, names, hint):
             return "no file in '\(folder)' matches \(names.map { "'\($0)'" }.joined(separator: " or ")); \(hint)"
         case let .ambiguousFile(folder, pattern, matches):

@@ -30,8 +30,10 @@ public struct DatasetFiles: Sendable, Equatable {
     /// Finds the four files in `folder`. `hint` is appended to "not found" errors.
     public static func locate(in folder: String, hint: String) throws -> DatasetFiles {
         var st = stat()
-        guard stat(folder, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw DataError.missingFolder(path: folder, hint: hint)
+        guard stat(folder, &st) == 0 else { throw DataError.missingFolder(path: folder, hint: hint) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            let parent = folder.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            throw DataError.notAFolder(path: folder, parent: parent.isEmpty ? (folder.hasPrefix("/") ? "/" : ".") : parent)
         }
         let names = try listFolder(folder)
         func find(_ stems: [String]) throws -> String {

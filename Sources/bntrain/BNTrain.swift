@@ -23,9 +23,36 @@ enum Entry {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
         switch args.first {
-        case "eval": EvalCommand.main(Array(args.dropFirst()))
-        case "predict": PredictCommand.main(Array(args.dropFirst()))
-        default: BNTrain.main(args)
+        case "eval": run(EvalCommand.self, Array(args.dropFirst()))
+        case "predict": run(PredictCommand.self, Array(args.dropFirst()))
+        default: run(BNTrain.self, args)
+        }
+    }
+
+    /// Parses and runs one command. `--help` and `--version` print to stdout; a usage error
+    /// becomes one `bntrain: error: ...` line on stderr (not swift-argument-parser's
+    /// multi-line message with the usage block) and exit 64; failures inside `run` have
+    /// already printed their line and carry their exit code.
+    static func run<Command: ParsableCommand>(_ type: Command.Type, _ args: [String]) -> Never {
+        do {
+            var command = try type.parseAsRoot(args)
+            try command.run()
+            exit(0)
+        } catch {
+            let code = type.exitCode(for: error)
+            if code == .success {
+                print(type.fullMessage(for: error))
+                exit(0)
+            }
+            let message = type.message(for: error)
+                .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                .joined(separator: "; ")
+            let trimmed = message.hasSuffix(".") ? String(message.dropLast()) : message
+            if !trimmed.isEmpty {
+                let name = type.configuration.commandName ?? "bntrain"
+                FileHandle.standardError.write(Data("bntrain: error: \(trimmed); see '\(name) --help'\n".utf8))
+            }
+            exit(code.rawValue)
         }
     }
 }

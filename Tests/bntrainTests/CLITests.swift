@@ -115,10 +115,11 @@ final class CLITests: XCTestCase {
         for (args, flag) in [(["--batch", "0"], "--batch"), (["--lr=-1"], "--lr"), (["--bn-momentum", "1"], "--bn-momentum"),
                              (["--epochs", "0"], "--epochs"), (["--init", "uniform"], "--init"), (["--bogus"], "--bogus")] {
             let r = try bntrain(["--data", dir + "/tiny"] + args)
-            XCTAssertEqual(r.status, 64, "\(args)")
-            XCTAssertTrue(r.stderr.contains(flag), "\(args): \(r.stderr)")
+            assertOneLineError(r, code: 64, mentions: [flag, "--help"])
             XCTAssertEqual(r.stdout, "", "nothing on stdout for \(args)")
         }
+        assertOneLineError(try bntrain(["eval"]), code: 64, mentions: ["--model", "bntrain eval --help"])
+        assertOneLineError(try bntrain(["--data", dir + "/tiny/train-images-idx3-ubyte.gz"]), code: 64, mentions: ["is a file", "--data " + dir + "/tiny"])
         let big = try bntrain(["--data", dir + "/tiny", "--train-limit", "401"])
         XCTAssertEqual(big.status, 64)
         XCTAssertTrue(big.stderr.contains("--train-limit 401 is larger than the 400"), big.stderr)
