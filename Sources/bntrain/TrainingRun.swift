@@ -164,7 +164,7 @@ struct TrainingRun {
                 let loss = net.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: sgd)
                 guard loss.isFinite else {
                     progress.clear()
-                    throw fail("training diverged: the loss became \(loss) at epoch \(epoch), step \(b + 1) of \(trainBatches.batchCount); try a smaller --lr (now \(o.lr))", code: ExitStatus.diverged)
+                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(trainBatches.batchCount); try a smaller --lr (now \(o.lr))", code: ExitStatus.diverged)
                 }
                 lossSum += loss * Double(n)
                 seen += n

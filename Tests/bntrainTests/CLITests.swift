@@ -173,5 +173,6 @@ final class CLITests: XCTestCase {
         let r = try bntrain(["--data", dir + "/tiny", "--epochs", "3", "--lr", "1e38"])
         XCTAssertEqual(r.status, 70, r.stdout + r.stderr)
         XCTAssertTrue(r.stderr.contains("smaller --lr") && r.stderr.contains("epoch 1"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("became NaN") || r.stderr.contains("became infinite"), r.stderr)
     }
 }
