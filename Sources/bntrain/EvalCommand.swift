@@ -19,7 +19,7 @@ struct EvalCommand: ParsableCommand {
     var data: String?
 
     @Option(help: ArgumentHelp("text (key=value lines) or jsonl (one JSON object).", valueName: "text|jsonl"))
-    var logFormat: LogFormat = .text
+    var logFormat: ReportFormat = .text
 
     @Option(help: "BLAS threads.")
     var threads = 1
@@ -28,7 +28,6 @@ struct EvalCommand: ParsableCommand {
     var evalBatch = 1000
 
     func validate() throws {
-        guard logFormat != .csv else { throw ValidationError("--log-format for eval is text or jsonl") }
         guard threads >= 1, evalBatch >= 1 else { throw ValidationError("--threads and --eval-batch must be at least 1") }
     }
 
@@ -72,7 +71,7 @@ struct EvalCommand: ParsableCommand {
                 let classes = (0..<c).map { "{\"class\":\($0),\"count\":\(counts[$0]),\"correct\":\(confusion[$0][$0]),\"acc\":\(Value.number(perClass[$0], digits: 4).json)}" }
                 let rows = confusion.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
                 print(Record("eval", head).jsonLine.dropLast() + ",\"per_class\":[\(classes.joined(separator: ","))],\"confusion\":[\(rows.joined(separator: ","))]}")
-            default:
+            case .text:
                 let report = Report(format: .text)
                 report.emit(Record("eval", head))
                 for k in 0..<c {

@@ -18,14 +18,13 @@ struct PredictCommand: ParsableCommand {
     @Option(help: ArgumentHelp("An IDX image file (magic 2051), raw or gzipped.", valueName: "file"))
     var images: String
 
-    @Option(help: ArgumentHelp("text (index=.. label=.. prob=.. lines) or jsonl.", valueName: "text|jsonl"))
+    @Option(help: ArgumentHelp("text (index=.. label=.. prob=.. lines), jsonl, or csv (an index,label,prob header, then one row per image).", valueName: "text|jsonl|csv"))
     var logFormat: LogFormat = .text
 
     @Option(help: "BLAS threads.")
     var threads = 1
 
     func validate() throws {
-        guard logFormat != .csv else { throw ValidationError("--log-format for predict is text or jsonl") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -44,14 +43,18 @@ struct PredictCommand: ParsableCommand {
             }
             let view = Matrix<Float>(viewOf: set.pixels)
             let chunk = 1000
-            var out = ""
+            var out = logFormat == .csv ? "index,label,prob\n" : ""
             for start in stride(from: 0, to: set.count, by: chunk) {
                 let n = min(chunk, set.count - start)
                 view.view(of: set.pixels, row: start, rows: n)
                 for (i, p) in Evaluation.predictions(net.forward(view, training: false)).enumerated() {
                     let fields: [(String, Value)] = [("index", .int(start + i)), ("label", .int(p.label)), ("prob", .number(p.probability, digits: 4))]
                     let r = Record("prediction", fields)
-                    out += (logFormat == .jsonl ? r.jsonLine : r.textLine) + "\n"
+                    switch logFormat {
+                    case .text: out += r.textLine + "\n"
+                    case .jsonl: out += r.jsonLine + "\n"
+                    case .csv: out += r.csvRow + "\n"
+                    }
                 }
                 print(out, terminator: "")
                 out = ""

@@ -11,6 +11,11 @@ enum LogFormat: String, CaseIterable, ExpressibleByArgument {
     case csv
 }
 
+/// Output formats of `bntrain eval` (one report with nested parts: no CSV form).
+enum ReportFormat: String, CaseIterable, ExpressibleByArgument {
+    case text, jsonl
+}
+
 /// A typed field value, so JSON gets numbers and text gets fixed decimals.
 enum Value: Equatable {
     case int(Int)

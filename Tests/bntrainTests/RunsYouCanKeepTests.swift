@@ -158,6 +158,13 @@ final class RunsYouCanKeepTests: XCTestCase {
         // Images are class i % 4; most predictions must say so.
         let right = rows.enumerated().filter { Int($0.element["label"] ?? "") == $0.offset % 4 }.count
         XCTAssertGreaterThan(right, 100)
+
+        // CSV: a header, then the same predictions as the text lines.
+        let csv = try bntrain(["predict", "--model", dir + "/m.safetensors", "--images", data + "/t10k-images-idx3-ubyte", "--log-format", "csv"])
+        XCTAssertEqual(csv.status, 0, csv.stderr)
+        let csvLines = csv.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(csvLines.first, "index,label,prob")
+        XCTAssertEqual(Array(csvLines.dropFirst()), rows.map { "\($0["index"]!),\($0["label"]!),\($0["prob"]!)" })
     }
 
     func testInitFromAndShuffleNoneAreDeterministicAndUseTheWeights() throws {
