@@ -4,8 +4,11 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
+import time
 
 import pytest
 
@@ -110,6 +113,71 @@ def test_sweep_over_several_hosts_through_ssh(tmp_path, tiny, bntrain):
     used = ssh_log.read_text().split()
     assert set(used) == {"hostA", "hostB"}, used
     assert len(list(csv.DictReader((tmp_path / "remote" / "summary.csv").open()))) == 4
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path):
+    """A real OpenSSH server on 127.0.0.1 (a free port, throw-away keys, key login only) and
+    an ssh command for it: two 'hosts' (127.0.0.1 and localhost) are two real ssh logins to
+    this machine. Scripts/test installs openssh-server; the test is skipped only where sshd
+    cannot run (not installed, or not root and no /run/sshd)."""
+    sshd, keygen = shutil.which("sshd") or "/usr/sbin/sshd", shutil.which("ssh-keygen")
+    if not (os.path.exists(sshd) and keygen and shutil.which("ssh")):
+        pytest.skip("openssh-server/openssh-client not installed (Scripts/test installs them)")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+    elif not os.path.isdir("/run/sshd"):
+        pytest.skip("sshd needs /run/sshd, which only root can create")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for key in ("hostkey", "userkey"):
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "userkey.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'hostkey'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "StrictModes no\nUsePAM no\nPidFile none\n")
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("sshd exited: " + (d / "sshd.log").read_text())
+                time.sleep(0.05)
+        ssh = d / "ssh"
+        ssh.write_text(f"#!/bin/sh\nexec ssh -p {port} -i {d / 'userkey'} -o BatchMode=yes -o StrictHostKeyChecking=no "
+                       f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n")
+        ssh.chmod(0o755)
+        yield ssh, d / "sshd.log"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_sweep_over_two_real_ssh_logins(tmp_path, tiny, bntrain, loopback_sshd):
+    """The multi-host path end to end through a real sshd: GNU parallel sends the runs to two
+    ssh logins (127.0.0.1 and localhost), both run jobs, and the summary is complete."""
+    ssh, log = loopback_sshd
+    hosts = tmp_path / "hosts"
+    hosts.write_text("1/127.0.0.1\n1/localhost\n")
+    env = dict(os.environ, BNTRAIN_SWEEP_SSH=str(ssh))
+    r = run_sweep(tmp_path / "ssh", tiny, "--sshloginfile", str(hosts), env=env)
+    assert r.returncode == 0, r.stderr + log.read_text()
+    joblog = list(csv.DictReader((tmp_path / "ssh" / "joblog.txt").open(), delimiter="\t"))
+    assert {row["Host"] for row in joblog} == {"127.0.0.1", "localhost"}, joblog
+    assert all(row["Exitval"] == "0" for row in joblog)
+    assert "Accepted publickey" in log.read_text()
+    assert len(list(csv.DictReader((tmp_path / "ssh" / "summary.csv").open()))) == 4
 
 
 def test_plot_draws_a_sweep_and_metrics_files(tmp_path, tiny, bntrain):
