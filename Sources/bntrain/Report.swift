@@ -30,7 +30,7 @@ enum Value: Equatable {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
         case let .exact(x): return "\(x)"
-        case let .string(s): return s.replacingOccurrences(of: " ", with: "_")
+        case let .string(s): return logfmtQuoted(s)
         }
     }
 
@@ -130,4 +130,22 @@ final class Report {
 /// Diagnostics (stderr), one line each.
 func note(_ message: String) {
     FileHandle.standardError.write(Data("bntrain: \(message)\n".utf8))
+}
+
+/// A string as a logfmt value: as is when it is a plain token, else in double quotes with
+/// `\` and `"` escaped (and a newline as `\n`, so a record stays one line). Python's
+/// `shlex.split` reads such a line back into `key=value` tokens.
+func logfmtQuoted(_ s: String) -> String {
+    let plain = !s.isEmpty && !s.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || $0 == "\t" || $0.isNewline })
+    if plain { return s }
+    var out = "\""
+    for c in s {
+        switch c {
+        case "\\": out += "\\\\"
+        case "\"": out += "\\\""
+        case "\n": out += "\\n"
+        default: out.append(c)
+        }
+    }
+    return out + "\""
 }

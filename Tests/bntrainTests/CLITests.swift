@@ -169,6 +169,17 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("train-labels-idx1-ubyte.gz") && r.stderr.contains("HTML"), r.stderr)
     }
 
+    /// Text records quote values that are not plain tokens (logfmt), so a path with a space
+    /// or a quote survives: `data="…/tiny data's"`.
+    func testTextValuesWithSpacesAreQuoted() throws {
+        let odd = dir + "/tiny data's"
+        try FileManager.default.createSymbolicLink(atPath: odd, withDestinationPath: dir + "/tiny")
+        let r = try bntrain(["--data", odd, "--epochs", "1", "--batch", "16", "--hidden", "8", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains(" data=\"\(odd)\" "), r.stdout)
+        XCTAssertTrue(r.stdout.contains(" batchnorm=on ") && r.stdout.contains(" init=glorot "), "plain tokens stay unquoted: \(r.stdout)")
+    }
+
     func testDivergenceStopsWithExit70() throws {
         let r = try bntrain(["--data", dir + "/tiny", "--epochs", "3", "--lr", "1e38"])
         XCTAssertEqual(r.status, 70, r.stdout + r.stderr)
