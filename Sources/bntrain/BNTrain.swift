@@ -58,7 +58,7 @@ enum Entry {
 }
 
 struct BNTrain: ParsableCommand {
-    static let version = "0.2.0"
+    static let version = "0.3.0"
     static let defaultSeed: UInt64 = 42
 
     static let configuration = CommandConfiguration(

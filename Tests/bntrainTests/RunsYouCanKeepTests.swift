@@ -33,7 +33,7 @@ final class RunsYouCanKeepTests: XCTestCase {
         XCTAssertEqual(j.status, 0, j.stderr)
         let records = try jsonLines(j.stdout)
         XCTAssertEqual(records.map { $0["kind"] as? String }, ["config", "epoch", "epoch", "epoch", "epoch", "summary"])
-        XCTAssertEqual(records[0]["version"] as? String, "0.2.0")
+        XCTAssertEqual(records[0]["version"] as? String, "0.3.0")
         XCTAssertEqual(records[0]["seed"] as? String, "42")
         XCTAssertTrue(records[1]["loss_change"] is NSNull, "nan becomes null in JSON")
         XCTAssertNotNil(records[2]["test_acc"] as? Double)
