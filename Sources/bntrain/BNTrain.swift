@@ -143,7 +143,7 @@ struct BNTrain: ParsableCommand {
     @Flag(help: "No progress display on stderr (it only appears when stderr is a terminal).")
     var quiet = false
 
-    @Option(help: "BLAS threads (1 is fastest for these shapes on 2 cores; see the README).")
+    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see the README).")
     var threads = 1
 
     @Option(help: "Batch size of the test and validation passes (memory only; results do not depend on it).")
