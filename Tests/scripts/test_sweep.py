@@ -4,6 +4,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -99,6 +100,35 @@ def test_sweep_runs_summarises_and_skips_finished(tmp_path, tiny, bntrain):
     (out / "runs" / runs[3] / "stdout").write_text('{"kind":"config"}\n')
     third = run_sweep(out, tiny)
     assert third.returncode == 0 and "7 already finished, 1 to run" in third.stderr, third.stderr
+
+
+def test_sweep_continues_unfinished_runs_from_their_checkpoints(tmp_path, tiny, bntrain):
+    """An unfinished run (here: one epoch of two done, as a sweep interrupted between epochs
+    leaves it) continues from runs/ID/checkpoint.safetensors and ends exactly as in an
+    uninterrupted sweep: the same epoch records (timing aside) in its metrics.jsonl."""
+    ref = tmp_path / "ref"
+    assert run_sweep(ref, tiny).returncode == 0
+    out = tmp_path / "cont"
+    dry = run_sweep(out, tiny, "--dry-run")
+    rid, *cmd = shlex.split(dry.stdout.splitlines()[0])
+    assert "--resume" not in cmd and "--save" in cmd and "--metrics" in cmd
+    cmd[cmd.index("--epochs") + 1] = "1"
+    (out / "runs" / rid).mkdir(parents=True)
+    r = subprocess.run([bntrain] + cmd[1:], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    second = run_sweep(out, tiny)
+    assert second.returncode == 0, second.stderr
+    assert "8 to run (1 continuing from their checkpoints)" in second.stderr, second.stderr
+
+    def epochs(folder):
+        lines = (folder / "runs" / rid / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "test_seconds")} for l in lines]
+    assert [e["epoch"] for e in epochs(out)] == [1, 2]
+    assert epochs(out) == epochs(ref)
+    summary = lambda folder: [{k: v for k, v in row.items() if k != "seconds_per_epoch_mean"}
+                              for row in csv.DictReader((folder / "summary.csv").open())]
+    assert summary(out) == summary(ref)
+    assert (out / "runs" / rid / "checkpoint.safetensors").exists()
 
 
 def test_sweep_over_several_hosts_through_ssh(tmp_path, tiny, bntrain):
