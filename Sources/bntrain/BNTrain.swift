@@ -31,13 +31,16 @@ enum Entry {
 
     /// Parses and runs one command. `--help` and `--version` print to stdout; a usage error
     /// becomes one `bntrain: error: ...` line on stderr (not swift-argument-parser's
-    /// multi-line message with the usage block) and exit 64; failures inside `run` have
-    /// already printed their line and carry their exit code.
+    /// multi-line message with the usage block) and exit 64; a `Failure` thrown by `run`
+    /// becomes its one line and its exit code.
     static func run<Command: ParsableCommand>(_ type: Command.Type, _ args: [String]) -> Never {
         do {
             var command = try type.parseAsRoot(args)
             try command.run()
             exit(0)
+        } catch let f as Failure {
+            FileHandle.standardError.write(Data("bntrain: error: \(f.message)\n".utf8))
+            exit(f.code)
         } catch {
             let code = type.exitCode(for: error)
             if code == .success {
@@ -169,19 +172,7 @@ struct BNTrain: ParsableCommand {
 
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
-        try runReportingFailures {
-            var run = TrainingRun(options: self)
-            try run.run()
-        }
-    }
-}
-
-/// Runs `body`; a `Failure` becomes one `bntrain: error: ...` line on stderr and its exit code.
-func runReportingFailures(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let f as Failure {
-        FileHandle.standardError.write(Data("bntrain: error: \(f.message)\n".utf8))
-        throw ExitCode(f.code)
+        var run = TrainingRun(options: self)
+        try run.run()
     }
 }

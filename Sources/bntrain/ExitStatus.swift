@@ -17,7 +17,7 @@ enum ExitStatus {
     static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found, 70 training diverged (non-finite loss), 73 cannot write an output file, 130/143 interrupted by SIGINT/SIGTERM (after saving the checkpoint, with --save)"
 }
 
-/// Prints one `bntrain: error: ...` line to stderr and exits with `code`.
+/// A refused run: `Entry.run` prints one `bntrain: error: <message>` line and exits with `code`.
 struct Failure: Error {
     let message: String
     let code: Int32

@@ -30,36 +30,34 @@ struct PredictCommand: ParsableCommand {
 
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
-        try runReportingFailures {
-            BLAS.setThreads(threads)
-            let (_, net, spec) = try loadModel(model)
-            let set: ImageSet
-            do { set = try IDX.readImages(path: images) } catch let e as DataError {
-                if case .unreadable = e, !FileManager.default.fileExists(atPath: images) { throw fail("--images '\(images)' does not exist", code: ExitStatus.noInput) }
-                throw fail(e.description, code: ExitStatus.dataError)
-            }
-            guard set.featureCount == spec.inputs else {
-                throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
-            }
-            let view = Matrix<Float>(viewOf: set.pixels)
-            let chunk = 1000
-            var out = logFormat == .csv ? "index,label,prob\n" : ""
-            for start in stride(from: 0, to: set.count, by: chunk) {
-                let n = min(chunk, set.count - start)
-                view.view(of: set.pixels, row: start, rows: n)
-                for (i, p) in Evaluation.predictions(net.forward(view, training: false)).enumerated() {
-                    let fields: [(String, Value)] = [("index", .int(start + i)), ("label", .int(p.label)), ("prob", .number(p.probability, digits: 4))]
-                    let r = Record("prediction", fields)
-                    switch logFormat {
-                    case .text: out += r.textLine + "\n"
-                    case .jsonl: out += r.jsonLine + "\n"
-                    case .csv: out += r.csvRow + "\n"
-                    }
-                }
-                print(out, terminator: "")
-                out = ""
-            }
-            fflush(stdout)
+        BLAS.setThreads(threads)
+        let (_, net, spec) = try loadModel(model)
+        let set: ImageSet
+        do { set = try IDX.readImages(path: images) } catch let e as DataError {
+            if case .unreadable = e, !FileManager.default.fileExists(atPath: images) { throw fail("--images '\(images)' does not exist", code: ExitStatus.noInput) }
+            throw fail(e.description, code: ExitStatus.dataError)
         }
+        guard set.featureCount == spec.inputs else {
+            throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
+        }
+        let view = Matrix<Float>(viewOf: set.pixels)
+        let chunk = 1000
+        var out = logFormat == .csv ? "index,label,prob\n" : ""
+        for start in stride(from: 0, to: set.count, by: chunk) {
+            let n = min(chunk, set.count - start)
+            view.view(of: set.pixels, row: start, rows: n)
+            for (i, p) in Evaluation.predictions(net.forward(view, training: false)).enumerated() {
+                let fields: [(String, Value)] = [("index", .int(start + i)), ("label", .int(p.label)), ("prob", .number(p.probability, digits: 4))]
+                let r = Record("prediction", fields)
+                switch logFormat {
+                case .text: out += r.textLine + "\n"
+                case .jsonl: out += r.jsonLine + "\n"
+                case .csv: out += r.csvRow + "\n"
+                }
+            }
+            print(out, terminator: "")
+            out = ""
+        }
+        fflush(stdout)
     }
 }
