@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "bntrain", targets: ["bntrain"]),
         .library(name: "BNCore", targets: ["BNCore"]),
         .library(name: "BNData", targets: ["BNData"]),
+        .library(name: "BNTraining", targets: ["BNTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,13 +28,18 @@ let package = Package(
         .target(name: "BNCheckpoint", dependencies: ["BNCore"]),
         // Process-level platform fixes shared by the executables (OpenBLAS kernel selection).
         .target(name: "BNPlatform", dependencies: ["BNCore"]),
-        // The command-line tool: flags, training loop, reports.
+        // The training library: run configuration, the training loop, resume, evaluation,
+        // records and metrics files, data location. Everything the executable does but parse flags.
+        .target(
+            name: "BNTraining",
+            dependencies: ["BNCore", "BNData", "BNCheckpoint", .product(name: "RealModule", package: "swift-numerics")]
+        ),
+        // The command-line tool: flags -> RunConfig, subcommands (train, eval, predict, summary), exit codes.
         .executableTarget(
             name: "bntrain",
             dependencies: [
-                "BNCore", "BNData", "BNCheckpoint", "BNPlatform",
+                "BNCore", "BNData", "BNCheckpoint", "BNPlatform", "BNTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "RealModule", package: "swift-numerics"),
             ]
         ),
         // Fuzz targets (IDX/gzip reader, checkpoint reader), shared by bnfuzz and the corpus tests.
@@ -49,6 +55,7 @@ let package = Package(
         .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore"]),
         .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["BNFuzzTargets"], exclude: ["Corpus"]),
+        .testTarget(name: "BNTrainingTests", dependencies: ["BNTraining", "BNCore", "BNData", "BNCheckpoint"]),
         .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData", "BNCheckpoint"]),
     ]
 )

@@ -10,59 +10,61 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case malformed(path: String, reason: String)
     case missingTensor(path: String, name: String, expectedShape: [Int])
     case shapeMismatch(path: String, name: String, expected: [Int], found: [Int])
+    case unexpectedTensor(path: String, name: String)
     case unwritable(path: String, reason: String)
 
     public var description: String {
         switch self {
         case let .unreadable(path, reason): return "cannot read checkpoint '\(path)': \(reason)"
         case let .malformed(path, reason): return "'\(path)' is not a usable safetensors checkpoint: \(reason)"
-        case let .missingTensor(path, name, shape): return "checkpoint '\(path)' has no tensor '\(name)' (expected shape \(shape)); it was saved from a different network"
-        case let .shapeMismatch(path, name, expected, found): return "checkpoint '\(path)': tensor '\(name)' has shape \(found) but this network needs \(expected); check --hidden, --no-batchnorm and the dataset"
+        case let .missingTensor(path, name, shape): return "checkpoint '\(path)' has no tensor '\(name)'\(shape.isEmpty ? "" : " (expected shape \(shape))"); it was saved from a different model"
+        case let .shapeMismatch(path, name, expected, found): return "checkpoint '\(path)': tensor '\(name)' has shape \(found) but the model needs \(expected); it was saved from a different model or dataset"
+        case let .unexpectedTensor(path, name): return "checkpoint '\(path)': tensor '\(name)' has no place in the model; it was saved from a different model"
         case let .unwritable(path, reason): return "cannot write '\(path)': \(reason)"
         }
     }
 }
 
-/// The architecture a checkpoint describes, read from its tensor shapes (and its metadata
-/// for what shapes cannot tell: BN epsilon and momentum).
-public struct ModelSpec: Equatable, Sendable {
+/// The model a checkpoint holds: its spec and the sizes and settings needed to rebuild it.
+public struct StoredModel: Equatable, Sendable {
+    public var spec: ModelSpec
     public var inputs: Int
-    public var hidden: Int
     public var classes: Int
-    public var batchNorm: Bool
-    public var bnEps: Double
-    public var bnMomentum: Double
-    public var runningVariance: BatchNorm1D<Float>.RunningVariance
+    public var options: BuildOptions
 
-    public init(inputs: Int, hidden: Int, classes: Int, batchNorm: Bool, bnEps: Double = 1e-5, bnMomentum: Double = 0.9,
-                runningVariance: BatchNorm1D<Float>.RunningVariance = .biased) {
+    public init(spec: ModelSpec, inputs: Int, classes: Int, options: BuildOptions) {
+        self.spec = spec
         self.inputs = inputs
-        self.hidden = hidden
         self.classes = classes
-        self.batchNorm = batchNorm
-        self.bnEps = bnEps
-        self.bnMomentum = bnMomentum
-        self.runningVariance = runningVariance
+        self.options = options
     }
 
-    /// A freshly initialised reference network of this shape.
-    public func makeNetwork(initializer: Initializer = .glorot, rng: inout SplitMix64) -> Network<Float> {
-        Network<Float>.reference(
-            inputs: inputs, hidden: hidden, classes: classes, batchNorm: batchNorm,
-            bnMomentum: Float(bnMomentum), bnEps: Float(bnEps), runningVariance: runningVariance,
-            initializer: initializer, rng: &rng)
+    public static func == (a: StoredModel, b: StoredModel) -> Bool {
+        a.spec == b.spec && a.inputs == b.inputs && a.classes == b.classes && a.options.bnEps == b.options.bnEps
+            && a.options.bnMomentum == b.options.bnMomentum && a.options.runningVariance == b.options.runningVariance
+    }
+
+    /// A freshly built network of this model (weights to be loaded from the checkpoint).
+    public func makeNetwork() throws -> Network<Float> {
+        var rng = SplitMix64(seed: 0)
+        return try spec.build(Float.self, inputs: inputs, classes: classes, options: options, rng: &rng)
     }
 }
 
-/// A model and training state in the safetensors format. Tensors are named and shaped as
-/// PyTorch's `state_dict` of the same module would be (`fc1.weight` (200, 784), `fc1.bias`,
-/// `bn.weight`, `bn.bias`, `bn.running_mean`, `bn.running_var`, `bn.num_batches_tracked`,
-/// `fc2.weight`, `fc2.bias`); the metadata holds string values (configuration, epoch,
-/// metrics, generator state) under keys documented in the README.
+/// A model and training state in the safetensors format.
+///
+/// Tensors are named and shaped as PyTorch's `state_dict` of the equivalent `nn.Sequential`
+/// (one module per spec layer, so the names are the layer indices): for dfn2,
+/// `fc200-sigmoid-bn-fc`, that is `0.weight` (200, 784), `0.bias`, `2.weight`, `2.bias`,
+/// `2.running_mean`, `2.running_var`, `2.num_batches_tracked`, `3.weight`, `3.bias`. The
+/// metadata holds string values (the model spec, configuration, epoch, metrics, generator
+/// states) under keys documented in the README. Checkpoints from bntrain 0.3 (dfn2 only, with
+/// tensors named `fc1`, `bn`, `fc2` and no `bntrain.model`) are read as dfn2.
 public struct Checkpoint {
     public var tensors: [String: SafeTensors.Tensor]
     public var metadata: [String: String]
 
+    public static let modelKey = "bntrain.model"
     public static let eps = "bntrain.bn_eps"
     public static let momentum = "bntrain.bn_momentum"
     public static let runningVar = "bntrain.bn_running_var"
@@ -72,8 +74,9 @@ public struct Checkpoint {
         self.metadata = metadata
     }
 
-    /// Captures every parameter and buffer of `network` (plus BN's step count).
-    public init(network: Network<Float>, metadata: [String: String]) {
+    /// Captures every parameter and buffer of `network` (plus each BN layer's step count),
+    /// the model spec and the BN settings.
+    public init(network: Network<Float>, spec: ModelSpec, options: BuildOptions, metadata: [String: String]) {
         var t: [String: SafeTensors.Tensor] = [:]
         for p in network.parameters {
             t[p.name] = p.storedTransposed
@@ -81,49 +84,167 @@ public struct Checkpoint {
                 : SafeTensors.Tensor(floats: UnsafeBufferPointer(p.value.buffer), shape: p.shape)
         }
         for b in network.buffers { t[b.name] = SafeTensors.Tensor(floats: UnsafeBufferPointer(b.value.buffer), shape: b.shape) }
+        for bn in network.batchNorms { t["\(bn.name).num_batches_tracked"] = SafeTensors.Tensor(int64: Int64(bn.batchesTracked)) }
         var m = metadata
         m["format"] = "pt"  // the safetensors convention for PyTorch state dicts
-        if let bn = network.layers.compactMap({ $0 as? BatchNorm1D<Float> }).first {
-            t["bn.num_batches_tracked"] = SafeTensors.Tensor(int64: Int64(bn.batchesTracked))
-            m[Checkpoint.eps] = "\(bn.eps)"
-            m[Checkpoint.momentum] = "\(bn.momentum)"
-            m[Checkpoint.runningVar] = bn.runningVariance.rawValue
+        m[Checkpoint.modelKey] = spec.canonical
+        if spec.hasBatchNorm {
+            m[Checkpoint.eps] = "\(options.bnEps)"
+            m[Checkpoint.momentum] = "\(options.bnMomentum)"
+            m[Checkpoint.runningVar] = options.runningVariance.rawValue
         }
         self.init(tensors: t, metadata: m)
     }
 
-    /// The architecture these tensors describe.
-    public func spec(path: String) throws -> ModelSpec {
-        guard let w1 = tensors["fc1.weight"], w1.shape.count == 2 else { throw CheckpointError.missingTensor(path: path, name: "fc1.weight", expectedShape: [-1, -1]) }
-        guard let w2 = tensors["fc2.weight"], w2.shape.count == 2 else { throw CheckpointError.missingTensor(path: path, name: "fc2.weight", expectedShape: [-1, w1.shape[0]]) }
-        guard w2.shape[1] == w1.shape[0] else { throw CheckpointError.shapeMismatch(path: path, name: "fc2.weight", expected: [w2.shape[0], w1.shape[0]], found: w2.shape) }
-        guard w1.shape.allSatisfy({ $0 > 0 }), w2.shape[0] >= 2 else { throw CheckpointError.malformed(path: path, reason: "empty layer shapes \(w1.shape), \(w2.shape)") }
-        return ModelSpec(
-            inputs: w1.shape[1], hidden: w1.shape[0], classes: w2.shape[0], batchNorm: tensors["bn.weight"] != nil,
-            bnEps: metadata[Checkpoint.eps].flatMap(Double.init) ?? 1e-5,
-            bnMomentum: metadata[Checkpoint.momentum].flatMap(Double.init) ?? 0.9,
-            runningVariance: metadata[Checkpoint.runningVar].flatMap { BatchNorm1D<Float>.RunningVariance(rawValue: $0) } ?? .biased)
+    /// Whether this is a bntrain 0.3 dfn2 checkpoint (tensors `fc1.*`, `bn.*`, `fc2.*`).
+    public var isLegacyDFN2: Bool { metadata[Checkpoint.modelKey] == nil && tensors["fc1.weight"] != nil }
+
+    /// The tensors under their current names: a legacy dfn2 checkpoint's `fc1`, `bn`, `fc2`
+    /// become `0`, `2`, and `3` (or `2` without BN), as `fc200-sigmoid-bn-fc` names them.
+    public var normalizedTensors: [String: SafeTensors.Tensor] {
+        guard isLegacyDFN2 else { return tensors }
+        let hasBN = tensors["bn.weight"] != nil
+        let rename = ["fc1": "0", "bn": "2", "fc2": hasBN ? "3" : "2"]
+        var out: [String: SafeTensors.Tensor] = [:]
+        for (name, t) in tensors {
+            let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
+            if parts.count == 2, let to = rename[parts[0]] { out[to + "." + parts[1]] = t } else { out[name] = t }
+        }
+        return out
     }
 
-    /// Copies the tensors into `network`, checking that every one it needs is present with
-    /// its exact shape. `requireBuffers: false` lets weights without BN statistics (for
-    /// example exported from elsewhere) keep the network's initial running statistics.
+    /// The model these tensors and metadata describe: the spec from `bntrain.model` (or dfn2
+    /// for a legacy checkpoint), the input width and class count from the tensor shapes, and
+    /// the BN settings from the metadata. Every value is validated.
+    public func model(path: String, requireBuffers: Bool = true) throws -> StoredModel {
+        let tensors = normalizedTensors
+        let spec: ModelSpec
+        if let text = metadata[Checkpoint.modelKey] {
+            do { spec = try ModelSpec.parse(text) } catch let e as ModelSpec.ParseError {
+                throw CheckpointError.malformed(path: path, reason: "its model spec is unusable: \(e.message)")
+            }
+        } else if let w1 = tensors["0.weight"], w1.shape.count == 2, tensors["fc1.weight"] == nil {
+            spec = ModelSpec(layers: [.fc(w1.shape[0]), .activation(.sigmoid)] + (tensors["2.running_mean"] != nil ? [.batchNorm] : []) + [.fc(nil)])
+        } else {
+            throw CheckpointError.malformed(path: path, reason: "no '\(Checkpoint.modelKey)' metadata and no dfn2 tensors (fc1.weight); not written by bntrain")
+        }
+        // The input width: from the first layer that has tensors (fc: weight (out, in); bn/ln: (in)).
+        func shape(_ name: String, rank: Int) throws -> [Int] {
+            guard let t = tensors[name] else { throw CheckpointError.missingTensor(path: path, name: name, expectedShape: []) }
+            guard t.shape.count == rank, t.shape.allSatisfy({ $0 >= 1 && $0 <= ModelSpec.maxWidth }) else {
+                throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' has shape \(t.shape); model '\(spec)' needs a \(rank)-D tensor of positive sizes up to \(ModelSpec.maxWidth)")
+            }
+            return t.shape
+        }
+        guard let first = spec.layers.firstIndex(where: { $0.kind == "fc" || $0 == .batchNorm || $0 == .layerNorm }) else {
+            throw CheckpointError.malformed(path: path, reason: "model '\(spec)' has no layer with tensors")
+        }
+        let inputs = spec.layers[first].kind == "fc" ? try shape("\(first).weight", rank: 2)[1] : try shape("\(first).weight", rank: 1)[0]
+        let classes = try shape("\(spec.layers.count - 1).weight", rank: 2)[0]
+        guard classes >= 2 else { throw CheckpointError.malformed(path: path, reason: "its last layer has \(classes) output; a classifier needs at least 2 classes") }
+        var options = BuildOptions()
+        if spec.hasBatchNorm {
+            if let s = metadata[Checkpoint.eps] {
+                guard let v = Double(s), v.isFinite, v > 0 else { throw CheckpointError.malformed(path: path, reason: "metadata \(Checkpoint.eps)='\(s)' is not a positive finite number") }
+                options.bnEps = v
+            }
+            if let s = metadata[Checkpoint.momentum] {
+                guard let v = Double(s), v >= 0, v < 1 else { throw CheckpointError.malformed(path: path, reason: "metadata \(Checkpoint.momentum)='\(s)' is not in [0, 1)") }
+                options.bnMomentum = v
+            }
+            if let s = metadata[Checkpoint.runningVar] {
+                guard let v = BatchNorm1D<Float>.RunningVariance(rawValue: s) else { throw CheckpointError.malformed(path: path, reason: "metadata \(Checkpoint.runningVar)='\(s)' is not biased or unbiased") }
+                options.runningVariance = v
+            }
+        }
+        // Every tensor's shape is compared with the spec before anything is built, so a file
+        // cannot make bntrain allocate more than its own tensors hold.
+        try Checkpoint.checkShapes(tensors, spec: spec, inputs: inputs, classes: classes, path: path, requireBuffers: requireBuffers)
+        return StoredModel(spec: spec, inputs: inputs, classes: classes, options: options)
+    }
+
+    /// The tensors `spec` has for `inputs` features and `classes` classes, with their logical
+    /// shapes: fc `i.weight` (out, in) and `i.bias` (out); bn `i.weight`, `i.bias` and the
+    /// buffers `i.running_mean`, `i.running_var` (d) and `i.num_batches_tracked` (); ln
+    /// `i.weight`, `i.bias` (d).
+    public static func expectedTensors(spec: ModelSpec, inputs: Int, classes: Int) throws -> [(name: String, shape: [Int], buffer: Bool)] {
+        let widths = try spec.widths(inputs: inputs, classes: classes)
+        var out: [(String, [Int], Bool)] = []
+        var width = inputs
+        for (i, l) in spec.layers.enumerated() {
+            let w = widths[i]
+            switch l {
+            case .fc: out += [("\(i).weight", [w, width], false), ("\(i).bias", [w], false)]
+            case .batchNorm:
+                out += [("\(i).weight", [w], false), ("\(i).bias", [w], false), ("\(i).running_mean", [w], true),
+                        ("\(i).running_var", [w], true), ("\(i).num_batches_tracked", [], true)]
+            case .layerNorm: out += [("\(i).weight", [w], false), ("\(i).bias", [w], false)]
+            case .activation, .dropout: break
+            }
+            width = w
+        }
+        return out
+    }
+
+    static func checkShapes(_ tensors: [String: SafeTensors.Tensor], spec: ModelSpec, inputs: Int, classes: Int, path: String, requireBuffers: Bool) throws {
+        let expected: [(name: String, shape: [Int], buffer: Bool)]
+        do { expected = try expectedTensors(spec: spec, inputs: inputs, classes: classes) } catch let e as ModelSpec.ParseError {
+            throw CheckpointError.malformed(path: path, reason: e.message)
+        }
+        let names = Set(expected.map(\.name))
+        if let extra = tensors.keys.sorted().first(where: { !names.contains($0) }) {
+            throw CheckpointError.unexpectedTensor(path: path, name: extra)
+        }
+        for e in expected {
+            guard let t = tensors[e.name] else {
+                // num_batches_tracked is optional (PyTorch before 0.4.1 had none).
+                if (e.buffer && !requireBuffers) || e.name.hasSuffix(".num_batches_tracked") { continue }
+                throw CheckpointError.missingTensor(path: path, name: e.name, expectedShape: e.shape)
+            }
+            let scalarStep = e.shape.isEmpty && t.elementCount == 1
+            guard t.shape == e.shape || scalarStep else { throw CheckpointError.shapeMismatch(path: path, name: e.name, expected: e.shape, found: t.shape) }
+        }
+    }
+
+    /// Copies the tensors into `network`, checking that every one it needs is present with its
+    /// exact shape and that none is left over (a tensor the model has no place for means the
+    /// file describes another model). `requireBuffers: false` lets weights without BN
+    /// statistics (for example exported from elsewhere) keep the network's initial ones.
+    /// Nothing is written into the network unless every tensor fits.
     public func load(into network: Network<Float>, path: String, requireBuffers: Bool = true) throws {
-        func values(_ name: String, shape: [Int], required: Bool) throws -> [Float]? {
+        let tensors = normalizedTensors
+        var expected = Set(network.parameters.map(\.name) + network.buffers.map(\.name))
+        for bn in network.batchNorms { expected.insert("\(bn.name).num_batches_tracked") }
+        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) }) {
+            throw CheckpointError.unexpectedTensor(path: path, name: extra)
+        }
+        func checked(_ name: String, shape: [Int], required: Bool) throws -> SafeTensors.Tensor? {
             guard let t = tensors[name] else {
                 if required { throw CheckpointError.missingTensor(path: path, name: name, expectedShape: shape) }
                 return nil
             }
             guard t.shape == shape else { throw CheckpointError.shapeMismatch(path: path, name: name, expected: shape, found: t.shape) }
-            return t.floats()
+            guard t.dtype != .i64 else { throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' is I64; it must be F32 or F64") }
+            return t
         }
-        for p in network.parameters { if let v = try values(p.name, shape: p.shape, required: true) { p.setLogicalValues(v) } }
-        for b in network.buffers {
-            if let v = try values(b.name, shape: b.shape, required: requireBuffers) { for i in 0..<v.count { b.value.data[i] = v[i] } }
+        var steps: [(BatchNorm1D<Float>, Int)] = []
+        for bn in network.batchNorms {
+            let name = "\(bn.name).num_batches_tracked"
+            guard let t = tensors[name] else { continue }
+            guard t.elementCount == 1, let n = t.int64Scalar(), n >= 0 else {
+                throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' must hold one non-negative integer")
+            }
+            steps.append((bn, Int(n)))
         }
-        if let bn = network.layers.compactMap({ $0 as? BatchNorm1D<Float> }).first, let n = tensors["bn.num_batches_tracked"]?.int64Scalar() {
-            bn.batchesTracked = Int(n)
+        // Check everything first, then copy.
+        let params = try network.parameters.map { ($0, try checked($0.name, shape: $0.shape, required: true)!) }
+        let buffers = try network.buffers.compactMap { b in try checked(b.name, shape: b.shape, required: requireBuffers).map { (b, $0) } }
+        for (p, t) in params { p.setLogicalValues(t.floats()) }
+        for (b, t) in buffers {
+            let v = t.floats()
+            for i in 0..<v.count { b.value.data[i] = v[i] }
         }
+        for (bn, n) in steps { bn.batchesTracked = n }
     }
 
     // MARK: Files

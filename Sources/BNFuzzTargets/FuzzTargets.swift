@@ -49,13 +49,12 @@ public enum FuzzTargets {
         do {
             let (tensors, metadata) = try SafeTensors.decode(Array(bytes))
             let c = Checkpoint(tensors: tensors, metadata: metadata)
-            let spec = try c.spec(path: "fuzz")
-            var rng = SplitMix64(seed: 1)
-            let net = spec.makeNetwork(rng: &rng)
+            let model = try c.model(path: "fuzz")
+            let net = try model.makeNetwork()
             try c.load(into: net, path: "fuzz")
-            let x = Matrix<Float>(rows: 2, cols: spec.inputs)
+            let x = Matrix<Float>(rows: 2, cols: model.inputs)
             _ = net.forward(x, training: false)
-            return "loaded \(spec)"
+            return "loaded \(model.spec)"
         } catch {
             return "refused: \(error)"
         }

@@ -1,10 +1,13 @@
 // bnbench: how close the training step is to its matrix products.
 //
-//   bnbench [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
+//   bnbench [--model dfn2] [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
 //
+// The products are those the model's Dense layers run in one training step, read off the
+// built network (each layer's forward, weight gradient and, except for the first layer,
+// input gradient, in the layout the layer stores its weight), so any --model is measured.
 // Prints key=value lines (stdout):
-//   gemm shape=... gflops=...           each of the step's five products alone
-//   gemm_step seconds_per_epoch=...     the five products back to back, `steps` times
+//   gemm shape=... gflops=...           each of the step's products alone
+//   gemm_step seconds_per_epoch=...     the products back to back, `steps` times
 //   train_step seconds_per_epoch=...    Network.trainStep on random data, `steps` times
 //   overhead ratio=train_step/gemm_step
 //   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
@@ -19,10 +22,15 @@ import Glibc
 #endif
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
+var modelText = "dfn2"
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {
+    if a == "--model", let v = argv.popFirst() {
+        modelText = v
+        continue
+    }
     guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 else {
-        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer\n")
+        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC\n")
         exit(64)
     }
     opts[key] = n
@@ -56,39 +64,58 @@ func randomMatrix(_ r: Int, _ k: Int) -> Matrix<Float> {
     return m
 }
 
-// The five products of one step (row-major; the first layer's dx is skipped; fc1's weight
-// is stored transposed, (d,h), see Dense.WeightLayout):
-//   fc1 fwd: (n,d) x (d,h)   -> (n,h)     fc2 fwd: (n,h) x (c,h)^T -> (n,c)
-//   fc2 dW:  (n,c)^T x (n,h) -> (c,h)     fc2 dx:  (n,c) x (c,h)   -> (n,h)
-//   fc1 dW:  (n,d)^T x (n,h) -> (d,h)
+var initRNG = SplitMix64(seed: 2)
+let spec: ModelSpec
+let net: Network<Float>
+do {
+    spec = try ModelSpec.parse(modelText, hidden: h)
+    net = try spec.build(Float.self, inputs: d, classes: c, rng: &initRNG)
+} catch {
+    FileHandle_stderr("bnbench: error: --model \(error)\n")
+    exit(64)
+}
+
+// The products of one step, as Dense.forward and Dense.backward issue them (row-major):
+//   forward: (n,in) x W -> (n,out), W stored (in,out) [inOut] or (out,in) used transposed [outIn]
+//   dW:      (n,out)^T x (n,in) -> (out,in) [outIn], or (n,in)^T x (n,out) -> (in,out) [inOut]
+//   dx:      (n,out) x W -> (n,in), skipped for the first layer
 struct Shape { let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: Int; let k: Int; let a: Matrix<Float>; let b: Matrix<Float>; let out: Matrix<Float> }
-let x = randomMatrix(n, d), w1 = randomMatrix(d, h), a1 = randomMatrix(n, h), w2 = randomMatrix(c, h), g2 = randomMatrix(n, c)
-let shapes = [
-    Shape(name: "fc1_forward", tA: false, tB: false, m: n, n: h, k: d, a: x, b: w1, out: Matrix(rows: n, cols: h)),
-    Shape(name: "fc2_forward", tA: false, tB: true, m: n, n: c, k: h, a: a1, b: w2, out: Matrix(rows: n, cols: c)),
-    Shape(name: "fc2_dweight", tA: true, tB: false, m: c, n: h, k: n, a: g2, b: a1, out: Matrix(rows: c, cols: h)),
-    Shape(name: "fc2_dinput", tA: false, tB: false, m: n, n: h, k: c, a: g2, b: w2, out: Matrix(rows: n, cols: h)),
-    Shape(name: "fc1_dweight", tA: true, tB: false, m: d, n: h, k: n, a: x, b: a1, out: Matrix(rows: d, cols: h)),
-]
+let x = randomMatrix(n, d)
+var shapes: [Shape] = []
+var input = x
+for (i, layer) in net.layers.enumerated() {
+    guard let dense = layer as? Dense<Float> else { continue }
+    let (fin, fout) = (dense.inFeatures, dense.outFeatures)
+    let w = dense.weight.value, inOut = dense.weightLayout == .inOut
+    let dz = randomMatrix(n, fout)
+    shapes.append(Shape(name: "fc\(i)_forward", tA: false, tB: !inOut, m: n, n: fout, k: fin, a: input, b: w, out: Matrix(rows: n, cols: fout)))
+    if inOut {
+        shapes.append(Shape(name: "fc\(i)_dweight", tA: true, tB: false, m: fin, n: fout, k: n, a: input, b: dz, out: Matrix(rows: fin, cols: fout)))
+    } else {
+        shapes.append(Shape(name: "fc\(i)_dweight", tA: true, tB: false, m: fout, n: fin, k: n, a: dz, b: input, out: Matrix(rows: fout, cols: fin)))
+    }
+    if dense.computesInputGradient {
+        shapes.append(Shape(name: "fc\(i)_dinput", tA: false, tB: inOut, m: n, n: fin, k: fout, a: dz, b: w, out: Matrix(rows: n, cols: fin)))
+    }
+    input = randomMatrix(n, fout)
+}
 func run(_ s: Shape) {
     Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
 }
 let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-print("config batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
+print("config model=\(spec.canonical) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
 for s in shapes {
     let reps = 200
     let t = best { for _ in 0..<reps { run(s) } }
     let flops = Double(2 * s.m * s.n * s.k * reps)
     print("gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) gflops=\(String(format: "%.1f", flops / t / 1e9))")
 }
-var initRNG = SplitMix64(seed: 2)
-let net = Network<Float>.reference(inputs: d, hidden: h, classes: c, batchNorm: true, initializer: .glorot, rng: &initRNG)
 let sgd = SGD<Float>(learningRate: 0.01)
 let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
 for i in 0..<n { labels[i] = Int32(rng.nextInt(below: c)) }
 // The five products alone and the full step, interleaved (A B A B ...) so that both see the
 // same machine: this shared VM's speed drifts by tens of percent from minute to minute.
-func timeOnce(_ body: () -> Void) -> Double {
+func timeOnce(_ body: @escaping () -> Void) -> Double {
     let t0 = now()
     body()
     return now() - t0

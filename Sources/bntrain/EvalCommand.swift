@@ -3,6 +3,7 @@ import BNCheckpoint
 import BNCore
 import BNData
 import BNPlatform
+import BNTraining
 import Foundation
 
 /// `bntrain eval`: a saved model on a dataset's test split.
@@ -34,36 +35,28 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
         BLAS.setThreads(threads)
-        let (checkpoint, net, spec) = try loadModel(model)
+        let (checkpoint, net, stored) = try loadModel(model)
         var dataFlag = data
         if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }
         let (folder, dataset) = try DataLocation.load(dataFlag)
-        guard dataset.featureCount == spec.inputs else {
-            throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
+        guard dataset.featureCount == stored.inputs else {
+            throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
         }
-        do { try Dataset.checkLabels(dataset.test.labels, classes: spec.classes, path: dataset.files.testLabels) } catch let e as DataError {
-            throw fail(e.description + " (the model has \(spec.classes) classes)", code: ExitStatus.dataError)
+        do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
+            throw fail(e.description + " (the model has \(stored.classes) classes)", code: ExitStatus.dataError)
         }
         let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch, dataset.test.count))
-        let c = spec.classes
-        var confusion = [[Int]](repeating: [Int](repeating: 0, count: c), count: c)
-        var lossSum = 0.0
-        for b in 0..<batches.batchCount {
-            let n = batches.select(batch: b)
-            let logits = net.forward(batches.x, training: false)
-            lossSum += net.loss.evaluate(logits: logits, labels: batches.labels).lossSum
-            for (i, p) in Evaluation.predictions(logits).enumerated() where i < n {
-                confusion[Int(batches.labels[i])][p.label] += 1
-            }
-        }
+        let c = stored.classes
+        let result = Evaluation.run(net, batches, confusion: true)
+        let confusion = result.confusion!
         let total = dataset.test.count
-        let correct = (0..<c).reduce(0) { $0 + confusion[$1][$1] }
         let counts = confusion.map { $0.reduce(0, +) }
         let perClass = (0..<c).map { counts[$0] == 0 ? Double.nan : Double(confusion[$0][$0]) / Double(counts[$0]) }
         let head: [(String, Value)] = [
             ("model", .string(model)), ("data", .string(folder)), ("test_images", .string(dataset.files.testImages)),
             ("test", .int(total)), ("classes", .int(c)),
-            ("test_loss", .number(lossSum / Double(total), digits: 6)), ("test_acc", .number(Double(correct) / Double(total), digits: 4)),
+            ("spec", .string(stored.spec.canonical)),
+            ("test_loss", .number(result.loss, digits: 6)), ("test_acc", .number(result.accuracy, digits: 4)),
         ]
         switch logFormat {
         case .jsonl:

@@ -3,6 +3,7 @@ import BNCheckpoint
 import BNCore
 import BNData
 import BNPlatform
+import BNTraining
 import Foundation
 
 /// `bntrain predict`: labels for the images of one IDX file.
@@ -31,14 +32,14 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
         BLAS.setThreads(threads)
-        let (_, net, spec) = try loadModel(model)
+        let (_, net, stored) = try loadModel(model)
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {
             if case .unreadable = e, !FileManager.default.fileExists(atPath: images) { throw fail("--images '\(images)' does not exist", code: ExitStatus.noInput) }
             throw fail(e.description, code: ExitStatus.dataError)
         }
-        guard set.featureCount == spec.inputs else {
-            throw fail("model '\(model)' expects \(spec.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
+        guard set.featureCount == stored.inputs else {
+            throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
         }
         let view = Matrix<Float>(viewOf: set.pixels)
         let chunk = 1000

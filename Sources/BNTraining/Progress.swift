@@ -6,20 +6,20 @@ import Glibc
 /// A one-line progress display on stderr (batches done, loss, examples/s, ETA), drawn only
 /// when stderr is a terminal and --quiet is off, at most ten times a second. Redirected
 /// output never receives a carriage return.
-final class Progress {
-    let enabled: Bool
+public final class Progress {
+    public let enabled: Bool
     private let clock = ContinuousClock()
     private var lastDraw: ContinuousClock.Instant
     private var drawn = false
 
-    init(quiet: Bool) {
+    public init(quiet: Bool) {
         enabled = !quiet && isatty(STDERR_FILENO) == 1
         lastDraw = clock.now
     }
 
     /// Called after each step; cheap when nothing is drawn.
     @inline(__always)
-    func step(epoch: Int, epochs: Int, batch: Int, batches: Int, lossSoFar: Double, examples: Int, epochStart: ContinuousClock.Instant) {
+    public func step(epoch: Int, epochs: Int, batch: Int, batches: Int, lossSoFar: Double, examples: Int, epochStart: ContinuousClock.Instant) {
         guard enabled else { return }
         let now = clock.now
         guard now - lastDraw >= .milliseconds(100) else { return }
@@ -33,7 +33,7 @@ final class Progress {
     }
 
     /// Erases the line before a result or diagnostic is printed.
-    func clear() {
+    public func clear() {
         guard enabled, drawn else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         drawn = false

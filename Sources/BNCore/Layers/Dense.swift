@@ -8,7 +8,9 @@
 /// Fusing the bias and the sigmoid into one pass after the product saves two passes over
 /// the output per step (forward), and the sigmoid derivative is folded into the bias-gradient
 /// pass (backward). `Dense(activation: .sigmoid)` computes exactly `Dense` then `Sigmoid`.
-public final class Dense<T: BLASScalar>: Layer {
+public final class Dense<T: BLASScalar>: SGDFusedBackward {
+    /// The activation fused after the product: only the sigmoid, where fusing measurably pays
+    /// (dfn2's first layer); other activations are their own layers.
     public enum Activation: Sendable { case identity, sigmoid }
     /// How W is stored: `.outIn` as PyTorch (row-major (out, in)), `.inOut` transposed.
     public enum WeightLayout: Sendable { case outIn, inOut }
@@ -81,8 +83,8 @@ public final class Dense<T: BLASScalar>: Layer {
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
-    public func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T> {
-        backward(dy, learningRate: learningRate)
+    public func backward(_ dy: Matrix<T>, sgdLearningRate: T) -> Matrix<T> {
+        backward(dy, learningRate: sgdLearningRate)
     }
 
     /// dz = dy * act'(z);  db = sum over rows of dz;  dx = dz W: (N, in);  dW = dz^T x: (out, in)

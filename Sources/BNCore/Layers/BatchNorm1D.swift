@@ -18,6 +18,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     }
 
     public let features: Int
+    /// The state_dict prefix of this layer's tensors (`2` for `2.weight`, `2.running_mean`, ...).
+    public let name: String
     public var inFeatures: Int { features }
     public var outFeatures: Int { features }
     public var momentum: T
@@ -48,6 +50,7 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
 
     public init(features: Int, momentum: T = 0.9, eps: T = 1e-5, runningVariance: RunningVariance = .biased, name: String = "bn") {
         self.features = features
+        self.name = name
         self.momentum = momentum
         self.eps = eps
         self.runningVariance = runningVariance

@@ -1,8 +1,7 @@
-import ArgumentParser
 import Foundation
 
 /// Output formats for stdout (`--log-format`).
-enum LogFormat: String, CaseIterable, ExpressibleByArgument {
+public enum LogFormat: String, CaseIterable, Sendable {
     /// `kind key=value ...` lines (epoch lines start with `epoch=`).
     case text
     /// One JSON object per line with a "kind" field.
@@ -12,12 +11,12 @@ enum LogFormat: String, CaseIterable, ExpressibleByArgument {
 }
 
 /// Output formats of `bntrain eval` (one report with nested parts: no CSV form).
-enum ReportFormat: String, CaseIterable, ExpressibleByArgument {
+public enum ReportFormat: String, CaseIterable, Sendable {
     case text, jsonl
 }
 
 /// A typed field value, so JSON gets numbers and text gets fixed decimals.
-enum Value: Equatable {
+public enum Value: Equatable, Sendable {
     case int(Int)
     /// Printed with fixed decimals (results: losses, accuracies, seconds).
     case number(Double, digits: Int)
@@ -25,7 +24,7 @@ enum Value: Equatable {
     case exact(Double)
     case string(String)
 
-    var text: String {
+    public var text: String {
         switch self {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
@@ -34,7 +33,7 @@ enum Value: Equatable {
         }
     }
 
-    var json: String {
+    public var json: String {
         switch self {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "null"
@@ -43,7 +42,7 @@ enum Value: Equatable {
         }
     }
 
-    var csv: String {
+    public var csv: String {
         switch self {
         case .int, .number, .exact: return text
         case let .string(s): return s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
@@ -51,7 +50,7 @@ enum Value: Equatable {
     }
 }
 
-func jsonString(_ s: String) -> String {
+public func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {
@@ -68,43 +67,55 @@ func jsonString(_ s: String) -> String {
 }
 
 /// One output record: a kind (config, epoch, summary, eval, ...) and ordered fields.
-struct Record {
-    let kind: String
-    var fields: [(String, Value)]
+public struct Record: Sendable {
+    public let kind: String
+    public var fields: [(String, Value)]
 
-    init(_ kind: String, _ fields: [(String, Value)]) {
+    public init(_ kind: String, _ fields: [(String, Value)]) {
         self.kind = kind
         self.fields = fields
     }
 
     /// Kinds whose text lines drop the kind word (they start with their first field: `epoch=N`, `index=N`).
-    static let bareKinds: Set<String> = ["epoch", "prediction", "class"]
+    public static let bareKinds: Set<String> = ["epoch", "prediction", "class"]
 
     /// `kind k=v ...`, or just `k=v ...` for the bare kinds.
-    var textLine: String {
+    public var textLine: String {
         let body = fields.map { "\($0.0)=\($0.1.text)" }.joined(separator: " ")
         return Record.bareKinds.contains(kind) ? body : kind + " " + body
     }
 
-    var jsonLine: String {
+    public var jsonLine: String {
         "{\"kind\":\(jsonString(kind))" + fields.map { ",\(jsonString($0.0)):\($0.1.json)" }.joined() + "}"
     }
 
-    var csvHeader: String { fields.map(\.0).joined(separator: ",") }
-    var csvRow: String { fields.map { $0.1.csv }.joined(separator: ",") }
+    public var csvHeader: String { fields.map(\.0).joined(separator: ",") }
+    public var csvRow: String { fields.map { $0.1.csv }.joined(separator: ",") }
 
-    subscript(key: String) -> Value? { fields.first { $0.0 == key }?.1 }
+    public subscript(key: String) -> Value? { fields.first { $0.0 == key }?.1 }
+}
+
+/// Where a run's records go: stdout (`Report`), or a list in tests.
+public protocol RecordSink: AnyObject {
+    func emit(_ r: Record)
+}
+
+/// Collects records in memory (in-process tests, callers that post-process).
+public final class RecordList: RecordSink {
+    public private(set) var records: [Record] = []
+    public init() {}
+    public func emit(_ r: Record) { records.append(r) }
 }
 
 /// Writes records to stdout in the chosen format, flushed per line so `tee` and `tail -f`
 /// see each epoch as it ends.
-final class Report {
-    let format: LogFormat
+public final class Report: RecordSink {
+    public let format: LogFormat
     private var csvHeaderWritten = false
 
-    init(format: LogFormat) { self.format = format }
+    public init(format: LogFormat) { self.format = format }
 
-    func emit(_ r: Record) {
+    public func emit(_ r: Record) {
         switch format {
         case .text: write(r.textLine)
         case .jsonl: write(r.jsonLine)
@@ -128,14 +139,14 @@ final class Report {
 }
 
 /// Diagnostics (stderr), one line each.
-func note(_ message: String) {
+public func note(_ message: String) {
     FileHandle.standardError.write(Data("bntrain: \(message)\n".utf8))
 }
 
 /// A string as a logfmt value: as is when it is a plain token, else in double quotes with
 /// `\` and `"` escaped (and a newline as `\n`, so a record stays one line). Python's
 /// `shlex.split` reads such a line back into `key=value` tokens.
-func logfmtQuoted(_ s: String) -> String {
+public func logfmtQuoted(_ s: String) -> String {
     let plain = !s.isEmpty && !s.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || $0 == "\t" || $0.isNewline })
     if plain { return s }
     var out = "\""

@@ -10,22 +10,22 @@ import Glibc
 /// A fresh run replaces the file. On `--resume` the file keeps its records up to the
 /// checkpoint's epoch (later ones, from a run interrupted after its last checkpoint, would
 /// otherwise appear twice) and new records are appended: a CSV header is never repeated.
-final class MetricsFile {
-    enum Format {
+public final class MetricsFile {
+    public enum Format {
         case jsonl, csv
-        init?(path: String) {
+        public init?(path: String) {
             let p = path.lowercased()
             if p.hasSuffix(".jsonl") || p.hasSuffix(".ndjson") { self = .jsonl } else if p.hasSuffix(".csv") { self = .csv } else { return nil }
         }
     }
 
-    let path: String
+    public let path: String
     let format: Format
     private let fd: Int32
     private var headerWritten: Bool
 
     /// `resumeEpoch`: keep existing records up to this epoch and append; nil: start afresh.
-    init(path: String, resumeEpoch: Int?) throws {
+    public init(path: String, resumeEpoch: Int?) throws {
         guard let format = Format(path: path) else { throw fail("--metrics '\(path)' must end in .jsonl or .csv", code: ExitStatus.usage) }
         self.path = path
         self.format = format
@@ -44,7 +44,7 @@ final class MetricsFile {
 
     deinit { close(fd) }
 
-    func append(_ r: Record) {
+    public func append(_ r: Record) {
         var text = ""
         switch format {
         case .jsonl: text = r.jsonLine + "\n"

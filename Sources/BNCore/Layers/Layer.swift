@@ -64,20 +64,20 @@ public final class Buffer<T: BLASScalar> {
 
 /// One stage of a sequential network.
 ///
-/// `forward` returns a buffer the layer owns (valid until its next `forward`); `backward`
-/// takes dL/dy for the most recent forward, writes the parameter gradients (overwriting,
-/// not accumulating: one backward per step, so no separate zeroing pass is needed) and
-/// returns dL/dx in another owned buffer.
+/// `forward` returns a buffer the layer owns (valid until its next `forward`, or the input
+/// itself for a layer that is the identity in that mode); `backward` takes dL/dy for the most
+/// recent forward, writes the parameter gradients (overwriting, not accumulating: one backward
+/// per step, so no separate zeroing pass is needed) and returns dL/dx in another owned buffer.
+/// No layer writes into a tensor it was given: a layer may keep a reference to its input for
+/// backward (Dense does), so the input must stay unchanged until then.
+///
+/// Layers compute gradients; updating parameters is an `Optimizer`'s job.
 public protocol Layer<T>: AnyObject {
     associatedtype T: BLASScalar
     /// x: (N, inFeatures) -> y: (N, outFeatures)
     func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T>
     /// dy: (N, outFeatures) -> dx: (N, inFeatures)
     func backward(_ dy: Matrix<T>) -> Matrix<T>
-    /// `backward` followed by the plain SGD update p -= lr dL/dp of this layer's parameters.
-    /// Layers may fuse the two (Dense writes the update straight into W); dx is always
-    /// computed from the parameters the forward pass used.
-    func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T>
     /// When false, `backward` computes parameter gradients only (the first layer's dx is never
     /// used, and skipping it saves one matrix product per step). Its return value is then unspecified.
     var computesInputGradient: Bool { get set }
@@ -89,11 +89,12 @@ public protocol Layer<T>: AnyObject {
 
 extension Layer {
     public var buffers: [Buffer<T>] { [] }
+}
 
-    @inlinable
-    public func backwardAndStep(_ dy: Matrix<T>, learningRate: T) -> Matrix<T> {
-        let dx = backward(dy)
-        SGD(learningRate: learningRate).step(parameters)
-        return dx
-    }
+/// A layer that can fold the plain SGD update p -= lr dL/dp into its backward pass (Dense: the
+/// weight-gradient product accumulates -lr dW straight into W). An optimisation the training
+/// step uses when the optimizer is plain SGD; `backward` followed by `SGD.step` is its reference.
+/// dx is always computed from the parameters the forward pass used.
+public protocol SGDFusedBackward<T>: Layer {
+    func backward(_ dy: Matrix<T>, sgdLearningRate: T) -> Matrix<T>
 }

@@ -3,12 +3,12 @@ import Foundation
 
 /// Resolves `--data` to a folder: an existing path as given, or a dataset name meaning
 /// `Data/NAME`; without `--data`, `Data/mnist` when present, else `Data/fashion-mnist`.
-enum DataLocation {
-    static let root = "Data"
-    static let defaults = ["mnist", "fashion-mnist"]
-    static let fetchHint = "run 'Scripts/data fashion-mnist' (Debian package) or 'Scripts/data mnist' (download) to fetch one"
+public enum DataLocation {
+    public static let root = "Data"
+    public static let defaults = ["mnist", "fashion-mnist"]
+    public static let fetchHint = "run 'Scripts/data fashion-mnist' (Debian package) or 'Scripts/data mnist' (download) to fetch one"
 
-    static func resolve(_ flag: String?) -> String {
+    public static func resolve(_ flag: String?) -> String {
         let fm = FileManager.default
         if let flag {
             var isDir: ObjCBool = false
@@ -26,7 +26,7 @@ enum DataLocation {
 
     /// Finds and loads the dataset, turning data errors into one-line failures with the
     /// documented exit codes (66 not found, 65 malformed).
-    static func load(_ flag: String?) throws -> (folder: String, dataset: Dataset) {
+    public static func load(_ flag: String?) throws -> (folder: String, dataset: Dataset) {
         let folder = resolve(flag)
         do {
             let files = try DatasetFiles.locate(in: folder, hint: fetchHint)

@@ -1,4 +1,5 @@
-/// A sequential stack of layers ending in fused softmax + cross-entropy.
+/// A sequential stack of layers ending in fused softmax + cross-entropy: the model a
+/// `ModelSpec` describes, or any list of layers whose widths chain.
 public final class Network<T: BLASScalar> {
     public let layers: [any Layer<T>]
     public let loss: SoftmaxCrossEntropy<T>
@@ -6,8 +7,14 @@ public final class Network<T: BLASScalar> {
     public let parameters: [Parameter<T>]
     /// All non-learnable state tensors (BN running statistics), in layer order.
     public let buffers: [Buffer<T>]
+    /// Every BatchNorm layer, for the state a checkpoint keeps beyond tensors (step counts).
+    public let batchNorms: [BatchNorm1D<T>]
+    /// The stream dropout masks are drawn from (saved and restored by checkpoints).
+    public let randomStream: RandomStream
+    /// For each layer, itself when it can fuse the plain SGD update into its backward.
+    @usableFromInline let sgdFused: [(any SGDFusedBackward<T>)?]
 
-    public init(layers: [any Layer<T>], classes: Int) {
+    public init(layers: [any Layer<T>], classes: Int, randomStream: RandomStream = RandomStream(SplitMix64(seed: 0))) {
         precondition(!layers.isEmpty, "a network needs at least one layer")
         for (a, b) in zip(layers, layers.dropFirst()) {
             precondition(a.outFeatures == b.inFeatures, "layer widths do not chain: \(a.outFeatures) -> \(b.inFeatures)")
@@ -19,6 +26,9 @@ public final class Network<T: BLASScalar> {
         loss = SoftmaxCrossEntropy(classes: classes)
         parameters = layers.flatMap { $0.parameters }
         buffers = layers.flatMap { $0.buffers }
+        batchNorms = layers.compactMap { $0 as? BatchNorm1D<T> }
+        sgdFused = layers.map { $0 as? any SGDFusedBackward<T> }
+        self.randomStream = randomStream
     }
 
     public var inputFeatures: Int { layers[0].inFeatures }
@@ -45,7 +55,7 @@ public final class Network<T: BLASScalar> {
     }
 
     /// Forward (training mode), loss and backward: fills every parameter's `grad`; returns the
-    /// batch's mean loss. For inspection and checks; training uses the fused `trainStep`.
+    /// batch's mean loss.
     @inlinable
     public func computeGradients(_ x: Matrix<T>, labels: UnsafePointer<Int32>) -> Double {
         let logits = forward(x, training: true)
@@ -54,41 +64,36 @@ public final class Network<T: BLASScalar> {
         return l
     }
 
-    /// One SGD step: forward (training mode), loss, then backward fused with the parameter
-    /// update layer by layer. Same result as `computeGradients` + `SGD.step`, fewer passes
-    /// over memory. Returns the batch's mean loss (from before the update).
+    /// One training step: forward (training mode), loss, backward, update. Returns the batch's
+    /// mean loss (from before the update).
+    ///
+    /// With plain SGD, layers that can fold the update into their backward do (Dense writes
+    /// -lr dW straight into W) and the rest are updated right after their own backward: the
+    /// same result as `computeGradients` then `optimizer.step`, in fewer passes over memory
+    /// (tested against that unfused path). Any other optimizer takes the unfused path.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
-    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: SGD<T>) -> Double {
+    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, fuseSGD: Bool = true) -> Double {
+        guard fuseSGD, let sgd = optimizer as? SGD<T> else {
+            let l = computeGradients(x, labels: labels)
+            optimizer.step(parameters)
+            return l
+        }
         let logits = forward(x, training: true)
         let l = loss.forwardBackward(logits: logits, labels: labels)
         var g = loss.logitsGrad
-        for layer in layers.reversed() { g = layer.backwardAndStep(g, learningRate: optimizer.learningRate) }
-        return l
-    }
-
-    /// The reference network: Dense(inputs, hidden) -> Sigmoid -> [BatchNorm1D(hidden)] -> Dense(hidden, classes),
-    /// with the sigmoid fused into the first Dense layer.
-    /// Parameter names follow PyTorch's state_dict for the same `nn.Sequential`-like module
-    /// (`fc1`, `bn`, `fc2`).
-    public static func reference(
-        inputs: Int, hidden: Int, classes: Int, batchNorm: Bool,
-        bnMomentum: T = 0.9, bnEps: T = 1e-5, runningVariance: BatchNorm1D<T>.RunningVariance = .biased,
-        initializer: Initializer, rng: inout SplitMix64
-    ) -> Network<T> {
-        // fc1's weight is stored transposed: its forward product is the step's largest and
-        // runs faster untransposed (see Dense). fc2 stays as PyTorch stores it: transposed, its
-        // input-gradient product ran about 25% slower in bnbench and its forward no faster.
-        let fc1 = Dense<T>(inFeatures: inputs, outFeatures: hidden, activation: .sigmoid, weightLayout: .inOut, name: "fc1")
-        let fc2 = Dense<T>(inFeatures: hidden, outFeatures: classes, name: "fc2")
-        initializer.initialize(fc1, rng: &rng)
-        initializer.initialize(fc2, rng: &rng)
-        var layers: [any Layer<T>] = [fc1]
-        if batchNorm {
-            layers.append(BatchNorm1D<T>(features: hidden, momentum: bnMomentum, eps: bnEps, runningVariance: runningVariance, name: "bn"))
+        let lr = sgd.learningRate
+        var i = layers.count - 1
+        while i >= 0 {
+            if let f = sgdFused[i] {
+                g = f.backward(g, sgdLearningRate: lr)
+            } else {
+                g = layers[i].backward(g)
+                sgd.step(layers[i].parameters)
+            }
+            i -= 1
         }
-        layers.append(fc2)
-        return Network(layers: layers, classes: classes)
+        return l
     }
 }

@@ -10,16 +10,16 @@ nonisolated(unsafe) var pendingSignal: Int32 = 0
 /// written if --save was given, and bntrain exits 128 + signal (130 for SIGINT, 143 for
 /// SIGTERM). A second signal while that happens exits at once, with the same code; files are
 /// written atomically, so that never leaves a half-written one.
-enum Interruption {
-    static func install() {
+public enum Interruption {
+    public static func install() {
         pendingSignal = 0  // initialise the global before any handler can run
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
     }
 
-    static var requested: Int32? { pendingSignal == 0 ? nil : pendingSignal }
+    public static var requested: Int32? { pendingSignal == 0 ? nil : pendingSignal }
 
-    static func name(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal \(sig)" }
+    public static func name(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal \(sig)" }
 }
 
 private let handler: @convention(c) (Int32) -> Void = { sig in

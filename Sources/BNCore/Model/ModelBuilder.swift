@@ -1,0 +1,66 @@
+/// Settings that shape the layers a spec builds but are not part of the spec string.
+public struct BuildOptions: Sendable {
+    /// BatchNorm: decay m of the running averages, epsilon, and the variance fed into running_var.
+    public var bnMomentum: Double
+    public var bnEps: Double
+    public var runningVariance: BatchNorm1D<Float>.RunningVariance
+    /// Weights of every fc layer (biases start at zero; norm gains at one).
+    public var initializer: Initializer
+
+    public init(bnMomentum: Double = 0.9, bnEps: Double = 1e-5, runningVariance: BatchNorm1D<Float>.RunningVariance = .biased, initializer: Initializer = .glorot) {
+        self.bnMomentum = bnMomentum
+        self.bnEps = bnEps
+        self.runningVariance = runningVariance
+        self.initializer = initializer
+    }
+}
+
+extension ModelSpec {
+    /// Builds the network for `inputs` features and `classes` classes. Tensors are named as
+    /// PyTorch's `state_dict` of the equivalent `nn.Sequential` names them: by the layer's
+    /// index in the spec (`0.weight`, `2.running_mean`, ...), whatever is fused.
+    ///
+    /// The fc weights are drawn from `rng` in layer order (each in PyTorch's logical (out, in)
+    /// row-major order); dropout masks come from `dropoutRNG`.
+    ///
+    /// Choices made for speed, invisible in results: an fc followed by a sigmoid becomes one
+    /// Dense with the sigmoid fused; a Dense that is the network's first layer stores its
+    /// weight transposed (its forward product is the step's largest and runs faster as a plain
+    /// NN product; its input gradient, the product that layout slows, is never computed).
+    public func build<T: BLASScalar>(
+        _: T.Type = T.self, inputs: Int, classes: Int, options: BuildOptions = BuildOptions(),
+        rng: inout SplitMix64, dropoutRNG: SplitMix64 = SplitMix64(seed: 0)
+    ) throws -> Network<T> {
+        let widths = try widths(inputs: inputs, classes: classes)
+        let stream = RandomStream(dropoutRNG)
+        var built: [any Layer<T>] = []
+        var width = inputs
+        var i = 0
+        let runningVariance = BatchNorm1D<T>.RunningVariance(rawValue: options.runningVariance.rawValue)!
+        while i < layers.count {
+            let name = "\(i)"
+            let out = widths[i]
+            switch layers[i] {
+            case .fc:
+                let fuseSigmoid = i + 1 < layers.count && layers[i + 1] == .activation(.sigmoid)
+                let dense = Dense<T>(
+                    inFeatures: width, outFeatures: out, activation: fuseSigmoid ? .sigmoid : .identity,
+                    weightLayout: built.isEmpty ? .inOut : .outIn, name: name)
+                options.initializer.initialize(dense, rng: &rng)
+                built.append(dense)
+                if fuseSigmoid { i += 1 }
+            case let .activation(kind):
+                built.append(Activation<T>(kind, features: out))
+            case .batchNorm:
+                built.append(BatchNorm1D<T>(features: out, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
+            case .layerNorm:
+                built.append(LayerNorm<T>(features: out, name: name))
+            case let .dropout(p):
+                built.append(Dropout<T>(probability: p, features: out, stream: stream))
+            }
+            width = out
+            i += 1
+        }
+        return Network(layers: built, classes: classes, randomStream: stream)
+    }
+}

@@ -1,0 +1,48 @@
+import BNCore
+import BNData
+import RealModule
+
+/// The one evaluation path (evaluation mode: BN running statistics, dropout off), used by
+/// training (validation and test passes), `bntrain eval` and `bntrain predict`.
+public enum Evaluation {
+    public struct Result {
+        public var loss: Double
+        public var accuracy: Double
+        /// confusion[true][predicted] counts, when asked for.
+        public var confusion: [[Int]]?
+    }
+
+    /// Mean loss and accuracy over every batch of `batches` (the test set viewed in place, or
+    /// the validation examples gathered); with `confusion`, the confusion matrix too.
+    public static func run(_ net: Network<Float>, _ batches: any BatchSource, confusion: Bool = false) -> Result {
+        var lossSum = 0.0, correct = 0
+        let c = net.classes
+        var matrix = confusion ? [[Int]](repeating: [Int](repeating: 0, count: c), count: c) : nil
+        for b in 0..<batches.batchCount {
+            let n = batches.load(batch: b)
+            let logits = net.forward(batches.x, training: false)
+            let r = net.loss.evaluate(logits: logits, labels: batches.batchLabels)
+            lossSum += r.lossSum
+            correct += r.correct
+            if matrix != nil {
+                for (i, p) in predictions(logits).enumerated() where i < n {
+                    matrix![Int(batches.batchLabels[i])][p.label] += 1
+                }
+            }
+        }
+        let n = Double(batches.exampleCount)
+        return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
+    }
+
+    /// Arg-max predictions and their softmax probabilities for each row of `logits`.
+    public static func predictions(_ logits: Matrix<Float>) -> [(label: Int, probability: Double)] {
+        (0..<logits.rows).map { i in
+            let row = logits.data + i * logits.cols
+            var best = 0
+            for k in 1..<logits.cols where row[k] > row[best] { best = k }
+            var sum = 0.0
+            for k in 0..<logits.cols { sum += Double.exp(Double(row[k] - row[best])) }
+            return (best, 1 / sum)
+        }
+    }
+}

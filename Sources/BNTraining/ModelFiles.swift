@@ -1,0 +1,31 @@
+import BNCheckpoint
+import BNCore
+import Foundation
+
+/// Reads a checkpoint, mapping its errors to one-line failures (66 missing, 65 malformed).
+public func readCheckpoint(_ path: String, flag: String) throws -> Checkpoint {
+    do {
+        return try Checkpoint.read(path: path)
+    } catch let e as CheckpointError {
+        if case .unreadable = e, !FileManager.default.fileExists(atPath: path) {
+            throw fail("\(flag) '\(path)' does not exist", code: ExitStatus.noInput)
+        }
+        throw fail(e.description, code: ExitStatus.dataError)
+    }
+}
+
+/// Reads a checkpoint and rebuilds the model it describes, with its weights (evaluation use).
+/// A checkpoint whose tensors do not fit its model spec is refused (exit 65, naming the tensor).
+public func loadModel(_ path: String, flag: String = "--model") throws -> (Checkpoint, Network<Float>, StoredModel) {
+    let checkpoint = try readCheckpoint(path, flag: flag)
+    do {
+        let model = try checkpoint.model(path: path)
+        let net = try model.makeNetwork()
+        try checkpoint.load(into: net, path: path)
+        return (checkpoint, net, model)
+    } catch let e as CheckpointError {
+        throw fail(e.description, code: ExitStatus.dataError)
+    } catch let e as ModelSpec.ParseError {
+        throw fail("checkpoint '\(path)': \(e.message)", code: ExitStatus.dataError)
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import BNCore
+import BNData
+import BNTraining
+import Foundation
+
+/// `bntrain summary`: a model's layers, output shapes, parameters and FLOPs (like Keras'
+/// `model.summary()` or torchinfo); with no model, the presets.
+struct SummaryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bntrain summary",
+        abstract: "Describe a model: one line per layer (index, kind, output shape, parameters, forward FLOPs per example) and a total; with no --model, list the presets.",
+        discussion: """
+            FLOPs count one forward pass of one example in evaluation mode: a multiply-add is 2 (fc: 2*in*out + out), \
+            an activation 1 per element, bn 2 per element (scale and shift), ln 7 per element, dropout 0.
+            \(ExitStatus.helpText).
+            """)
+
+    @Option(help: ArgumentHelp("A preset or a layer spec, as for training.", valueName: "spec"))
+    var model: String?
+
+    @Option(help: "Hidden width of the dfn2 preset.")
+    var hidden: Int?
+
+    @Flag(help: "Leave out every BatchNorm layer.")
+    var noBatchnorm = false
+
+    @Option(help: ArgumentHelp("Take the input size and class count from this dataset (default: 28x28 images, 10 classes).", valueName: "dir|name"))
+    var data: String?
+
+    @Option(help: ArgumentHelp("text (key=value lines) or jsonl.", valueName: "text|jsonl"))
+    var logFormat: ReportFormat = .text
+
+    func validate() throws {
+        var c = RunConfig()
+        if let model { c.model = model }
+        c.hidden = hidden
+        c.batchNorm = !noBatchnorm
+        if let (key, message) = c.problem(), [.model, .hidden].contains(key) { throw ValidationError("\(key.flag) \(message)") }
+    }
+
+    func run() throws {
+        let report = Report(format: logFormat == .jsonl ? .jsonl : .text)
+        var inputs = 28 * 28, classes = 10, image = "28x28"
+        if let data {
+            let (_, dataset) = try DataLocation.load(data)
+            (inputs, classes, image) = (dataset.featureCount, dataset.classes, "\(dataset.rows)x\(dataset.cols)")
+        }
+        guard let model else {
+            for p in ModelSpec.presets {
+                var c = RunConfig()
+                c.model = p.name
+                let spec = try c.spec()
+                let params = try spec.summary(inputs: inputs, classes: classes).reduce(0) { $0 + $1.parameters }
+                report.emit(Record("preset", [("name", .string(p.name)), ("spec", .string(spec.canonical)), ("parameters", .int(params)), ("about", .string(p.about))]))
+            }
+            return
+        }
+        var c = RunConfig()
+        c.model = model
+        c.hidden = hidden
+        c.batchNorm = !noBatchnorm
+        let spec = try c.spec()
+        let rows: [ModelSpec.LayerSummary]
+        do { rows = try spec.summary(inputs: inputs, classes: classes) } catch let e as ModelSpec.ParseError {
+            throw fail("--model \(e.message)", code: ExitStatus.usage)
+        }
+        for r in rows {
+            report.emit(Record("layer", [
+                ("index", .int(r.index)), ("kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string("\(r.outputWidth)")),
+                ("parameters", .int(r.parameters)), ("flops", .int(r.flops)),
+            ]))
+        }
+        report.emit(Record("total", [
+            ("model", .string(model)), ("spec", .string(spec.canonical)), ("input", .string(image)), ("classes", .int(classes)),
+            ("layers", .int(rows.count)), ("parameters", .int(rows.reduce(0) { $0 + $1.parameters })), ("flops", .int(rows.reduce(0) { $0 + $1.flops })),
+        ]))
+    }
+}
