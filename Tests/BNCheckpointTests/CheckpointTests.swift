@@ -4,9 +4,18 @@ import Foundation
 import XCTest
 
 final class CheckpointTests: XCTestCase {
-    func network(seed: UInt64, batchNorm: Bool = true) -> Network<Float> {
+    func spec(_ batchNorm: Bool = true, hidden: Int = 5) -> ModelSpec {
+        let s = try! ModelSpec.parse("dfn2", hidden: hidden)
+        return batchNorm ? s : s.removingBatchNorm()
+    }
+
+    func network(seed: UInt64, batchNorm: Bool = true, hidden: Int = 5) -> Network<Float> {
         var rng = SplitMix64(seed: seed)
-        return ModelSpec(inputs: 12, hidden: 5, classes: 3, batchNorm: batchNorm).makeNetwork(rng: &rng)
+        return try! spec(batchNorm, hidden: hidden).build(Float.self, inputs: 12, classes: 3, rng: &rng)
+    }
+
+    func checkpoint(_ net: Network<Float>, batchNorm: Bool = true, hidden: Int = 5, metadata: [String: String] = [:]) -> Checkpoint {
+        Checkpoint(network: net, spec: spec(batchNorm, hidden: hidden), options: BuildOptions(), metadata: metadata)
     }
 
     func testSafeTensorsRoundTrip() throws {
@@ -28,41 +37,87 @@ final class CheckpointTests: XCTestCase {
         let bn = a.layers.compactMap { $0 as? BatchNorm1D<Float> }.first!
         bn.runningMean.value.fill(0.25)
         bn.batchesTracked = 17
-        let c = Checkpoint(network: a, metadata: ["x": "y"])
-        XCTAssertEqual(c.tensors["fc1.weight"]!.shape, [5, 12])
-        XCTAssertEqual(c.tensors["fc1.bias"]!.shape, [5])
-        XCTAssertEqual(c.tensors["bn.running_var"]!.shape, [5])
-        XCTAssertEqual(c.tensors["fc2.weight"]!.shape, [3, 5])
+        let c = checkpoint(a, metadata: ["x": "y"])
+        XCTAssertEqual(c.tensors["0.weight"]!.shape, [5, 12])
+        XCTAssertEqual(c.tensors["0.bias"]!.shape, [5])
+        XCTAssertEqual(c.tensors["2.running_var"]!.shape, [5])
+        XCTAssertEqual(c.tensors["2.num_batches_tracked"]!.int64Scalar(), 17)
+        XCTAssertEqual(c.tensors["3.weight"]!.shape, [3, 5])
         XCTAssertEqual(c.metadata["format"], "pt")
+        XCTAssertEqual(c.metadata[Checkpoint.modelKey], "fc5-sigmoid-bn-fc")
         let dir = NSTemporaryDirectory() + "ckpt-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try c.write(to: dir + "/m.safetensors")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["m.safetensors"], "no temporary file left")
         let r = try Checkpoint.read(path: dir + "/m.safetensors")
-        XCTAssertEqual(try r.spec(path: "m"), ModelSpec(inputs: 12, hidden: 5, classes: 3, batchNorm: true))
+        XCTAssertEqual(try r.model(path: "m"), StoredModel(spec: spec(), inputs: 12, classes: 3, options: BuildOptions()))
         try r.load(into: b, path: "m")
         for (p, q) in zip(a.parameters, b.parameters) { XCTAssertEqual(p.value.toArray(), q.value.toArray(), p.name) }
         for (p, q) in zip(a.buffers, b.buffers) { XCTAssertEqual(p.value.toArray(), q.value.toArray(), p.name) }
         XCTAssertEqual(b.layers.compactMap { $0 as? BatchNorm1D<Float> }.first!.batchesTracked, 17)
     }
 
-    func testIncompatibleCheckpointNamesTheShapes() throws {
-        let c = Checkpoint(network: network(seed: 1), metadata: [:])
-        var rng = SplitMix64(seed: 3)
-        let wider = ModelSpec(inputs: 12, hidden: 7, classes: 3, batchNorm: true).makeNetwork(rng: &rng)
+    /// Tensors that do not fit the model are refused, naming the tensor, before anything is copied.
+    func testIncompatibleCheckpointNamesTheTensor() throws {
+        let c = checkpoint(network(seed: 1))
+        let wider = network(seed: 3, hidden: 7)
+        let before = wider.parameters[0].value.toArray()
         XCTAssertThrowsError(try c.load(into: wider, path: "m.safetensors")) { e in
-            XCTAssertEqual("\(e)", "checkpoint 'm.safetensors': tensor 'fc1.weight' has shape [5, 12] but this network needs [7, 12]; check --hidden, --no-batchnorm and the dataset")
+            XCTAssertEqual("\(e)", "checkpoint 'm.safetensors': tensor '0.weight' has shape [5, 12] but the model needs [7, 12]; it was saved from a different model or dataset")
         }
-        let noBN = Checkpoint(network: network(seed: 1, batchNorm: false), metadata: [:])
+        XCTAssertEqual(wider.parameters[0].value.toArray(), before, "nothing copied")
+        let noBN = checkpoint(network(seed: 1, batchNorm: false), batchNorm: false)
         XCTAssertThrowsError(try noBN.load(into: network(seed: 4), path: "m")) { e in
-            guard case CheckpointError.missingTensor(_, "bn.weight", [5]) = e else { return XCTFail("\(e)") }
+            guard case CheckpointError.shapeMismatch(_, "2.weight", [5], [3, 5]) = e else { return XCTFail("\(e)") }
         }
-        XCTAssertFalse(try noBN.spec(path: "m").batchNorm)
+        XCTAssertFalse(try noBN.model(path: "m").spec.hasBatchNorm)
+        // The spec says one thing, the tensors another.
+        var lying = c
+        lying.metadata[Checkpoint.modelKey] = "fc5-sigmoid-fc"
+        XCTAssertThrowsError(try lying.model(path: "m")) { e in XCTAssertTrue("\(e)".contains("tensor '2.weight' has shape [5]"), "\(e)") }
+        lying.metadata[Checkpoint.modelKey] = "fc5-sigmoid-bn-fc-fc"  // not a valid spec: refused before the tensors
+        XCTAssertThrowsError(try lying.model(path: "m"))
+        lying.metadata[Checkpoint.modelKey] = "fc5-relu-bn-fc"  // same tensors, different spec: fits
+        XCTAssertNoThrow(try lying.model(path: "m"))
+        var extra = c
+        extra.tensors["9.weight"] = extra.tensors["0.bias"]
+        XCTAssertThrowsError(try extra.model(path: "m")) { e in
+            guard case CheckpointError.unexpectedTensor(_, "9.weight") = e else { return XCTFail("\(e)") }
+        }
+        lying.metadata[Checkpoint.modelKey] = "fc6-sigmoid-bn-fc"
+        XCTAssertThrowsError(try lying.model(path: "m")) { e in
+            guard case CheckpointError.shapeMismatch(_, "0.weight", [6, 12], [5, 12]) = e else { return XCTFail("\(e)") }
+        }
+        lying.metadata[Checkpoint.modelKey] = "fc5-bogus-fc"
+        XCTAssertThrowsError(try lying.model(path: "m")) { e in XCTAssertTrue("\(e)".contains("'bogus'"), "\(e)") }
+        var missing = c
+        missing.tensors["3.bias"] = nil
+        XCTAssertThrowsError(try missing.model(path: "m")) { e in
+            guard case CheckpointError.missingTensor(_, "3.bias", [3]) = e else { return XCTFail("\(e)") }
+        }
+    }
+
+    /// bntrain 0.3 named dfn2's tensors fc1, bn, fc2 and stored no spec: read as dfn2.
+    func testLegacyDFN2NamesLoad() throws {
+        let a = network(seed: 1)
+        var legacy = checkpoint(a)
+        legacy.metadata[Checkpoint.modelKey] = nil
+        let rename = ["0": "fc1", "2": "bn", "3": "fc2"]
+        legacy.tensors = Dictionary(uniqueKeysWithValues: legacy.tensors.map { name, t in
+            let parts = name.split(separator: ".", maxSplits: 1)
+            return (rename[String(parts[0])]! + "." + parts[1], t)
+        })
+        XCTAssertTrue(legacy.isLegacyDFN2)
+        let model = try legacy.model(path: "old")
+        XCTAssertEqual(model.spec.canonical, "fc5-sigmoid-bn-fc")
+        let b = try model.makeNetwork()
+        try legacy.load(into: b, path: "old")
+        for (p, q) in zip(a.parameters, b.parameters) { XCTAssertEqual(p.value.toArray(), q.value.toArray(), p.name) }
     }
 
     func testTruncatedAndCorruptFilesAreRefused() {
-        let bytes = SafeTensors.encode(Checkpoint(network: network(seed: 1), metadata: [:]).tensors, metadata: [:])
+        let bytes = SafeTensors.encode(checkpoint(network(seed: 1)).tensors, metadata: [:])
         for cut in [0, 5, 8, 40, bytes.count / 2, bytes.count - 1] {
             XCTAssertThrowsError(try SafeTensors.decode(Array(bytes.prefix(cut))), "cut at \(cut)")
         }

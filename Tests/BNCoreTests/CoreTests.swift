@@ -59,11 +59,12 @@ final class InitializerAndOptimizerTests: XCTestCase {
         XCTAssertEqual(p.value.toArray(), [0, 4, 3])
     }
 
+    /// dfn2 as nn.Sequential(Linear, Sigmoid, BatchNorm1d, Linear) names its tensors.
     func testReferenceNetworkShapeAndNames() {
-        var rng = SplitMix64(seed: 6)
-        let net = Network<Float>.reference(inputs: 784, hidden: 200, classes: 10, batchNorm: true, initializer: .glorot, rng: &rng)
-        XCTAssertEqual(net.parameters.map(\.name), ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias"])
-        XCTAssertEqual(net.buffers.map(\.name), ["bn.running_mean", "bn.running_var"])
+        let net: Network<Float> = network("dfn2", inputs: 784, classes: 10, seed: 6)
+        XCTAssertEqual(net.parameters.map(\.name), ["0.weight", "0.bias", "2.weight", "2.bias", "3.weight", "3.bias"])
+        XCTAssertEqual(net.buffers.map(\.name), ["2.running_mean", "2.running_var"])
+        XCTAssertEqual(net.layers.count, 3, "the sigmoid is fused into the first Dense")
         XCTAssertEqual(net.parameterCount, 784 * 200 + 200 + 400 + 200 * 10 + 10)
         XCTAssertEqual(net.parameters[0].shape, [200, 784])  // (out, in), as PyTorch's Linear
         XCTAssertTrue(net.parameters[0].storedTransposed)  // kept as (in, out) for a faster forward product
@@ -90,7 +91,7 @@ final class InitializerAndOptimizerTests: XCTestCase {
     /// A few hundred steps on a separable toy problem must drive the loss down.
     func testTrainingReducesLoss() {
         var rng = SplitMix64(seed: 8)
-        let net = Network<Float>.reference(inputs: 4, hidden: 16, classes: 2, batchNorm: true, initializer: .glorot, rng: &rng)
+        let net: Network<Float> = network("fc16-sigmoid-bn-fc", inputs: 4, classes: 2, seed: 8)
         let x = Matrix<Float>(rows: 32, cols: 4)
         var labels = [Int32](repeating: 0, count: 32)
         for i in 0..<32 {

@@ -23,7 +23,7 @@ final class FusionTests: XCTestCase {
         var r = TestRandom(41)
         let fused = Dense<Double>(inFeatures: 7, outFeatures: 5, activation: .sigmoid, name: "a")
         let plain = Dense<Double>(inFeatures: 7, outFeatures: 5, name: "b")
-        let sig = Sigmoid<Double>(features: 5)
+        let sig = Activation<Double>(.sigmoid, features: 5)
         let w: Matrix<Double> = r.matrix(5, 7), b: Matrix<Double> = r.matrix(1, 5)
         for layer in [fused, plain] {
             layer.weight.value.copy(from: w)
@@ -55,7 +55,7 @@ final class FusionTests: XCTestCase {
         let gradB = (0..<35).map { b.weight.grad.data[b.weight.logicalIndex($0)] }
         XCTAssertLessThan(maxAbsDiff(a.weight.grad.toArray(), gradB), 1e-14)
         _ = a.forward(x, training: true); _ = b.forward(x, training: true)
-        _ = a.backwardAndStep(g, learningRate: 0.5); _ = b.backwardAndStep(g, learningRate: 0.5)
+        _ = a.backward(g, sgdLearningRate: 0.5); _ = b.backward(g, sgdLearningRate: 0.5)
         XCTAssertLessThan(maxAbsDiff(a.weight.logicalValues(), b.weight.logicalValues()), 1e-14)
         XCTAssertGreaterThan(maxAbsDiff(a.weight.logicalValues(), w.toArray()), 1e-3, "the step moved the weights")
     }
@@ -63,10 +63,11 @@ final class FusionTests: XCTestCase {
     /// trainStep (backward fused with the update) gives the same parameters as
     /// computeGradients followed by SGD.step.
     func testFusedTrainStepMatchesGradientsThenSGD() {
-        for batchNorm in [true, false] {
-            var r1 = SplitMix64(seed: 51), r2 = SplitMix64(seed: 51)
-            let a = Network<Double>.reference(inputs: 8, hidden: 6, classes: 4, batchNorm: batchNorm, initializer: .glorot, rng: &r1)
-            let b = Network<Double>.reference(inputs: 8, hidden: 6, classes: 4, batchNorm: batchNorm, initializer: .glorot, rng: &r2)
+        // dfn2 with and without BN, BN before the sigmoid, LayerNorm and tanh: fused Dense
+        // layers and layers updated right after their own backward.
+        for spec in ["fc6-sigmoid-bn-fc", "fc6-sigmoid-fc", "fc6-bn-sigmoid-fc5-bn-sigmoid-fc", "fc6-ln-tanh-fc5-relu-fc"] {
+            let a: Network<Double> = network(spec, inputs: 8, classes: 4, seed: 51)
+            let b: Network<Double> = network(spec, inputs: 8, classes: 4, seed: 51)
             var r = TestRandom(52)
             let sgd = SGD<Double>(learningRate: 0.3)
             for _ in 0..<3 {
@@ -78,19 +79,20 @@ final class FusionTests: XCTestCase {
                 XCTAssertEqual(la, lb, accuracy: 1e-14)
             }
             for (p, q) in zip(a.parameters, b.parameters) {
-                XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-14, p.name)
+                XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-14, "\(spec) \(p.name)")
             }
+            // The fused update rounds differently in the last bit (W += -lr dW in one GEMM), so
+            // later steps' batch statistics agree to rounding, not bit for bit.
             for (p, q) in zip(a.buffers, b.buffers) {
-                XCTAssertEqual(p.value.toArray(), q.value.toArray(), p.name)
+                XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-14, "\(spec) \(p.name)")
             }
         }
     }
 
     /// The Float network's loss tracks the Double network's on the same data and weights.
     func testFloatTracksDouble() {
-        var r1 = SplitMix64(seed: 61), r2 = SplitMix64(seed: 61)
-        let f = Network<Float>.reference(inputs: 20, hidden: 16, classes: 3, batchNorm: true, initializer: .glorot, rng: &r1)
-        let d = Network<Double>.reference(inputs: 20, hidden: 16, classes: 3, batchNorm: true, initializer: .glorot, rng: &r2)
+        let f: Network<Float> = network("fc16-sigmoid-bn-fc", inputs: 20, classes: 3, seed: 61)
+        let d: Network<Double> = network("fc16-sigmoid-bn-fc", inputs: 20, classes: 3, seed: 61)
         var r = TestRandom(62)
         for _ in 0..<20 {
             let x: Matrix<Double> = r.matrix(8, 20)

@@ -33,3 +33,9 @@ func numeric(_ m: Matrix<Double>, _ loss: () -> Double) -> [Double] {
 func maxAbsDiff(_ a: [Double], _ b: [Double]) -> Double {
     zip(a, b).map { abs($0 - $1) }.max() ?? 0
 }
+
+/// A network built from a spec string (tests use small widths so Double checks stay fast).
+func network<T: BLASScalar>(_ spec: String, _: T.Type = T.self, inputs: Int, classes: Int, seed: UInt64, options: BuildOptions = BuildOptions()) -> Network<T> {
+    var rng = SplitMix64(seed: seed)
+    return try! ModelSpec.parse(spec).build(T.self, inputs: inputs, classes: classes, options: options, rng: &rng, dropoutRNG: SplitMix64(seed: seed &+ 1))
+}
