@@ -164,7 +164,7 @@ extension RunConfig: Codable {
         if let n = trainLimit { try c.encode(n, forKey: .trainLimit) } else { try c.encode("all", forKey: .trainLimit) }
         try c.encode(valSplit, forKey: .valSplit)
         try c.encode(shuffle.rawValue, forKey: .shuffle)
-        try c.encode(batchNorm, forKey: .batchNorm)
+        try c.encode(batchNorm ? "on" : "off", forKey: .batchNorm)
         try c.encode(bnMomentum, forKey: .bnMomentum)
         try c.encode(bnEps, forKey: .bnEps)
         try c.encode(bnRunningVar.rawValue, forKey: .bnRunningVar)

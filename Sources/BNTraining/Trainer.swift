@@ -97,7 +97,8 @@ public final class Trainer {
                     throw CheckpointError.malformed(path: path, reason: "metadata bntrain.step=\(state.step) is past the \(batches) steps of an epoch")
                 }
             } else if let (c, path) = initFrom {
-                try checkModel(of: c, path: path)
+                // Any file whose tensors fit this model will do (another spec with the same
+                // shapes, or a PyTorch state_dict); the shapes are checked tensor by tensor.
                 try c.load(into: network, path: path, requireBuffers: false)
             }
         } catch let e as CheckpointError {

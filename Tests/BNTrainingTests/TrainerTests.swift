@@ -1,0 +1,155 @@
+import BNCheckpoint
+import BNCore
+import BNData
+import BNTraining
+import Foundation
+import XCTest
+
+/// The training loop in-process: the record sequence, resume bit for bit (at an epoch
+/// boundary and mid-epoch, with dropout), the configuration round trip and conflict check.
+final class TrainerTests: XCTestCase {
+    var dir: String!
+    var dataset: Dataset!
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "bntraining-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // 4 classes of 6x6 images: class k is bright in row k + 1, plus noise.
+        var rng = SplitMix64(seed: 1)
+        func make(_ n: Int) -> ([UInt8], [UInt8]) {
+            var px: [UInt8] = [], labels: [UInt8] = []
+            for i in 0..<n {
+                labels.append(UInt8(i % 4))
+                for r in 0..<6 { for _ in 0..<6 { px.append(UInt8((r == i % 4 + 1 ? 140 : 20) + rng.nextInt(below: 80))) } }
+            }
+            return (px, labels)
+        }
+        let (a, b) = make(300), (c, d) = make(100)
+        try IDX.writeImages(a, count: 300, rows: 6, cols: 6, to: dir + "/train-images-idx3-ubyte", gzip: false)
+        try IDX.writeLabels(b, to: dir + "/train-labels-idx1-ubyte", gzip: false)
+        try IDX.writeImages(c, count: 100, rows: 6, cols: 6, to: dir + "/t10k-images-idx3-ubyte", gzip: false)
+        try IDX.writeLabels(d, to: dir + "/t10k-labels-idx1-ubyte", gzip: false)
+        dataset = try Dataset.load(DatasetFiles.locate(in: dir, hint: ""))
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func config(_ model: String = "fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc", epochs: Int = 4) -> RunConfig {
+        var c = RunConfig()
+        c.data = dir
+        c.model = model
+        c.epochs = epochs
+        c.batch = 32
+        c.lr = 0.05
+        c.valSplit = 0.2
+        return c
+    }
+
+    func run(_ c: RunConfig, outputs: RunOutputs = RunOutputs(), resume: String? = nil, stopAtStep: Int? = nil) throws -> [Record] {
+        let sink = RecordList()
+        let r = try resume.map { (checkpoint: try Checkpoint.read(path: $0), path: $0) }
+        let trainer = try Trainer(config: c, outputs: outputs, dataset: dataset, resume: r, sink: sink, diagnostics: { _ in })
+        var steps = 0
+        do {
+            try trainer.run(shouldStop: {
+                steps += 1
+                return stopAtStep.map { steps > $0 ? 2 : nil } ?? nil
+            })
+        } catch TrainingStop.interrupted {}
+        return sink.records
+    }
+
+    /// Everything but the timing fields, for comparing runs.
+    func stable(_ records: [Record]) -> [String] {
+        records.map { r in Record(r.kind, r.fields.filter { !$0.0.contains("seconds") && $0.0 != "saved" }).jsonLine }
+    }
+
+    func testRecordSequenceAndDeterminism() throws {
+        let a = try run(config()), b = try run(config())
+        XCTAssertEqual(a.map(\.kind), ["config", "epoch", "epoch", "epoch", "epoch", "summary"])
+        XCTAssertEqual(stable(a), stable(b), "same seed, same records")
+        XCTAssertEqual(a[0]["spec"], .string("fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc"))
+        XCTAssertEqual(a[0]["parameters"], .int(36 * 16 + 16 + 32 + 16 * 12 + 12 + 24 + 12 * 4 + 4))
+        XCTAssertEqual(a[1]["epoch"], .int(1))
+        XCTAssertNotNil(a[1]["val_acc"])
+        var other = config()
+        other.seed = 7
+        XCTAssertNotEqual(stable(try run(other)), stable(a), "the seed matters")
+    }
+
+    /// An interrupted run (mid-epoch, with dropout) resumed from its checkpoint ends with the
+    /// same weights, statistics and records as an uninterrupted one, bit for bit.
+    func testResumeMidEpochWithDropoutIsBitForBit() throws {
+        var whole = RunOutputs()
+        whole.save = dir + "/whole.safetensors"
+        let full = try run(config(), outputs: whole)
+        var part = RunOutputs()
+        part.save = dir + "/part.safetensors"
+        let first = try run(config(), outputs: part, stopAtStep: 11)  // 8 steps an epoch: stops in epoch 2
+        XCTAssertEqual(first.filter { $0.kind == "epoch" }.count, 1)
+        let saved = try Checkpoint.read(path: dir + "/part.safetensors")
+        XCTAssertEqual(saved.metadata["bntrain.epoch"], "1")
+        XCTAssertEqual(saved.metadata["bntrain.step"], "3")
+        let rest = try run(config(), outputs: part, resume: dir + "/part.safetensors")
+        XCTAssertEqual(stable(Array(rest.dropFirst())), stable(Array(full.dropFirst(2))), "epochs 2-4 and the summary")
+        let a = try Checkpoint.read(path: dir + "/whole.safetensors"), b = try Checkpoint.read(path: dir + "/part.safetensors")
+        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+        for (name, t) in a.tensors { XCTAssertEqual(t, b.tensors[name], "\(name) differs after resume") }
+        XCTAssertEqual(a.metadata["bntrain.dropout_rng"], b.metadata["bntrain.dropout_rng"])
+    }
+
+    /// The configuration survives the checkpoint's JSON exactly, and decodes bntrain 0.3's form.
+    func testConfigRoundTripAndLegacyForm() throws {
+        var c = config()
+        c.trainLimit = 250
+        c.seed = UInt64.max
+        c.bnRunningVar = .unbiased
+        c.batchNorm = false
+        let back = try JSONDecoder().decode(RunConfig.self, from: JSONEncoder().encode(c))
+        XCTAssertEqual(back, c)
+        let legacy = #"{"version":"0.3.0","data":"Data/x","epochs":20,"batch":64,"lr":0.01,"hidden":12,"train_limit":"all","val_split":0.0,"shuffle":"none","batchnorm":"off","bn_momentum":0.9,"bn_eps":1e-05,"bn_running_var":"biased","init":"he","seed":"5","threads":1,"parameters":1}"#
+        let old = try JSONDecoder().decode(RunConfig.self, from: Data(legacy.utf8))
+        XCTAssertEqual(old.model, "dfn2")
+        XCTAssertEqual(old.hidden, 12)
+        XCTAssertEqual(try old.spec().canonical, "fc12-sigmoid-fc")
+        XCTAssertEqual(old.shuffle, .none)
+        XCTAssertEqual(old.initialization, "he")
+        XCTAssertNil(old.trainLimit)
+        for bad in [#"{"batchnorm":"maybe"}"#, #"{"train_limit":"some"}"#, #"{"seed":"-1"}"#, #"{"lr":"fast"}"#] {
+            XCTAssertThrowsError(try JSONDecoder().decode(RunConfig.self, from: Data(bad.utf8)), bad)
+        }
+        var out = RunConfig()
+        out.lr = -1
+        XCTAssertEqual(out.problem()?.key, .lr)
+        out = RunConfig()
+        out.model = "mlp"
+        out.hidden = 30
+        XCTAssertEqual(out.problem()?.key, .hidden)
+    }
+
+    /// Given flags that change a restored value are conflicts; per-invocation ones apply.
+    func testResumeConflictsAreDerivedFromTheEncoding() {
+        let saved = config()
+        typealias S = RunConfig.Setting
+        let (merged, conflicts) = RunConfig.resuming(saved, with: [
+            S(.epochs) { $0.epochs = 9 }, S(.lr) { $0.lr = 0.05 }, S(.model) { $0.model = "mlp" }, S(.threads) { $0.threads = 2 },
+            S(.batchNorm) { $0.batchNorm = false },
+        ])
+        XCTAssertEqual(merged.epochs, 9)
+        XCTAssertEqual(merged.threads, 2)
+        XCTAssertEqual(merged.model, saved.model)
+        XCTAssertEqual(conflicts, ["--model mlp (checkpoint: fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc)", "--no-batchnorm (checkpoint: batchnorm on)"])
+    }
+
+    /// The config record is the configuration's encoding plus what follows from it.
+    func testConfigRecordDerivesFromTheConfiguration() throws {
+        let records = try run(config("dfn2", epochs: 1))
+        let keys = records[0].fields.map(\.0)
+        XCTAssertEqual(keys, [
+            "version", "data", "train_images", "test_images", "image", "classes", "train", "val", "test",
+            "model", "epochs", "batch", "lr", "hidden", "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum",
+            "bn_eps", "bn_running_var", "init", "seed", "threads", "spec", "parameters", "blas_core", "load_seconds",
+        ])
+        XCTAssertFalse(try run(config("mlp", epochs: 1))[0].fields.contains { $0.0 == "hidden" }, "hidden is dfn2's only")
+    }
+}
