@@ -13,20 +13,22 @@ def test_numpy_reproduces_bntrain_test_accuracy(bntrain, fashion, tmp_path):
     reported = float(fields(out.strip().splitlines()[-2])["test_acc"])
 
     t = load_file(str(model))
-    assert t["fc1.weight"].shape == (200, 784) and t["fc1.weight"].dtype == np.float32
-    assert t["fc2.weight"].shape == (10, 200) and t["bn.running_var"].shape == (200,)
-    assert t["bn.num_batches_tracked"].dtype == np.int64 and int(t["bn.num_batches_tracked"]) == 2 * 79
+    # dfn2 = fc200-sigmoid-bn-fc, named as nn.Sequential(Linear, Sigmoid, BatchNorm1d, Linear).
+    assert t["0.weight"].shape == (200, 784) and t["0.weight"].dtype == np.float32
+    assert t["3.weight"].shape == (10, 200) and t["2.running_var"].shape == (200,)
+    assert t["2.num_batches_tracked"].dtype == np.int64 and int(t["2.num_batches_tracked"]) == 2 * 79
     x = scaled(read_idx(fashion / "t10k-images-idx3-ubyte.gz")).astype(np.float64)
     y = read_idx(fashion / "t10k-labels-idx1-ubyte.gz")
-    h = 1.0 / (1.0 + np.exp(-(x @ t["fc1.weight"].T.astype(np.float64) + t["fc1.bias"])))
-    h = t["bn.weight"] * (h - t["bn.running_mean"]) / np.sqrt(t["bn.running_var"].astype(np.float64) + 1e-5) + t["bn.bias"]
-    logits = h @ t["fc2.weight"].T.astype(np.float64) + t["fc2.bias"]
+    h = 1.0 / (1.0 + np.exp(-(x @ t["0.weight"].T.astype(np.float64) + t["0.bias"])))
+    h = t["2.weight"] * (h - t["2.running_mean"]) / np.sqrt(t["2.running_var"].astype(np.float64) + 1e-5) + t["2.bias"]
+    logits = h @ t["3.weight"].T.astype(np.float64) + t["3.bias"]
     acc = float((logits.argmax(axis=1) == y).mean())
     # Float32 (bntrain) and float64 (here) may flip an example sitting on a decision boundary.
     assert abs(acc - reported) <= 2 / len(y), (acc, reported)
 
 
 def test_pytorch_and_bntrain_agree_from_the_same_weights(bntrain, small_fashion, tmp_path):
+    """dfn2, from a state dict with named modules (fc1, bn, fc2: bntrain 0.3's names, still read)."""
     import torch  # installed by Scripts/test into .venv; a missing torch fails this test
     rng = np.random.default_rng(3)
     init = {

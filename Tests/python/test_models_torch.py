@@ -1,0 +1,89 @@
+"""bntrain models against PyTorch: checkpoints load into the equivalent nn.Sequential
+(Scripts/reference/bntrain_torch.py) and evaluate to bntrain's accuracy; ONNX exports give
+predict's labels under onnxruntime; new layers are step-matched from shared weights."""
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, fields, read_idx, run, scaled, write_idx
+
+sys.path.insert(0, str(REPO / "Scripts" / "reference"))
+import bntrain_torch  # noqa: E402
+
+
+@pytest.mark.parametrize("model", ["bn-paper", "mlp"])
+def test_pytorch_evaluation_of_a_loaded_checkpoint_reproduces_bntrains_accuracy(bntrain, small_fashion, tmp_path, model):
+    import torch
+    path = tmp_path / "m.safetensors"
+    out = run([bntrain, "--data", str(small_fashion), "--model", model, "--epochs", "2", "--lr", "0.05",
+               "--save", str(path), "--quiet"]).stdout
+    reported = float(fields(out.strip().splitlines()[-2])["test_acc"])
+    net, spec, meta, inputs = bntrain_torch.load(path)
+    assert spec == json.loads(meta["bntrain.config"])["model"] or spec.startswith("fc")
+    x = torch.from_numpy(scaled(read_idx(small_fashion / "t10k-images-idx3-ubyte")))
+    y = read_idx(small_fashion / "t10k-labels-idx1-ubyte")
+    with torch.no_grad():
+        acc = float((net(x).argmax(1).numpy() == y).mean())
+    # Different summation orders may flip an example sitting on a decision boundary.
+    assert abs(acc - reported) <= 2 / len(y), (acc, reported)
+
+
+def test_onnx_export_runs_in_onnxruntime_with_predicts_labels(bntrain, small_fashion, tmp_path):
+    import onnxruntime
+    path, onnx_path = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    run([bntrain, "--data", str(small_fashion), "--model", "mlp", "--epochs", "2", "--lr", "0.05", "--save", str(path), "--quiet"])
+    net, _, _, inputs = bntrain_torch.load(path)
+    bntrain_torch.export_onnx(net, inputs, onnx_path)
+    images = read_idx(small_fashion / "t10k-images-idx3-ubyte")[:100]
+    write_idx(tmp_path / "hundred-idx3-ubyte", images)
+    pred = run([bntrain, "predict", "--model", str(path), "--images", str(tmp_path / "hundred-idx3-ubyte"), "--log-format", "csv"]).stdout
+    labels = [int(line.split(",")[1]) for line in pred.strip().splitlines()[1:]]
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"images": scaled(images)})[0]
+    assert len(labels) == 100
+    assert logits.argmax(1).tolist() == labels
+
+
+@pytest.mark.parametrize("spec", ["bn-paper", "fc128-ln-tanh-fc64-ln-tanh-fc"])
+def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, tmp_path, spec):
+    """Same initial weights (PyTorch's own init, saved and loaded with --init-from), same
+    data order (--shuffle none): every epoch's training loss agrees to 1e-4 relative."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(5)
+    torch.set_num_threads(1)
+    model = bntrain_torch.sequential(spec, 784, 10)
+    init = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(init, str(tmp_path / "init.safetensors"))
+    epochs, batch, lr = 3, 64, 0.05
+    out = run([bntrain, "--data", str(small_fashion), "--model", spec, "--init-from", str(tmp_path / "init.safetensors"),
+               "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--lr", str(lr), "--quiet",
+               "--log-format", "jsonl"]).stdout
+    ours = [json.loads(l)["train_loss"] for l in out.splitlines() if json.loads(l)["kind"] == "epoch"]
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
+    y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
+    model.train()
+    theirs = []
+    for _ in range(epochs):
+        total = 0.0
+        for s in range(0, len(x), batch):
+            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y[s:s + batch])
+        theirs.append(total / len(x))
+    assert len(ours) == epochs
+    for e, (a, b) in enumerate(zip(ours, theirs), 1):
+        assert abs(a - b) / b < 1e-4, f"{spec} epoch {e}: bntrain {a} vs PyTorch {b}"
+
+
+def test_legacy_checkpoint_loads_in_the_helper():
+    net, spec, _, inputs = bntrain_torch.load(REPO / "Tests/bntrainTests/Fixtures/dfn2-v0.3.0.safetensors")
+    assert spec == "fc8-sigmoid-bn-fc" and inputs == 36
+    assert [k for k in net.state_dict() if k.endswith("weight")] == ["0.weight", "2.weight", "3.weight"]
