@@ -83,8 +83,10 @@ struct Shape { let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: 
 let x = randomMatrix(n, d)
 var shapes: [Shape] = []
 var input = x
-for (i, layer) in net.layers.enumerated() {
+for layer in net.layers {
     guard let dense = layer as? Dense<Float> else { continue }
+    // Named by the layer's index in the spec, as its tensors are (dfn2: fc0 and fc3).
+    let i = dense.weight.name.split(separator: ".").first.map(String.init) ?? "?"
     let (fin, fout) = (dense.inFeatures, dense.outFeatures)
     let w = dense.weight.value, inOut = dense.weightLayout == .inOut
     let dz = randomMatrix(n, fout)

@@ -102,6 +102,20 @@ def test_sweep_runs_summarises_and_skips_finished(tmp_path, tiny, bntrain):
     assert third.returncode == 0 and "7 already finished, 1 to run" in third.stderr, third.stderr
 
 
+def test_sweep_over_models_with_and_without_batchnorm(tmp_path, tiny, bntrain):
+    """Models are a grid axis like any flag (specs contain no commas); the summary lists each."""
+    out = tmp_path / "models"
+    cmd = [str(SWEEP), "--out", str(out), "--bntrain", bntrain, "--data", str(tiny), "--model",
+           "dfn2,bn-paper,fc16-ln-tanh-dropout0.1-fc", "--batchnorm", "on,off", "--epochs", "1", "--batch", "20", "--lr", "0.1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert sorted((row["model"], row["batchnorm"]) for row in rows) == sorted(
+        (m, b) for m in ("dfn2", "bn-paper", "fc16-ln-tanh-dropout0.1-fc") for b in ("on", "off"))
+    config = json.loads((out / "runs" / "model=bn-paper_batchnorm=off" / "stdout").read_text().splitlines()[0])
+    assert config["spec"] == "fc100-sigmoid-fc100-sigmoid-fc100-sigmoid-fc"
+
+
 def test_sweep_continues_unfinished_runs_from_their_checkpoints(tmp_path, tiny, bntrain):
     """An unfinished run (here: one epoch of two done, as a sweep interrupted between epochs
     leaves it) continues from runs/ID/checkpoint.safetensors and ends exactly as in an
