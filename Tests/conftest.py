@@ -81,3 +81,22 @@ def tiny(tmp_path):
         write_idx(d / f"{split}-images-idx3-ubyte", x)
         write_idx(d / f"{split}-labels-idx1-ubyte", y)
     return d
+
+
+def torch_epoch_losses(model, x, y, epochs, batch, lr):
+    """Plain SGD over (x, y) in file order (bntrain's --shuffle none): each epoch's mean loss,
+    weighted by batch size as bntrain's train_loss is."""
+    import torch
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        total = 0.0
+        for s in range(0, len(x), batch):
+            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y[s:s + batch])
+        losses.append(total / len(x))
+    return losses

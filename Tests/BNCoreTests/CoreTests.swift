@@ -90,14 +90,8 @@ final class InitializerAndOptimizerTests: XCTestCase {
 
     /// A few hundred steps on a separable toy problem must drive the loss down.
     func testTrainingReducesLoss() {
-        var rng = SplitMix64(seed: 8)
         let net: Network<Float> = network("fc16-sigmoid-bn-fc", inputs: 4, classes: 2, seed: 8)
-        let x = Matrix<Float>(rows: 32, cols: 4)
-        var labels = [Int32](repeating: 0, count: 32)
-        for i in 0..<32 {
-            labels[i] = Int32(i % 2)
-            for j in 0..<4 { x[i, j] = Float(rng.nextNormal()) + (i % 2 == 0 ? -1 : 1) }
-        }
+        let (x, labels) = separableBatch(seed: 8)
         let sgd = SGD<Float>(learningRate: 0.5)
         let first = net.trainStep(x, labels: labels, optimizer: sgd)
         var last = first

@@ -87,13 +87,7 @@ final class ModelSpecTests: XCTestCase {
     func testBatchNormPlacementsBothTrain() {
         for spec in ["fc16-bn-sigmoid-fc", "fc16-sigmoid-bn-fc", "fc16-bn-relu-fc", "fc16-relu-bn-fc", "fc16-ln-tanh-fc"] {
             let net: Network<Float> = network(spec, inputs: 4, classes: 2, seed: 8)
-            var rng = SplitMix64(seed: 9)
-            let x = Matrix<Float>(rows: 32, cols: 4)
-            var labels = [Int32](repeating: 0, count: 32)
-            for i in 0..<32 {
-                labels[i] = Int32(i % 2)
-                for j in 0..<4 { x[i, j] = Float(rng.nextNormal()) + (i % 2 == 0 ? -1 : 1) }
-            }
+            let (x, labels) = separableBatch(seed: 9)
             let sgd = SGD<Float>(learningRate: 0.3)
             let first = net.trainStep(x, labels: labels, optimizer: sgd)
             var last = first

@@ -39,3 +39,15 @@ func network<T: BLASScalar>(_ spec: String, _: T.Type = T.self, inputs: Int, cla
     var rng = SplitMix64(seed: seed)
     return try! ModelSpec.parse(spec).build(T.self, inputs: inputs, classes: classes, options: options, rng: &rng, dropoutRNG: SplitMix64(seed: seed &+ 1))
 }
+
+/// 32 examples of a separable 2-class problem in 4 features (class 0 around -1, class 1 around +1).
+func separableBatch(seed: UInt64) -> (x: Matrix<Float>, labels: [Int32]) {
+    var rng = SplitMix64(seed: seed)
+    let x = Matrix<Float>(rows: 32, cols: 4)
+    var labels = [Int32](repeating: 0, count: 32)
+    for i in 0..<32 {
+        labels[i] = Int32(i % 2)
+        for j in 0..<4 { x[i, j] = Float(rng.nextNormal()) + (i % 2 == 0 ? -1 : 1) }
+    }
+    return (x, labels)
+}

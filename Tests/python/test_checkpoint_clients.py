@@ -4,7 +4,7 @@ import json
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from conftest import fields, read_idx, run, scaled
+from conftest import torch_epoch_losses, fields, read_idx, run, scaled
 
 
 def test_numpy_reproduces_bntrain_test_accuracy(bntrain, fashion, tmp_path):
@@ -53,18 +53,8 @@ def test_pytorch_and_bntrain_agree_from_the_same_weights(bntrain, small_fashion,
     model.add_module("bn", torch.nn.BatchNorm1d(200, eps=1e-5, momentum=0.1))
     model.add_module("fc2", torch.nn.Linear(200, 10))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in init.items()}, strict=False)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
     x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
     y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
-    theirs = []
-    for _ in range(epochs):
-        total = 0.0
-        for s in range(0, len(x), batch):  # file order, as --shuffle none
-            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y[s:s + batch])
-        theirs.append(total / len(x))
+    theirs = torch_epoch_losses(model, x, y, epochs, batch, lr)
     for e, (a, b) in enumerate(zip(ours, theirs), 1):
         assert abs(a - b) / b < 1e-4, f"epoch {e}: bntrain {a} vs PyTorch {b}"

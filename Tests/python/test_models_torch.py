@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, fields, read_idx, run, scaled, write_idx
+from conftest import torch_epoch_losses, REPO, fields, read_idx, run, scaled, write_idx
 
 sys.path.insert(0, str(REPO / "Scripts" / "reference"))
 import bntrain_torch  # noqa: E402
@@ -64,20 +64,9 @@ def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, t
                "--log-format", "jsonl"]).stdout
     ours = [json.loads(l)["train_loss"] for l in out.splitlines() if json.loads(l)["kind"] == "epoch"]
 
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
     x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
     y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
-    model.train()
-    theirs = []
-    for _ in range(epochs):
-        total = 0.0
-        for s in range(0, len(x), batch):
-            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y[s:s + batch])
-        theirs.append(total / len(x))
+    theirs = torch_epoch_losses(model, x, y, epochs, batch, lr)
     assert len(ours) == epochs
     for e, (a, b) in enumerate(zip(ours, theirs), 1):
         assert abs(a - b) / b < 1e-4, f"{spec} epoch {e}: bntrain {a} vs PyTorch {b}"

@@ -5,17 +5,7 @@ public enum GradientCheck {
     public static func numericalGradient(
         of values: UnsafeMutablePointer<Double>, count: Int, step h: Double = 1e-6, loss: () -> Double
     ) -> [Double] {
-        var grad = [Double](repeating: 0, count: count)
-        for i in 0..<count {
-            let saved = values[i]
-            values[i] = saved + h
-            let plus = loss()
-            values[i] = saved - h
-            let minus = loss()
-            values[i] = saved
-            grad[i] = (plus - minus) / (2 * h)
-        }
-        return grad
+        numericalGradient(of: values, indices: Array(0..<count), step: h, loss: loss)
     }
 
     /// The same at the chosen `indices` only (sampled checks of large tensors).
