@@ -25,7 +25,7 @@ let package = Package(
         // IDX files (raw or gzipped) -> Float datasets; minibatches.
         .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),
         // Model checkpoints in the safetensors format; atomic file writes.
-        .target(name: "BNCheckpoint", dependencies: ["BNCore"]),
+        .target(name: "BNCheckpoint", dependencies: ["BNCore", "BNData"]),
         // Process-level platform fixes shared by the executables (OpenBLAS kernel selection).
         .target(name: "BNPlatform", dependencies: ["BNCore"]),
         // The training library: run configuration, the training loop, resume, evaluation,

@@ -1,4 +1,5 @@
 import BNCore
+import BNData
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -236,12 +237,22 @@ public struct Checkpoint {
             }
             steps.append((bn, Int(n)))
         }
-        // Check everything first, then copy.
-        let params = try network.parameters.map { ($0, try checked($0.name, shape: $0.shape, required: true)!) }
-        let buffers = try network.buffers.compactMap { b in try checked(b.name, shape: b.shape, required: requireBuffers).map { (b, $0) } }
-        for (p, t) in params { p.setLogicalValues(t.floats()) }
-        for (b, t) in buffers {
+        // Check everything first, then copy. Values must be finite (a NaN weight would only
+        // show up later as a NaN loss); a running variance must also be non-negative.
+        func values(_ name: String, _ t: SafeTensors.Tensor) throws -> [Float] {
             let v = t.floats()
+            if let bad = v.firstIndex(where: { !$0.isFinite }) {
+                throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' holds a non-finite value (\(v[bad].isNaN ? "NaN" : "infinity") at element \(bad))")
+            }
+            if name.hasSuffix(".running_var"), let bad = v.firstIndex(where: { $0 < 0 }) {
+                throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' holds a negative variance (\(v[bad]) at element \(bad))")
+            }
+            return v
+        }
+        let params = try network.parameters.map { p in (p, try values(p.name, try checked(p.name, shape: p.shape, required: true)!)) }
+        let buffers = try network.buffers.compactMap { b in try checked(b.name, shape: b.shape, required: requireBuffers).map { (b, try values(b.name, $0)) } }
+        for (p, v) in params { p.setLogicalValues(v) }
+        for (b, v) in buffers {
             for i in 0..<v.count { b.value.data[i] = v[i] }
         }
         for (bn, n) in steps { bn.batchesTracked = n }
@@ -249,14 +260,54 @@ public struct Checkpoint {
 
     // MARK: Files
 
+    /// Reads a checkpoint, header first: the header's sizes are checked against the file's
+    /// size, and when the header names a model (`bntrain.model`, or 0.3's dfn2 tensors) every
+    /// tensor's shape is compared with that model before a byte of tensor data is read, so a
+    /// huge or sparse file is refused for the cost of its header. Only regular files are read.
     public static func read(path: String) throws -> Checkpoint {
-        let bytes: [UInt8]
-        do { bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))) } catch {
-            throw CheckpointError.unreadable(path: path, reason: FileManager.default.fileExists(atPath: path) ? "permission denied or not a file" : "no such file")
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw CheckpointError.unreadable(path: path, reason: FileCheck.reason(errno: errno)) }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw CheckpointError.unreadable(path: path, reason: "it is \(FileCheck.describe(mode: st.st_mode & S_IFMT)), not a regular file")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CheckpointError.unreadable(path: path, reason: FileCheck.reason(errno: errno)) }
+        defer { close(fd) }
+        var fst = stat()
+        guard fstat(fd, &fst) == 0, fst.st_mode & S_IFMT == S_IFREG else { throw CheckpointError.unreadable(path: path, reason: "it changed while being opened") }
+        let fileBytes = Int(fst.st_size)
+        func readExactly(_ count: Int, at offset: Int) throws -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: count)
+            var done = 0
+            try out.withUnsafeMutableBytes { raw in
+                while done < count {
+                    let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset + done))
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { throw CheckpointError.malformed(path: path, reason: "the file ended \(offset + done) bytes in; truncated?") }
+                    done += n
+                }
+            }
+            return out
         }
         do {
-            let (t, m) = try SafeTensors.decode(bytes)
-            return Checkpoint(tensors: t, metadata: m)
+            let n = try SafeTensors.headerLength(try readExactly(min(8, fileBytes), at: 0), fileBytes: fileBytes)
+            let dataStart = 8 + n
+            let dataCount = fileBytes - dataStart
+            let (entries, metadata) = try SafeTensors.decodeHeader(try readExactly(n, at: 8), dataCount: dataCount)
+            let used = entries.values.map(\.end).max() ?? 0
+            if used != dataCount {
+                throw CheckpointError.malformed(path: path, reason: "its tensors use \(used) data bytes but the file holds \(dataCount) after the header; the file is damaged")
+            }
+            // Shapes against the model the header names, before any data is read.
+            let shapesOnly = Checkpoint(
+                tensors: entries.mapValues { SafeTensors.Tensor(dtype: $0.dtype, shape: $0.shape, bytes: []) }, metadata: metadata)
+            if metadata[modelKey] != nil || shapesOnly.isLegacyDFN2 {
+                _ = try shapesOnly.model(path: path, requireBuffers: false)
+            }
+            let data = try readExactly(dataCount, at: dataStart)
+            var tensors: [String: SafeTensors.Tensor] = [:]
+            for (name, e) in entries { tensors[name] = SafeTensors.Tensor(dtype: e.dtype, shape: e.shape, bytes: Array(data[e.begin..<e.end])) }
+            return Checkpoint(tensors: tensors, metadata: metadata)
         } catch let e as SafeTensors.DecodeError {
             throw CheckpointError.malformed(path: path, reason: e.reason)
         }
@@ -266,48 +317,5 @@ public struct Checkpoint {
     /// over `path`, so a crash or kill at any moment leaves either the old file or the new one.
     public func write(to path: String) throws {
         try AtomicFile.write(SafeTensors.encode(tensors, metadata: metadata), to: path)
-    }
-}
-
-/// Whole-file writes that never leave a half-written file under the real name.
-public enum AtomicFile {
-    public static func write(_ bytes: [UInt8], to path: String) throws {
-        let tmp = path + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CheckpointError.unwritable(path: path, reason: String(cString: strerror(errno))) }
-        var ok = true
-        var reason = ""
-        bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    ok = false
-                    reason = String(cString: strerror(errno))
-                    return
-                }
-                done += n
-            }
-        }
-        if ok && fsync(fd) != 0 { ok = false; reason = String(cString: strerror(errno)) }
-        close(fd)
-        if ok && rename(tmp, path) != 0 { ok = false; reason = String(cString: strerror(errno)) }
-        if !ok {
-            unlink(tmp)
-            throw CheckpointError.unwritable(path: path, reason: reason)
-        }
-    }
-
-    /// Checks, before any work, that `path` can be created or replaced: its folder exists and
-    /// is writable, and it is not a directory.
-    public static func checkWritable(_ path: String) -> String? {
-        let dir = (path as NSString).deletingLastPathComponent
-        let folder = dir.isEmpty ? "." : dir
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { return "'\(path)' is a directory" }
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else { return "folder '\(folder)' does not exist" }
-        guard access(folder, W_OK) == 0 else { return "folder '\(folder)' is not writable" }
-        return nil
     }
 }

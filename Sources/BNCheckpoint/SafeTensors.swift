@@ -84,23 +84,35 @@ public enum SafeTensors {
         return out
     }
 
-    /// Parses and validates a whole file's bytes. Every offset and size is checked against
-    /// the data actually present before anything is copied.
-    public static func decode(_ bytes: [UInt8]) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
+    /// One tensor's header entry: where its bytes lie in the data section.
+    public struct Entry: Equatable, Sendable {
+        public var dtype: DType
+        public var shape: [Int]
+        public var begin: Int
+        public var end: Int
+    }
+
+    /// The 8-byte little-endian header length at the start of a file, checked against the
+    /// file's size.
+    public static func headerLength(_ first8: [UInt8], fileBytes: Int) throws -> Int {
         func fail(_ s: String) -> DecodeError { DecodeError(reason: s) }
-        guard bytes.count >= 8 else { throw fail("file is \(bytes.count) bytes, too short for a safetensors header") }
-        let n = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard first8.count >= 8, fileBytes >= 8 else { throw fail("file is \(fileBytes) bytes, too short for a safetensors header") }
+        let n = first8.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n <= UInt64(maxHeaderBytes) else { throw fail("header length \(n) is implausible (not a safetensors file?)") }
-        guard Int(n) <= bytes.count - 8 else { throw fail("header length \(n) exceeds the \(bytes.count - 8) bytes after it (truncated file?)") }
-        let headerBytes = Data(bytes[8..<(8 + Int(n))])
-        guard let object = try? JSONSerialization.jsonObject(with: headerBytes), let header = object as? [String: Any] else {
+        guard Int(n) <= fileBytes - 8 else { throw fail("header length \(n) exceeds the \(fileBytes - 8) bytes after it (truncated file?)") }
+        return Int(n)
+    }
+
+    /// Parses and validates the JSON header alone, for a data section of `dataCount` bytes:
+    /// every shape's byte size is computed without overflow and must equal its offsets' span,
+    /// spans must lie inside the data and must not overlap.
+    public static func decodeHeader(_ headerBytes: [UInt8], dataCount: Int) throws -> (entries: [String: Entry], metadata: [String: String]) {
+        func fail(_ s: String) -> DecodeError { DecodeError(reason: s) }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(headerBytes)), let header = object as? [String: Any] else {
             throw fail("header is not a JSON object (not a safetensors file, or damaged)")
         }
-        let dataStart = 8 + Int(n)
-        let dataCount = bytes.count - dataStart
         var metadata: [String: String] = [:]
-        var tensors: [String: Tensor] = [:]
-        var spans: [(Int, Int)] = []
+        var entries: [String: Entry] = [:]
         for (name, value) in header {
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else { throw fail("__metadata__ is not an object") }
@@ -115,27 +127,49 @@ public enum SafeTensors {
                 throw fail("tensor '\(name)' lacks dtype, shape or data_offsets")
             }
             guard let dtype = DType(rawValue: dtypeName) else { throw fail("tensor '\(name)' has unsupported dtype \(dtypeName) (bntrain reads F32, F64, I64)") }
+            guard shapeAny.count <= 8 else { throw fail("tensor '\(name)' has \(shapeAny.count) dimensions; bntrain's tensors have at most 2") }
             let shape = try shapeAny.map { v -> Int in
-                guard let i = (v as? NSNumber)?.intValue, i >= 0, i <= 1 << 31 else { throw fail("tensor '\(name)' has an invalid shape") }
+                guard let n = v as? NSNumber, let i = Int(exactly: n.doubleValue), i >= 0, i <= 1 << 31 else {
+                    throw fail("tensor '\(name)' has an invalid shape")
+                }
                 return i
             }
             let offs = try offsAny.map { v -> Int in
-                guard let i = (v as? NSNumber)?.int64Value, i >= 0, i <= Int64(dataCount) else { throw fail("tensor '\(name)' has data offsets outside the file's \(dataCount) data bytes (truncated file?)") }
+                guard let n = v as? NSNumber, let i = Int64(exactly: n.doubleValue), i >= 0, i <= Int64(dataCount) else {
+                    throw fail("tensor '\(name)' has data offsets outside the file's \(dataCount) data bytes (truncated file?)")
+                }
                 return Int(i)
             }
-            let (count, overflow) = shape.reduce((1, false)) { acc, d in
-                let (p, o) = acc.0.multipliedReportingOverflow(by: d)
-                return (p, acc.1 || o)
+            // Element count, then bytes: both products checked for overflow.
+            var count = 1, overflow = false
+            for d in shape {
+                let (p, o) = count.multipliedReportingOverflow(by: d)
+                count = p
+                overflow = overflow || o
             }
-            guard !overflow, offs[0] <= offs[1], offs[1] - offs[0] == count * dtype.size else {
-                throw fail("tensor '\(name)': shape \(shape) of \(dtype.rawValue) needs \(overflow ? "too many" : "\(count * dtype.size)") bytes but its offsets span \(offs[1] - offs[0])")
+            let (bytes, o2) = count.multipliedReportingOverflow(by: dtype.size)
+            overflow = overflow || o2
+            guard !overflow, offs[0] <= offs[1], offs[1] - offs[0] == bytes else {
+                throw fail("tensor '\(name)': shape \(shape) of \(dtype.rawValue) needs \(overflow ? "more bytes than can be addressed" : "\(bytes) bytes") but its offsets span \(offs[1] - offs[0])")
             }
-            spans.append((offs[0], offs[1]))
-            tensors[name] = Tensor(dtype: dtype, shape: shape, bytes: Array(bytes[(dataStart + offs[0])..<(dataStart + offs[1])]))
+            entries[name] = Entry(dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
         }
-        spans.sort { $0.0 < $1.0 }
+        let spans = entries.values.map { ($0.begin, $0.end) }.sorted { $0.0 < $1.0 }
         for (a, b) in zip(spans, spans.dropFirst()) where b.0 < a.1 {
             throw fail("tensors overlap in the data section (damaged file)")
+        }
+        return (entries, metadata)
+    }
+
+    /// Parses and validates a whole file's bytes. Every offset and size is checked against
+    /// the data actually present before anything is copied.
+    public static func decode(_ bytes: [UInt8]) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
+        let n = try headerLength(Array(bytes.prefix(8)), fileBytes: bytes.count)
+        let dataStart = 8 + n
+        let (entries, metadata) = try decodeHeader(Array(bytes[8..<dataStart]), dataCount: bytes.count - dataStart)
+        var tensors: [String: Tensor] = [:]
+        for (name, e) in entries {
+            tensors[name] = Tensor(dtype: e.dtype, shape: e.shape, bytes: Array(bytes[(dataStart + e.begin)..<(dataStart + e.end)]))
         }
         return (tensors, metadata)
     }

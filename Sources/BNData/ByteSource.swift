@@ -14,6 +14,9 @@ final class ByteSource {
 
     init(path: String) throws {
         self.path = path
+        // Only regular files: opening a FIFO would block until a writer appears, a device
+        // could stream forever, and a folder would read as a "damaged gzip".
+        try FileCheck.requireRegularFile(path)
         guard let f = bn_gzopen(path, "rb") else {
             throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
         }
@@ -87,5 +90,43 @@ final class ByteSource {
         let printable = head.allSatisfy { $0 == 9 || $0 == 10 || $0 == 13 || (32..<127).contains($0) }
         if printable { return "plain text" }
         return "binary data of an unknown kind"
+    }
+}
+
+/// What a path is, in words, from `stat` (following links) and the errno of a failed call.
+public enum FileCheck {
+    /// Throws `.notRegularFile` or `.unreadable` (with a precise reason) unless `path` is a
+    /// regular file, or a link to one.
+    public static func requireRegularFile(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw DataError.unreadable(path: path, reason: reason(errno: errno)) }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG else { throw DataError.notRegularFile(path: path, kind: describe(mode: kind)) }
+    }
+
+    /// The file type of a `st_mode & S_IFMT` value, in words.
+    public static func describe(mode: mode_t) -> String {
+        switch mode {
+        case S_IFDIR: return "a folder"
+        case S_IFIFO: return "a FIFO (named pipe)"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        case S_IFLNK: return "a symbolic link"
+        default: return "not a regular file"
+        }
+    }
+
+    /// Why a path could not be opened or examined, precise where a bare "no such file" would
+    /// mislead.
+    public static func reason(errno e: Int32) -> String {
+        switch e {
+        case ENOENT: return "it does not exist"
+        case ELOOP: return "it is a loop of symbolic links"
+        case ENOTDIR: return "a component of its path is a file, not a folder"
+        case EACCES: return "permission denied"
+        case ENAMETOOLONG: return "the name is too long"
+        default: return String(cString: strerror(e))
+        }
     }
 }

@@ -6,6 +6,7 @@ public enum DataError: Error, CustomStringConvertible {
     case missingFile(folder: String, lookedFor: [String], hint: String)
     case ambiguousFile(folder: String, pattern: String, matches: [String])
     case unreadable(path: String, reason: String)
+    case notRegularFile(path: String, kind: String)
     case notGzip(path: String, looksLike: String)
     case corruptGzip(path: String, reason: String)
     case wrongMagic(path: String, expected: UInt32, found: UInt32)
@@ -30,6 +31,8 @@ public enum DataError: Error, CustomStringConvertible {
             return "several files in '\(folder)' match '\(pattern)' (\(matches.joined(separator: ", "))); keep one or name the folder of one dataset"
         case let .unreadable(path, reason):
             return "cannot read '\(path)': \(reason)"
+        case let .notRegularFile(path, kind):
+            return "'\(path)' is \(kind), not a regular file; bntrain reads IDX data from regular files only"
         case let .notGzip(path, looksLike):
             return "'\(path)' is named .gz but is not gzip data (it looks like \(looksLike)); download it again, or rename it without .gz if it is a raw IDX file"
         case let .corruptGzip(path, reason):

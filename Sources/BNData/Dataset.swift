@@ -30,7 +30,11 @@ public struct DatasetFiles: Sendable, Equatable {
     /// Finds the four files in `folder`. `hint` is appended to "not found" errors.
     public static func locate(in folder: String, hint: String) throws -> DatasetFiles {
         var st = stat()
-        guard stat(folder, &st) == 0 else { throw DataError.missingFolder(path: folder, hint: hint) }
+        guard stat(folder, &st) == 0 else {
+            let e = errno
+            if e == ENOENT { throw DataError.missingFolder(path: folder, hint: hint) }
+            throw DataError.unreadable(path: folder, reason: FileCheck.reason(errno: e))
+        }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             let parent = folder.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
             throw DataError.notAFolder(path: folder, parent: parent.isEmpty ? (folder.hasPrefix("/") ? "/" : ".") : parent)
@@ -97,11 +101,34 @@ public struct Dataset {
     public var cols: Int { train.images.cols }
     public var featureCount: Int { train.images.featureCount }
 
-    /// Reads and cross-checks all four files. The training images (most of the work: gunzip
-    /// and decode) load on one thread while the other three files load on another; an error
-    /// is reported for the first bad file in the order train images, train labels, test
-    /// images, test labels, whatever order the threads finish in.
-    public static func load(_ files: DatasetFiles) throws -> Dataset {
+    /// Reads and cross-checks all four files. First the four headers only: the image and
+    /// label counts of each split must agree, train and test image sizes must match, and the
+    /// declared data must fit in memory, before any body is read or inflated (a small .gz
+    /// that declares millions of images costs nothing). Then the bodies, each read exactly
+    /// as far as its header declares: the training images (most of the work) on one thread
+    /// while the other three files load on another. An error names the first bad file in the
+    /// order train images, train labels, test images, test labels.
+    public static func load(_ files: DatasetFiles, memoryLimit: Int = Memory.physicalBytes) throws -> Dataset {
+        let trainImageFile = try IDX.openImages(path: files.trainImages)
+        let trainLabelFile = try IDX.openLabels(path: files.trainLabels)
+        let testImageFile = try IDX.openImages(path: files.testImages)
+        let testLabelFile = try IDX.openLabels(path: files.testLabels)
+        if trainImageFile.count != trainLabelFile.count {
+            throw DataError.countMismatch(images: files.trainImages, imageCount: trainImageFile.count, labels: files.trainLabels, labelCount: trainLabelFile.count)
+        }
+        if testImageFile.count != testLabelFile.count {
+            throw DataError.countMismatch(images: files.testImages, imageCount: testImageFile.count, labels: files.testLabels, labelCount: testLabelFile.count)
+        }
+        if (trainImageFile.rows, trainImageFile.cols) != (testImageFile.rows, testImageFile.cols) {
+            throw DataError.shapeMismatch(
+                train: files.trainImages, trainShape: (trainImageFile.rows, trainImageFile.cols),
+                test: files.testImages, testShape: (testImageFile.rows, testImageFile.cols))
+        }
+        // Decoded as Float: 4 bytes a pixel.
+        let needed = 4 * (trainImageFile.dataBytes + testImageFile.dataBytes)
+        if needed > memoryLimit {
+            throw DataError.badHeader(path: files.trainImages, reason: "the four headers declare \(trainImageFile.count + testImageFile.count) images, \(Memory.describe(needed)) once decoded, more than this machine's \(Memory.describe(memoryLimit)) of memory")
+        }
         var images: [Result<ImageSet, Error>?] = [nil, nil]
         var labels: [Result<[Int32], Error>?] = [nil, nil]
         images.withUnsafeMutableBufferPointer { img in
@@ -109,11 +136,11 @@ public struct Dataset {
                 // Each iteration writes only its own slots.
                 DispatchQueue.concurrentPerform(iterations: 2) { i in
                     if i == 0 {
-                        img[0] = Result { try IDX.readImages(path: files.trainImages) }
+                        img[0] = Result { try IDX.decodeImages(trainImageFile) }
                     } else {
-                        lab[0] = Result { try IDX.readLabels(path: files.trainLabels) }
-                        img[1] = Result { try IDX.readImages(path: files.testImages) }
-                        lab[1] = Result { try IDX.readLabels(path: files.testLabels) }
+                        lab[0] = Result { try IDX.decodeLabels(trainLabelFile) }
+                        img[1] = Result { try IDX.decodeImages(testImageFile) }
+                        lab[1] = Result { try IDX.decodeLabels(testLabelFile) }
                     }
                 }
             }
@@ -122,17 +149,6 @@ public struct Dataset {
         let trainLabels = try labels[0]!.get()
         let testImages = try images[1]!.get()
         let testLabels = try labels[1]!.get()
-        if trainImages.count != trainLabels.count {
-            throw DataError.countMismatch(images: files.trainImages, imageCount: trainImages.count, labels: files.trainLabels, labelCount: trainLabels.count)
-        }
-        if testImages.count != testLabels.count {
-            throw DataError.countMismatch(images: files.testImages, imageCount: testImages.count, labels: files.testLabels, labelCount: testLabels.count)
-        }
-        if (trainImages.rows, trainImages.cols) != (testImages.rows, testImages.cols) {
-            throw DataError.shapeMismatch(
-                train: files.trainImages, trainShape: (trainImages.rows, trainImages.cols),
-                test: files.testImages, testShape: (testImages.rows, testImages.cols))
-        }
         let classes = Int(trainLabels.max() ?? 0) + 1
         if Set(trainLabels).count < 2 { throw DataError.tooFewClasses(path: files.trainLabels, classes: Set(trainLabels).count) }
         try checkLabels(testLabels, classes: classes, path: files.testLabels)
@@ -143,10 +159,55 @@ public struct Dataset {
             classes: classes)
     }
 
+    /// What this dataset is, for telling whether a checkpoint was trained on it: image counts
+    /// and sizes, and a 64-bit digest of every decoded pixel and label (train and test), so
+    /// the same data gzipped or raw, or moved, is the same dataset.
+    public var identity: String {
+        var h: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func mix(_ v: UInt64) { h = (h ^ v) &* 0xFF51_AFD7_ED55_8CCD; h ^= h >> 32 }
+        for split in [train, test] {
+            let px = split.images.pixels
+            let n = split.count * split.images.featureCount
+            // Two Float bit patterns per 64-bit step.
+            UnsafeRawPointer(px.data).withMemoryRebound(to: UInt32.self, capacity: n) { w in
+                var i = 0
+                while i + 1 < n {
+                    mix(UInt64(w[i]) | UInt64(w[i + 1]) << 32)
+                    i += 2
+                }
+                if i < n { mix(UInt64(w[i])) }
+            }
+            for l in split.labels { mix(UInt64(UInt32(bitPattern: l))) }
+        }
+        let hex = String(h, radix: 16)
+        return "train=\(train.count) test=\(test.count) image=\(rows)x\(cols) digest=\(String(repeating: "0", count: 16 - hex.count))\(hex)"
+    }
+
     /// Every label must lie in 0..<classes.
     public static func checkLabels(_ labels: [Int32], classes: Int, path: String) throws {
         if let i = labels.firstIndex(where: { $0 < 0 || Int($0) >= classes }) {
             throw DataError.labelOutOfRange(path: path, index: i, label: Int(labels[i]), classes: classes)
         }
+    }
+}
+
+/// The machine's memory, for refusing before allocating what cannot fit.
+public enum Memory {
+    /// Physical memory in bytes (sysconf), or Int.max when unknown.
+    public static var physicalBytes: Int {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return Int.max }
+        let (b, o) = pages.multipliedReportingOverflow(by: size)
+        return o ? Int.max : b
+    }
+
+    /// "3.2 GiB", "512 MiB".
+    public static func describe(_ bytes: Int) -> String {
+        let gib = Double(bytes) / Double(1 << 30)
+        if gib >= 1 {
+            let tenths = Int((gib * 10).rounded())
+            return "\(tenths / 10).\(tenths % 10) GiB"
+        }
+        return "\(max(1, bytes >> 20)) MiB"
     }
 }

@@ -28,7 +28,30 @@ public enum IDX {
     /// (p/255 - 0.5) * 2 for every byte value, computed in Double and rounded once.
     static let pixelTable: [Float] = (0..<256).map { Float((Double($0) / 255 - 0.5) * 2) }
 
-    public static func readImages(path: String) throws -> ImageSet {
+    /// An opened IDX file whose header has been read and checked: what it declares, and the
+    /// stream positioned at its data. Nothing beyond the header has been read or inflated.
+    public final class Opened {
+        let src: ByteSource
+        public var path: String { src.path }
+        /// Examples declared (images or labels).
+        public let count: Int
+        /// Image size (labels: 1 x 1).
+        public let rows: Int
+        public let cols: Int
+        /// Bytes of data the header declares.
+        public var dataBytes: Int { count * rows * cols }
+
+        init(src: ByteSource, count: Int, rows: Int, cols: Int) {
+            self.src = src
+            self.count = count
+            self.rows = rows
+            self.cols = cols
+        }
+    }
+
+    /// Opens an image file and checks its header (sizes, overflow, plausibility against the
+    /// file's size); the pixels are not read yet.
+    public static func openImages(path: String) throws -> Opened {
         let src = try ByteSource(path: path)
         let dims = try readHeader(src, magic: imageMagic, dimensions: 3)
         let (count, rows, cols) = (dims[0], dims[1], dims[2])
@@ -41,9 +64,28 @@ public enum IDX {
         }
         try checkPlausible(path: path, src: src, dataBytes: total)
         if count == 0 { throw DataError.empty(path: path) }
+        return Opened(src: src, count: count, rows: rows, cols: cols)
+    }
+
+    /// Opens a label file and checks its header; the labels are not read yet.
+    public static func openLabels(path: String) throws -> Opened {
+        let src = try ByteSource(path: path)
+        let count = try readHeader(src, magic: labelMagic, dimensions: 1)[0]
+        try checkPlausible(path: path, src: src, dataBytes: count)
+        if count == 0 { throw DataError.empty(path: path) }
+        return Opened(src: src, count: count, rows: 1, cols: 1)
+    }
+
+    public static func readImages(path: String) throws -> ImageSet { try decodeImages(openImages(path: path)) }
+    public static func readLabels(path: String) throws -> [Int32] { try decodeLabels(openLabels(path: path)) }
+
+    /// Decodes the pixels of an opened image file, reading exactly what its header declares
+    /// (and refusing a shorter or longer stream).
+    public static func decodeImages(_ f: Opened) throws -> ImageSet {
+        let (src, path, total) = (f.src, f.path, f.dataBytes)
         // Decode in chunks straight into the training matrix (left unzeroed: every element
         // is written below): no full-size byte copy and no extra pass over memory.
-        let pixels = Matrix<Float>(rows: count, cols: rows * cols, zeroed: false)
+        let pixels = Matrix<Float>(rows: f.count, cols: f.rows * f.cols, zeroed: false)
         let chunk = 1 << 16
         var scratch = [UInt8](repeating: 0, count: chunk)
         var done = 0
@@ -61,14 +103,12 @@ public enum IDX {
         if done < total { throw DataError.truncated(path: path, expectedBytes: total, foundBytes: done) }
         let extra = try src.remaining()
         if extra > 0 { throw DataError.trailingBytes(path: path, extra: extra) }
-        return ImageSet(count: count, rows: rows, cols: cols, pixels: pixels)
+        return ImageSet(count: f.count, rows: f.rows, cols: f.cols, pixels: pixels)
     }
 
-    public static func readLabels(path: String) throws -> [Int32] {
-        let src = try ByteSource(path: path)
-        let count = try readHeader(src, magic: labelMagic, dimensions: 1)[0]
-        try checkPlausible(path: path, src: src, dataBytes: count)
-        if count == 0 { throw DataError.empty(path: path) }
+    /// Decodes the labels of an opened label file.
+    public static func decodeLabels(_ f: Opened) throws -> [Int32] {
+        let (src, path, count) = (f.src, f.path, f.count)
         var bytes = [UInt8](repeating: 0, count: count)
         let got = try bytes.withUnsafeMutableBytes { try src.read(into: $0.baseAddress!, count: count) }
         if got < count { throw DataError.truncated(path: path, expectedBytes: count, foundBytes: got) }

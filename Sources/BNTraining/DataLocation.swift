@@ -37,7 +37,7 @@ public enum DataLocation {
                 throw fail("no dataset found: looked for \(defaults.map { "'\(root)/\($0)'" }.joined(separator: " and ")) under '\(FileManager.default.currentDirectoryPath)'; \(fetchHint), or pass --data DIR", code: ExitStatus.noInput)
             case .missingFolder, .missingFile, .ambiguousFile: throw fail(e.description, code: ExitStatus.noInput)
             case .notAFolder: throw fail(e.description, code: ExitStatus.usage)
-            case .unreadable(let path, _) where !FileManager.default.fileExists(atPath: path): throw fail(e.description, code: ExitStatus.noInput)
+            case .unreadable, .notRegularFile: throw fail(e.description, code: ExitStatus.noInput)
             default: throw fail(e.description, code: ExitStatus.dataError)
             }
         }

@@ -5,11 +5,15 @@ import Glibc
 #endif
 
 /// `--metrics FILE`: each epoch's record appended as it happens, one line each, written with
-/// a single write(2) so a kill never leaves half a line. JSON lines or CSV by extension.
+/// a single checked write(2) so a kill never leaves half a line and a full disk is an error
+/// (exit 74), not a missing record. JSON lines or CSV by extension.
 ///
-/// A fresh run replaces the file. On `--resume` the file keeps its records up to the
-/// checkpoint's epoch (later ones, from a run interrupted after its last checkpoint, would
-/// otherwise appear twice) and new records are appended: a CSV header is never repeated.
+/// The file is not touched until the first record exists: then its previous content (none
+/// for a fresh run; the records up to the checkpoint's epoch on `--resume`, since later ones
+/// from a run killed after its last checkpoint would otherwise appear twice) and that record
+/// replace it atomically, so a run that fails before its first epoch leaves an existing file
+/// as it was. A CSV header is never repeated. A symbolic link is followed; a target that is
+/// not a regular file is refused.
 public final class MetricsFile {
     public enum Format {
         case jsonl, csv
@@ -21,30 +25,27 @@ public final class MetricsFile {
 
     public let path: String
     let format: Format
-    private let fd: Int32
+    /// Lines to keep ahead of the first new record.
+    private var kept: [String]
+    private var fd: Int32 = -1
     private var headerWritten: Bool
 
-    /// `resumeEpoch`: keep existing records up to this epoch and append; nil: start afresh.
+    /// `resumeEpoch`: keep existing records up to this epoch; nil: start afresh.
     public init(path: String, resumeEpoch: Int?) throws {
         guard let format = Format(path: path) else { throw fail("--metrics '\(path)' must end in .jsonl or .csv", code: ExitStatus.usage) }
         self.path = path
         self.format = format
-        var kept: [String] = []
+        do { _ = try AtomicFile.resolve(path) } catch { throw fail("--metrics: \(error)", code: ExitStatus.cannotWrite) }
+        kept = []
         if let resumeEpoch, let text = try? String(contentsOfFile: path, encoding: .utf8) {
             kept = MetricsFile.records(in: text, format: format, upTo: resumeEpoch)
-            do { try AtomicFile.write(Array((kept.map { $0 + "\n" }.joined()).utf8), to: path) } catch {
-                throw fail("\(error)", code: ExitStatus.cannotWrite)
-            }
         }
         headerWritten = format == .csv && !kept.isEmpty
-        let flags = O_WRONLY | O_CREAT | O_APPEND | (resumeEpoch == nil ? O_TRUNC : 0)
-        fd = open(path, flags, 0o644)
-        guard fd >= 0 else { throw fail("cannot write --metrics '\(path)': \(String(cString: strerror(errno)))", code: ExitStatus.cannotWrite) }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
-    public func append(_ r: Record) {
+    public func append(_ r: Record) throws {
         var text = ""
         switch format {
         case .jsonl: text = r.jsonLine + "\n"
@@ -55,8 +56,23 @@ public final class MetricsFile {
             }
             text += r.csvRow + "\n"
         }
+        if fd < 0 {
+            // First record: replace the file with what is kept plus this record, atomically.
+            do { try AtomicFile.write(Array((kept.map { $0 + "\n" }.joined() + text).utf8), to: path) } catch {
+                throw fail("--metrics: \(error)", code: ExitStatus.ioError)
+            }
+            kept = []
+            let real = (try? AtomicFile.resolve(path)) ?? path
+            fd = open(real, O_WRONLY | O_APPEND | O_CLOEXEC)
+            guard fd >= 0 else { throw fail("cannot write --metrics '\(path)': \(String(cString: strerror(errno)))", code: ExitStatus.ioError) }
+            return
+        }
         let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard n == bytes.count else {
+            let reason = n < 0 ? String(cString: strerror(errno)) : "only \(n) of \(bytes.count) bytes written"
+            throw fail("cannot write --metrics '\(path)': \(reason)", code: ExitStatus.ioError)
+        }
     }
 
     /// The lines of an existing metrics file whose epoch is at most `epoch` (CSV: with its header).

@@ -7,9 +7,8 @@ public func readCheckpoint(_ path: String, flag: String) throws -> Checkpoint {
     do {
         return try Checkpoint.read(path: path)
     } catch let e as CheckpointError {
-        if case .unreadable = e, !FileManager.default.fileExists(atPath: path) {
-            throw fail("\(flag) '\(path)' does not exist", code: ExitStatus.noInput)
-        }
+        // Missing, a link loop, a path through a file, not a regular file: 66 (no usable input).
+        if case let .unreadable(_, reason) = e { throw fail("\(flag) '\(path)': \(reason)", code: ExitStatus.noInput) }
         throw fail(e.description, code: ExitStatus.dataError)
     }
 }

@@ -27,8 +27,8 @@ public enum Value: Equatable, Sendable {
     public var text: String {
         switch self {
         case let .int(i): return "\(i)"
-        case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "\(x)"
-        case let .exact(x): return "\(x)"
+        case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : nonFinite(x)
+        case let .exact(x): return x.isFinite ? "\(x)" : nonFinite(x)
         case let .string(s): return logfmtQuoted(s)
         }
     }
@@ -45,9 +45,32 @@ public enum Value: Equatable, Sendable {
     public var csv: String {
         switch self {
         case .int, .number, .exact: return text
-        case let .string(s): return s.contains(",") || s.contains("\"") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        case let .string(s):
+            // CSV quoting, with control characters escaped so a row stays one line.
+            let t = escapingControlCharacters(s)
+            return t.contains(",") || t.contains("\"") ? "\"" + t.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : t
         }
     }
+}
+
+/// `nan`, `inf` or `-inf`: never Swift's `-nan` (a NaN's sign carries no meaning).
+func nonFinite(_ x: Double) -> String { x.isNaN ? "nan" : (x < 0 ? "-inf" : "inf") }
+
+/// Control characters (newline, carriage return, tab, escape, ...) written as `\n`, `\r`,
+/// `\t` or `\u{1b}`-style `\xNN` escapes, so a value can never split or rewrite a line.
+public func escapingControlCharacters(_ s: String) -> String {
+    guard s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return s }
+    var out = ""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.properties.generalCategory == .control: out += String(format: "\\x%02x", u.value)
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out
 }
 
 public func jsonString(_ s: String) -> String {
@@ -59,7 +82,7 @@ public func jsonString(_ s: String) -> String {
         case "\n": out += "\\n"
         case "\r": out += "\\r"
         case "\t": out += "\\t"
-        case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+        case _ where u.value < 0x20 || (0x7F...0x9F).contains(u.value): out += String(format: "\\u%04x", u.value)
         default: out.unicodeScalars.append(u)
         }
     }
@@ -97,14 +120,14 @@ public struct Record: Sendable {
 
 /// Where a run's records go: stdout (`Report`), or a list in tests.
 public protocol RecordSink: AnyObject {
-    func emit(_ r: Record)
+    func emit(_ r: Record) throws
 }
 
 /// Collects records in memory (in-process tests, callers that post-process).
 public final class RecordList: RecordSink {
     public private(set) var records: [Record] = []
     public init() {}
-    public func emit(_ r: Record) { records.append(r) }
+    public func emit(_ r: Record) throws { records.append(r) }
 }
 
 /// Writes records to stdout in the chosen format, flushed per line so `tee` and `tail -f`
@@ -115,47 +138,62 @@ public final class Report: RecordSink {
 
     public init(format: LogFormat) { self.format = format }
 
-    public func emit(_ r: Record) {
+    public func emit(_ r: Record) throws {
         switch format {
-        case .text: write(r.textLine)
-        case .jsonl: write(r.jsonLine)
+        case .text: try writeLine(r.textLine)
+        case .jsonl: try writeLine(r.jsonLine)
         case .csv:
             if r.kind == "epoch" {
                 if !csvHeaderWritten {
-                    write(r.csvHeader)
+                    try writeLine(r.csvHeader)
                     csvHeaderWritten = true
                 }
-                write(r.csvRow)
+                try writeLine(r.csvRow)
             } else {
-                write("# " + r.textLine)
+                try writeLine("# " + r.textLine)
             }
         }
     }
+}
 
-    private func write(_ line: String) {
-        print(line)
-        fflush(stdout)
+/// Writes `text` and a newline to stdout and flushes, checking both: a failed write (a full
+/// device) is a `Failure` with exit 74 rather than records silently missing. A closed pipe
+/// (`bntrain | head`) raises SIGPIPE, which ends bntrain quietly as it ends other Unix tools.
+public func writeLine(_ text: String) throws {
+    try writeOut(text + "\n")
+}
+
+/// Writes `text` to stdout and flushes, checked (see `writeLine`).
+public func writeOut(_ text: String) throws {
+    if fputs(text, stdout) < 0 || fflush(stdout) != 0 {
+        let reason = String(cString: strerror(errno))
+        clearerr(stdout)
+        throw fail("cannot write to standard output: \(reason)", code: ExitStatus.ioError)
     }
 }
 
 /// Diagnostics (stderr), one line each.
 public func note(_ message: String) {
-    FileHandle.standardError.write(Data("bntrain: \(message)\n".utf8))
+    FileHandle.standardError.write(Data("bntrain: \(escapingControlCharacters(message))\n".utf8))
 }
 
 /// A string as a logfmt value: as is when it is a plain token, else in double quotes with
 /// `\` and `"` escaped (and a newline as `\n`, so a record stays one line). Python's
 /// `shlex.split` reads such a line back into `key=value` tokens.
 public func logfmtQuoted(_ s: String) -> String {
-    let plain = !s.isEmpty && !s.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || $0 == "\t" || $0.isNewline })
+    let isControl = { (u: Unicode.Scalar) in u.properties.generalCategory == .control }
+    let plain = !s.isEmpty && !s.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || isControl($0) })
     if plain { return s }
     var out = "\""
-    for c in s {
-        switch c {
+    for u in s.unicodeScalars {
+        switch u {
         case "\\": out += "\\\\"
         case "\"": out += "\\\""
         case "\n": out += "\\n"
-        default: out.append(c)
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where isControl(u): out += String(format: "\\x%02x", u.value)
+        default: out.unicodeScalars.append(u)
         }
     }
     return out + "\""

@@ -12,6 +12,8 @@ public struct RunOutputs: Sendable {
     public var saveBest = false
     /// Epoch records also go to this file (.jsonl or .csv).
     public var metrics: String?
+    /// Resume even when the dataset differs from the one the checkpoint was trained on.
+    public var allowDataChange = false
     public init() {}
 }
 
@@ -40,6 +42,10 @@ public final class Trainer {
     let diagnostics: (String) -> Void
     let loadSeconds: Double
     let resumed: Bool
+    /// The checkpoint a resumed run continues, for naming it in errors about its values.
+    let resumePath: String?
+    /// What the run trains on (sizes and a content digest), recorded in checkpoints.
+    let dataIdentity: String
 
     /// - config: the run (its `data` is the resolved folder, recorded as is).
     /// - resume: a checkpoint to continue (its config must equal `config` in every restored key).
@@ -49,7 +55,14 @@ public final class Trainer {
         resume: (checkpoint: Checkpoint, path: String)? = nil, initFrom: (checkpoint: Checkpoint, path: String)? = nil,
         sink: RecordSink, diagnostics: @escaping (String) -> Void = note
     ) throws {
-        if let (key, message) = config.problem() { throw fail("\(key.flag) \(message)", code: ExitStatus.usage) }
+        resumePath = resume?.path
+        // A value restored from a checkpoint is named as the checkpoint's, not as a flag the
+        // user never gave.
+        let origin = { (key: RunConfig.CodingKeys) -> String in
+            if let p = resume?.path, key.restoredOnResume { return "checkpoint '\(p)': its \(key.rawValue)" }
+            return key.flag
+        }
+        if let (key, message) = config.problem() { throw fail("\(origin(key)) \(message)", code: ExitStatus.usage) }
         self.config = config
         self.outputs = outputs
         self.dataset = dataset
@@ -58,7 +71,7 @@ public final class Trainer {
         self.diagnostics = diagnostics
         spec = try config.spec()
         if let n = config.trainLimit, n > dataset.train.count {
-            throw fail("--train-limit \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: ExitStatus.usage)
+            throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: ExitStatus.usage)
         }
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: config.seed, stream: "subset")
@@ -67,11 +80,23 @@ public final class Trainer {
         let subset = randomSubset(total: dataset.train.count, limit: config.trainLimit, rng: &subsetRNG)
         (trainIndices, valIndices) = validationSplit(subset, fraction: config.valSplit, rng: &valRNG)
         if trainIndices.isEmpty {
-            throw fail("--val-split \(config.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: ExitStatus.usage)
+            throw fail("\(origin(.valSplit)) \(config.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: ExitStatus.usage)
         }
         if config.batch > trainIndices.count {
-            throw fail("--batch \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: ExitStatus.usage)
+            throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: ExitStatus.usage)
         }
+        if outputs.saveBest && valIndices.isEmpty {
+            throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", code: ExitStatus.usage)
+        }
+        // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
+        // cannot overflow: it is computed in Double).
+        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, classes: dataset.classes, batch: config.batch, evalBatch: min(config.evalBatch, max(dataset.test.count, valIndices.count)))
+        let available = Memory.physicalBytes
+        if needed > Double(available) / 2 {
+            throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller batch", code: ExitStatus.usage)
+        }
+        // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
+        dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
         do {
             network = try spec.build(
                 Float.self, inputs: dataset.featureCount, classes: dataset.classes, options: config.buildOptions,
@@ -92,6 +117,9 @@ public final class Trainer {
                 if c.metadata["bntrain.dropout_rng"] == nil { s.dropoutState = state.dropoutState }
                 state = s
                 network.randomStream.generator.state = state.dropoutState
+                if let saved = c.metadata["bntrain.data_identity"], saved != dataIdentity, !outputs.allowDataChange {
+                    throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", code: ExitStatus.usage)
+                }
                 let batches = (trainIndices.count + config.batch - 1) / config.batch
                 guard state.step < batches else {
                     throw CheckpointError.malformed(path: path, reason: "metadata bntrain.step=\(state.step) is past the \(batches) steps of an epoch")
@@ -107,6 +135,16 @@ public final class Trainer {
         if state.epoch >= config.epochs {
             throw fail("'\(resume?.path ?? "")' has already trained \(state.epoch) epochs; pass --epochs greater than \(state.epoch) to continue", code: ExitStatus.usage)
         }
+    }
+
+    /// Bytes the model needs beyond the dataset: weights and gradients (3 copies with the
+    /// optimizer's scratch), and per example of a training or evaluation batch about four
+    /// buffers of each layer's width (output, input gradient, cached values).
+    public static func memoryEstimate(spec: ModelSpec, inputs: Int, classes: Int, batch: Int, evalBatch: Int) -> Double {
+        guard let rows = try? spec.summary(inputs: inputs, classes: classes) else { return 0 }
+        let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
+        let widths = rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
+        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + Double(batch * inputs))
     }
 
     /// A checkpoint that names its model must name this one (dfn2 checkpoints of 0.3 name none).
@@ -140,14 +178,19 @@ public final class Trainer {
         m["bntrain.data"] = config.data ?? ""
         let json = (try? JSONEncoder().encode(config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
         m["bntrain.config"] = json
+        m["bntrain.data_identity"] = dataIdentity
         return m
     }
+
+    /// Whether this run has written its checkpoint (the summary's `saved` says so only then).
+    private(set) var wroteCheckpoint = false
 
     func writeCheckpoint(_ s: TrainingState, to path: String) throws {
         do {
             try Checkpoint(network: network, spec: spec, options: config.buildOptions, metadata: checkpointMetadata(s)).write(to: path)
+            wroteCheckpoint = true
         } catch {
-            throw fail("\(error)", code: ExitStatus.cannotWrite)
+            throw fail("\(error)", code: ExitStatus.ioError)
         }
     }
 
@@ -159,7 +202,7 @@ public final class Trainer {
         let trainBatches = MinibatchSampler(split: dataset.train, indices: trainIndices, batchSize: c.batch)
         let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(c.evalBatch, valIndices.count))
         let testBatches = SequentialBatches(split: dataset.test, batchSize: min(c.evalBatch, dataset.test.count))
-        sink.emit(configRecord)
+        try sink.emit(configRecord)
         let metricsFile = try outputs.metrics.map { try MetricsFile(path: $0, resumeEpoch: resumed ? state.epoch : nil) }
         var shuffleRNG = SplitMix64(seed: 0)
         shuffleRNG.state = state.shuffleState
@@ -247,8 +290,8 @@ public final class Trainer {
             if let save = outputs.save, outputs.saveBest ? improvedVal : (epoch % outputs.saveEvery == 0 || epoch == c.epochs) {
                 try writeCheckpoint(s, to: save)
             }
-            sink.emit(record)
-            metricsFile?.append(record)
+            try sink.emit(record)
+            try metricsFile?.append(record)
         }
         var summary: [(String, Value)] = [("epochs", .int(c.epochs))]
         if let last = lastRecord {
@@ -262,8 +305,10 @@ public final class Trainer {
             ("train_seconds", .number(s.trainSeconds, digits: 3)),
             ("seconds_per_epoch", .number(s.trainSeconds / Double(max(c.epochs, 1)), digits: 4)),
         ]
-        if let save = outputs.save { summary.append(("saved", .string(save))) }
-        sink.emit(Record("summary", summary))
+        // `saved` only for a file this run wrote (--save-best writes when validation improves;
+        // a resumed run's file may hold an earlier epoch).
+        if let save = outputs.save, wroteCheckpoint { summary.append(("saved", .string(save))) }
+        try sink.emit(Record("summary", summary))
     }
 }
 

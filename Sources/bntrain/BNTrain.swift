@@ -36,7 +36,7 @@ enum Entry {
             try command.run()
             exit(0)
         } catch let f as Failure {
-            FileHandle.standardError.write(Data("bntrain: error: \(f.message)\n".utf8))
+            FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(f.message))\n".utf8))
             exit(f.code)
         } catch let TrainingStop.interrupted(signal) {
             exit(128 + signal)
@@ -52,7 +52,7 @@ enum Entry {
             let trimmed = message.hasSuffix(".") ? String(message.dropLast()) : message
             if !trimmed.isEmpty {
                 let name = type.configuration.commandName ?? "bntrain"
-                FileHandle.standardError.write(Data("bntrain: error: \(trimmed); see '\(name) --help'\n".utf8))
+                FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(trimmed)); see '\(name) --help'\n".utf8))
             }
             exit(code.rawValue)
         }
@@ -145,6 +145,9 @@ struct CheckpointOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Continue the run saved in this checkpoint: model, weights, BN statistics, epoch, generator states and configuration; --epochs is the total to reach.", valueName: "file"))
     var resume: String?
+
+    @Flag(help: "With --resume: continue even if the dataset differs from the one the checkpoint was trained on (its image counts, sizes and content digest).")
+    var allowDataChange = false
 }
 
 struct BNTrain: ParsableCommand {
@@ -207,6 +210,7 @@ struct BNTrain: ParsableCommand {
         guard c.saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1 (got \(c.saveEvery))") }
         if c.saveBest && c.save == nil { throw ValidationError("--save-best needs --save FILE") }
         if c.saveBest && (dataOptions.valSplit ?? 0) == 0 && c.resume == nil { throw ValidationError("--save-best picks the epoch by validation accuracy; add --val-split (for example 0.1)") }
+        if c.allowDataChange && c.resume == nil { throw ValidationError("--allow-data-change goes with --resume") }
         if modelOptions.initFrom != nil && c.resume != nil { throw ValidationError("--init-from and --resume both set the weights; use one") }
         if modelOptions.initFrom != nil && modelOptions.`init` != nil { throw ValidationError("--init and --init-from both set the initial weights; use one") }
         if let m = output.metrics, MetricsFile.Format(path: m) == nil { throw ValidationError("--metrics '\(m)' must end in .jsonl or .csv") }

@@ -62,18 +62,17 @@ struct EvalCommand: ParsableCommand {
         case .jsonl:
             let classes = (0..<c).map { "{\"class\":\($0),\"count\":\(counts[$0]),\"correct\":\(confusion[$0][$0]),\"acc\":\(Value.number(perClass[$0], digits: 4).json)}" }
             let rows = confusion.map { "[" + $0.map(String.init).joined(separator: ",") + "]" }
-            print(Record("eval", head).jsonLine.dropLast() + ",\"per_class\":[\(classes.joined(separator: ","))],\"confusion\":[\(rows.joined(separator: ","))]}")
+            try writeLine(Record("eval", head).jsonLine.dropLast() + ",\"per_class\":[\(classes.joined(separator: ","))],\"confusion\":[\(rows.joined(separator: ","))]}")
         case .text:
             let report = Report(format: .text)
-            report.emit(Record("eval", head))
+            try report.emit(Record("eval", head))
             for k in 0..<c {
-                report.emit(Record("class", [("class", .int(k)), ("count", .int(counts[k])), ("correct", .int(confusion[k][k])), ("acc", .number(perClass[k], digits: 4))]))
+                try report.emit(Record("class", [("class", .int(k)), ("count", .int(counts[k])), ("correct", .int(confusion[k][k])), ("acc", .number(perClass[k], digits: 4))]))
             }
             // Rows: true label; columns: predicted label.
             for k in 0..<c {
-                report.emit(Record("confusion", [("true", .int(k)), ("predicted", .string(confusion[k].map(String.init).joined(separator: ",")))]))
+                try report.emit(Record("confusion", [("true", .int(k)), ("predicted", .string(confusion[k].map(String.init).joined(separator: ",")))]))
             }
         }
-        fflush(stdout)
     }
 }

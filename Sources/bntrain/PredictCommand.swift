@@ -35,7 +35,10 @@ struct PredictCommand: ParsableCommand {
         let (_, net, stored) = try loadModel(model)
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {
-            if case .unreadable = e, !FileManager.default.fileExists(atPath: images) { throw fail("--images '\(images)' does not exist", code: ExitStatus.noInput) }
+            switch e {
+            case .unreadable, .notRegularFile: throw fail("--images: \(e.description)", code: ExitStatus.noInput)
+            default: break
+            }
             throw fail(e.description, code: ExitStatus.dataError)
         }
         guard set.featureCount == stored.inputs else {
@@ -56,9 +59,8 @@ struct PredictCommand: ParsableCommand {
                 case .csv: out += r.csvRow + "\n"
                 }
             }
-            print(out, terminator: "")
+            try writeOut(out)
             out = ""
         }
-        fflush(stdout)
     }
 }

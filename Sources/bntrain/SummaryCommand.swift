@@ -52,7 +52,7 @@ struct SummaryCommand: ParsableCommand {
                 c.model = p.name
                 let spec = try c.spec()
                 let params = try spec.summary(inputs: inputs, classes: classes).reduce(0) { $0 + $1.parameters }
-                report.emit(Record("preset", [("name", .string(p.name)), ("spec", .string(spec.canonical)), ("parameters", .int(params)), ("about", .string(p.about))]))
+                try report.emit(Record("preset", [("name", .string(p.name)), ("spec", .string(spec.canonical)), ("parameters", .int(params)), ("about", .string(p.about))]))
             }
             return
         }
@@ -66,12 +66,12 @@ struct SummaryCommand: ParsableCommand {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
         for r in rows {
-            report.emit(Record("layer", [
+            try report.emit(Record("layer", [
                 ("index", .int(r.index)), ("kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string("\(r.outputWidth)")),
                 ("parameters", .int(r.parameters)), ("flops", .int(r.flops)),
             ]))
         }
-        report.emit(Record("total", [
+        try report.emit(Record("total", [
             ("model", .string(model)), ("spec", .string(spec.canonical)), ("input", .string(image)), ("classes", .int(classes)),
             ("layers", .int(rows.count)), ("parameters", .int(rows.reduce(0) { $0 + $1.parameters })), ("flops", .int(rows.reduce(0) { $0 + $1.flops })),
         ]))

@@ -29,6 +29,7 @@ struct TrainingRun {
         outputs.saveEvery = command.checkpoints.saveEvery
         outputs.saveBest = command.checkpoints.saveBest
         outputs.metrics = command.output.metrics
+        outputs.allowDataChange = command.checkpoints.allowDataChange
         // Output paths are checked before any work, not after 20 epochs.
         for (flag, path) in [("--save", outputs.save), ("--metrics", outputs.metrics)] {
             if let path, let problem = AtomicFile.checkWritable(path) {

@@ -131,6 +131,41 @@ final class IDXTests: XCTestCase {
     }
 
     func testMissingFile() {
-        assertError({ if case .unreadable = $0 { return $0.description.contains("No such file") }; return false }, { _ = try IDX.readLabels(path: self.path("nope")) }, "missing")
+        assertError({ if case .unreadable = $0 { return $0.description.contains("it does not exist") }; return false }, { _ = try IDX.readLabels(path: self.path("nope")) }, "missing")
+    }
+
+    /// A FIFO would block forever, a folder would read as a "damaged gzip": both refused as not
+    /// regular files; a link loop and a path through a file are named as such.
+    func testNonRegularFilesAndOddPaths() throws {
+        let fifo = path("fifo")
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        assertError({ if case .notRegularFile(_, let kind) = $0 { return kind.contains("FIFO") }; return false }, { _ = try IDX.readImages(path: fifo) }, "fifo")
+        let folder = path("folder.gz")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        assertError({ if case .notRegularFile(_, let kind) = $0 { return kind == "a folder" }; return false }, { _ = try IDX.readImages(path: folder) }, "folder")
+        assertError({ if case .notRegularFile(_, let kind) = $0 { return kind.contains("character device") }; return false }, { _ = try IDX.readImages(path: "/dev/zero") }, "device")
+        let loop = path("loop")
+        XCTAssertEqual(symlink(loop, loop), 0)
+        assertError({ if case .unreadable = $0 { return $0.description.contains("loop of symbolic links") }; return false }, { _ = try IDX.readImages(path: loop) }, "loop")
+        let file = writeRaw("afile", [1, 2, 3])
+        assertError({ if case .unreadable = $0 { return $0.description.contains("is a file, not a folder") }; return false }, { _ = try IDX.readImages(path: file + "/x") }, "through a file")
+    }
+
+    /// Headers are checked before bodies: a small gzip declaring 200,000 images whose label
+    /// file declares another count is refused without inflating the images.
+    func testCountsAreCrossCheckedBeforeAnyBodyIsInflated() throws {
+        let dir = path("bomb")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // 200,000 images of 28x28 zeros: 157 MB inflated, about 150 KB compressed.
+        try IDX.writeImages([UInt8](repeating: 0, count: 200_000 * 784), count: 200_000, rows: 28, cols: 28, to: dir + "/train-images-idx3-ubyte.gz", gzip: true)
+        try IDX.writeLabels([0, 1, 0, 1], to: dir + "/train-labels-idx1-ubyte", gzip: false)
+        try IDX.writeImages([UInt8](repeating: 7, count: 4 * 784), count: 4, rows: 28, cols: 28, to: dir + "/t10k-images-idx3-ubyte", gzip: false)
+        try IDX.writeLabels([0, 1, 0, 1], to: dir + "/t10k-labels-idx1-ubyte", gzip: false)
+        let started = Date()
+        assertError({ if case .countMismatch(_, 200_000, _, 4) = $0 { return true }; return false }, { _ = try Dataset.load(DatasetFiles.locate(in: dir, hint: "")) }, "counts")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 0.5, "refused from the headers, without inflating 157 MB")
+        // Counts that agree but declare more than memory holds are refused from the headers too.
+        try IDX.writeLabels([UInt8](repeating: 1, count: 200_000), to: dir + "/train-labels-idx1-ubyte", gzip: true)
+        assertError({ if case .badHeader = $0 { return $0.description.contains("of memory") }; return false }, { _ = try Dataset.load(DatasetFiles.locate(in: dir, hint: ""), memoryLimit: 1 << 28) }, "memory")
     }
 }
