@@ -43,7 +43,7 @@ let package = Package(
             ]
         ),
         // Fuzz targets (IDX/gzip reader, checkpoint reader), shared by bnfuzz and the corpus tests.
-        .target(name: "BNFuzzTargets", dependencies: ["BNData", "BNCheckpoint", "BNCore"]),
+        .target(name: "BNFuzzTargets", dependencies: ["BNData", "BNCheckpoint", "BNCore", "BNTraining"]),
         // libFuzzer entry point (Scripts/fuzz builds it with -sanitize=fuzzer); plain builds replay files.
         .executableTarget(name: "bnfuzz", dependencies: ["BNFuzzTargets"]),
         // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).

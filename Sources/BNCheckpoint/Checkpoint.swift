@@ -294,6 +294,11 @@ public struct Checkpoint {
             let dataStart = 8 + n
             let dataCount = fileBytes - dataStart
             let (entries, metadata) = try SafeTensors.decodeHeader(try readExactly(n, at: 8), dataCount: dataCount)
+            // Tensor data is read whole: refuse what could not be held (a huge, perhaps sparse,
+            // file) from its header alone.
+            if dataCount > Memory.physicalBytes / 2 {
+                throw CheckpointError.malformed(path: path, reason: "it declares \(Memory.describe(dataCount)) of tensor data, more than half of this machine's \(Memory.describe(Memory.physicalBytes)) of memory")
+            }
             let used = entries.values.map(\.end).max() ?? 0
             if used != dataCount {
                 throw CheckpointError.malformed(path: path, reason: "its tensors use \(used) data bytes but the file holds \(dataCount) after the header; the file is damaged")

@@ -89,6 +89,11 @@ public struct Split {
     public var images: ImageSet
     public var labels: [Int32]
     public var count: Int { images.count }
+
+    public init(images: ImageSet, labels: [Int32]) {
+        self.images = images
+        self.labels = labels
+    }
 }
 
 /// A loaded, validated dataset. The class count is the largest training label plus one.
@@ -100,6 +105,14 @@ public struct Dataset {
     public var rows: Int { train.images.rows }
     public var cols: Int { train.images.cols }
     public var featureCount: Int { train.images.featureCount }
+
+    /// A dataset assembled in memory (tests, fuzzing); `load` is the validated path from files.
+    public init(files: DatasetFiles, train: Split, test: Split, classes: Int) {
+        self.files = files
+        self.train = train
+        self.test = test
+        self.classes = classes
+    }
 
     /// Reads and cross-checks all four files. First the four headers only: the image and
     /// label counts of each split must agree, train and test image sizes must match, and the

@@ -13,6 +13,13 @@ public struct ImageSet {
     public var cols: Int
     public var pixels: Matrix<Float>
     public var featureCount: Int { rows * cols }
+
+    public init(count: Int, rows: Int, cols: Int, pixels: Matrix<Float>) {
+        self.count = count
+        self.rows = rows
+        self.cols = cols
+        self.pixels = pixels
+    }
 }
 
 /// The IDX format (LeCun et al.): a big-endian header `0 0 type ndims`, then `ndims` 32-bit

@@ -1,6 +1,7 @@
 import BNCheckpoint
 import BNCore
 import BNData
+import BNTraining
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ import Glibc
 /// Each takes arbitrary bytes and must return normally (an error is a fine outcome; a trap,
 /// crash or hang is a bug).
 public enum FuzzTargets {
-    public static let names = ["idx", "checkpoint"]
+    public static let names = ["idx", "checkpoint", "resume"]
 
     /// Runs the named target on `bytes`; returns a short outcome for logs.
     @discardableResult
@@ -18,6 +19,7 @@ public enum FuzzTargets {
         switch name {
         case "idx": return idx(bytes)
         case "checkpoint": return checkpoint(bytes)
+        case "resume": return resume(bytes)
         default: return "unknown target \(name)"
         }
     }
@@ -43,15 +45,18 @@ public enum FuzzTargets {
         return outcome
     }
 
-    /// The checkpoint reader: decode, infer the architecture, build it and load the tensors,
-    /// then one forward pass.
+    /// The checkpoint reader as `eval` and `predict` use it: the file read header first
+    /// (sizes, shapes against the stored spec, then data), the model rebuilt from its spec, the
+    /// tensors loaded and validated, then one forward pass.
     public static func checkpoint(_ bytes: UnsafeRawBufferPointer) -> String {
+        let path = scratchPath + ".safetensors"
+        guard write(bytes, to: path) else { return "scratch write failed" }
+        defer { unlink(path) }
         do {
-            let (tensors, metadata) = try SafeTensors.decode(Array(bytes))
-            let c = Checkpoint(tensors: tensors, metadata: metadata)
-            let model = try c.model(path: "fuzz")
+            let c = try Checkpoint.read(path: path)
+            let model = try c.model(path: path)
             let net = try model.makeNetwork()
-            try c.load(into: net, path: "fuzz")
+            try c.load(into: net, path: path)
             let x = Matrix<Float>(rows: 2, cols: model.inputs)
             _ = net.forward(x, training: false)
             return "loaded \(model.spec)"
@@ -59,6 +64,48 @@ public enum FuzzTargets {
             return "refused: \(error)"
         }
     }
+
+    /// `--resume` as the trainer does it: the checkpoint read, its configuration decoded and
+    /// validated, its training state parsed, and a Trainer built from it over a tiny 6x6,
+    /// 4-class dataset (which checks the restored sizes, positions and generator states
+    /// against the data, loads the weights, and runs one evaluation pass).
+    public static func resume(_ bytes: UnsafeRawBufferPointer) -> String {
+        let path = scratchPath + "-resume.safetensors"
+        guard write(bytes, to: path) else { return "scratch write failed" }
+        defer { unlink(path) }
+        do {
+            let c = try Checkpoint.read(path: path)
+            guard let text = c.metadata["bntrain.config"] else { return "refused: no config" }
+            var config = try JSONDecoder().decode(RunConfig.self, from: Data(text.utf8))
+            if let problem = config.problem() { return "refused: \(problem.key.rawValue) \(problem.message)" }
+            let state = try TrainingState(metadata: c.metadata, path: path)
+            config.epochs = min(state.epoch + 1, 1_000_000)
+            config.data = "fuzz"
+            var outputs = RunOutputs()
+            outputs.allowDataChange = true  // the tiny dataset is not the one any seed was trained on
+            let trainer = try Trainer(config: config, outputs: outputs, dataset: tinyDataset, resume: (c, path), sink: RecordList(), diagnostics: { _ in })
+            let r = Evaluation.run(trainer.network, SequentialBatches(split: tinyDataset.test, batchSize: 50))
+            return "resumed \(trainer.spec) at epoch \(trainer.state.epoch) step \(trainer.state.step), test loss \(r.loss.isFinite ? "finite" : "non-finite")"
+        } catch {
+            return "refused: \(error)"
+        }
+    }
+
+    /// 6x6 images, 4 classes (class k bright in row k + 1), 100 training and 100 test images.
+    static let tinyDataset: Dataset = {
+        func split(_ n: Int, seed: UInt64) -> Split {
+            var rng = SplitMix64(seed: seed)
+            let px = Matrix<Float>(rows: n, cols: 36)
+            var labels = [Int32](repeating: 0, count: n)
+            for i in 0..<n {
+                labels[i] = Int32(i % 4)
+                for j in 0..<36 { px.data[i * 36 + j] = (j / 6 == i % 4 + 1 ? 0.8 : -0.8) + Float(rng.nextUniform() * 0.2) }
+            }
+            return Split(images: ImageSet(count: n, rows: 6, cols: 6, pixels: px), labels: labels)
+        }
+        let files = DatasetFiles(trainImages: "fuzz/train-images", trainLabels: "fuzz/train-labels", testImages: "fuzz/test-images", testLabels: "fuzz/test-labels")
+        return Dataset(files: files, train: split(100, seed: 1), test: split(100, seed: 2), classes: 4)
+    }()
 
     static let scratchPath: String = {
         let dir = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()

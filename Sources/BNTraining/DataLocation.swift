@@ -1,5 +1,8 @@
 import BNData
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Resolves `--data` to a folder: an existing path as given, or a dataset name meaning
 /// `Data/NAME`; without `--data`, `Data/mnist` when present, else `Data/fashion-mnist`.
@@ -13,6 +16,10 @@ public enum DataLocation {
         if let flag {
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: flag, isDirectory: &isDir), isDir.boolValue { return flag }
+            // Something is there (a file, a link loop): use the path as given, so the error
+            // says what it is rather than looking under Data/.
+            var st = stat()
+            if lstat(flag, &st) == 0 { return flag }
             if !flag.contains("/") { return root + "/" + flag }
             return flag
         }

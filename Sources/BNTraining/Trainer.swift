@@ -62,7 +62,9 @@ public final class Trainer {
             if let p = resume?.path, key.restoredOnResume { return "checkpoint '\(p)': its \(key.rawValue)" }
             return key.flag
         }
-        if let (key, message) = config.problem() { throw fail("\(origin(key)) \(message)", code: ExitStatus.usage) }
+        // A bad restored value is a bad checkpoint (65); a bad flag a usage error (64).
+        let code = { (key: RunConfig.CodingKeys) -> Int32 in resume != nil && key.restoredOnResume ? ExitStatus.dataError : ExitStatus.usage }
+        if let (key, message) = config.problem() { throw fail("\(origin(key)) \(message)", code: code(key)) }
         self.config = config
         self.outputs = outputs
         self.dataset = dataset
@@ -71,7 +73,7 @@ public final class Trainer {
         self.diagnostics = diagnostics
         spec = try config.spec()
         if let n = config.trainLimit, n > dataset.train.count {
-            throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: ExitStatus.usage)
+            throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: code(.trainLimit))
         }
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: config.seed, stream: "subset")
@@ -80,10 +82,10 @@ public final class Trainer {
         let subset = randomSubset(total: dataset.train.count, limit: config.trainLimit, rng: &subsetRNG)
         (trainIndices, valIndices) = validationSplit(subset, fraction: config.valSplit, rng: &valRNG)
         if trainIndices.isEmpty {
-            throw fail("\(origin(.valSplit)) \(config.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: ExitStatus.usage)
+            throw fail("\(origin(.valSplit)) \(config.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: code(.valSplit))
         }
         if config.batch > trainIndices.count {
-            throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: ExitStatus.usage)
+            throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: code(.batch))
         }
         if outputs.saveBest && valIndices.isEmpty {
             throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", code: ExitStatus.usage)

@@ -17,6 +17,22 @@ public func bnfuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> In
 }
 
 #if FUZZING
+@_silgen_name("LLVMFuzzerMutate")
+func LLVMFuzzerMutate(_ data: UnsafeMutablePointer<UInt8>?, _ size: Int, _ maxSize: Int) -> Int
+
+/// For the checkpoint targets, half the mutations edit the safetensors header as JSON
+/// (HeaderMutator); the rest, and every mutation of the idx target, are libFuzzer's own.
+@_cdecl("LLVMFuzzerCustomMutator")
+public func bnfuzzCustomMutator(_ data: UnsafeMutablePointer<UInt8>?, _ size: Int, _ maxSize: Int, _ seed: UInt32) -> Int {
+    let target = ProcessInfo.processInfo.environment["BNFUZZ_TARGET"] ?? "idx"
+    if target != "idx", seed & 1 == 0, let data,
+       let out = HeaderMutator.mutate(Array(UnsafeBufferPointer(start: data, count: size)), seed: seed >> 1, maxSize: maxSize) {
+        out.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: out.count) }
+        return out.count
+    }
+    return LLVMFuzzerMutate(data, size, maxSize)
+}
+
 // SwiftPM links an executable's entry point as `<product>_main`; hand control to libFuzzer's
 // driver from there (LLVMFuzzerRunDriver, exported by -sanitize=fuzzer's runtime).
 @_silgen_name("LLVMFuzzerRunDriver")

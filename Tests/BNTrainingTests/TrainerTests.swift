@@ -153,3 +153,23 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(try run(config("mlp", epochs: 1))[0].fields.contains { $0.0 == "hidden" }, "hidden is dfn2's only")
     }
 }
+
+/// Record values: never `-nan`, and a value can never split a line.
+final class RecordFormatTests: XCTestCase {
+    func testNonFiniteNumbersPrintWithoutSign() {
+        XCTAssertEqual(Value.number(-Double.nan, digits: 4).text, "nan")
+        XCTAssertEqual(Value.number(Double.nan, digits: 4).text, "nan")
+        XCTAssertEqual(Value.exact(-Double.nan).text, "nan")
+        XCTAssertEqual(Value.number(-Double.infinity, digits: 2).text, "-inf")
+        XCTAssertEqual(Value.number(-Double.nan, digits: 4).json, "null")
+    }
+
+    func testControlCharactersAreEscapedInEveryFormat() {
+        let v = Value.string("a\nb\rc\td\u{1b}[2Je,f")
+        for line in [v.text, v.json, v.csv, Record("config", [("data", v)]).textLine, Record("config", [("data", v)]).jsonLine] {
+            XCTAssertFalse(line.unicodeScalars.contains { $0.properties.generalCategory == .control }, line)
+        }
+        XCTAssertEqual(v.text, #""a\nb\rc\td\x1b[2Je,f""#)
+        XCTAssertEqual(escapingControlCharacters("plain"), "plain")
+    }
+}

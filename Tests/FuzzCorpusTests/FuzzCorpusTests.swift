@@ -35,9 +35,40 @@ final class FuzzCorpusTests: XCTestCase {
     func testCheckpointSeeds() throws {
         for f in try files("checkpoint") {
             let o = try outcome("checkpoint", f)
-            let valid = ["net.safetensors", "net-nobn.safetensors", "f64.safetensors"].contains(f.lastPathComponent)
+            let valid = ["net.safetensors", "net-nobn.safetensors", "f64.safetensors", "spec.safetensors"].contains(f.lastPathComponent)
             XCTAssertEqual(o.hasPrefix("loaded"), valid, "\(f.lastPathComponent): \(o)")
         }
+    }
+
+    /// Real checkpoints (0.3's dfn2, 0.4's dfn2 and a spec with BN, ReLU, dropout, LayerNorm
+    /// and tanh) resume through the whole restore path.
+    func testResumeSeeds() throws {
+        let seeds = try files("resume")
+        XCTAssertEqual(seeds.count, 3)
+        for f in seeds {
+            let o = try outcome("resume", f)
+            XCTAssertTrue(o.hasPrefix("resumed "), "\(f.lastPathComponent): \(o)")
+        }
+    }
+
+    /// The structure-aware mutator keeps the framing valid (the header length matches) and
+    /// changes the header; over many seeds the mutants reach both refusals and loads, and none
+    /// crashes either target.
+    func testHeaderMutatorKeepsFramingAndReachesTheChecks() throws {
+        let seed = [UInt8](try Data(contentsOf: corpus.appendingPathComponent("resume/spec.safetensors")))
+        var outcomes: [String: Int] = [:]
+        for s in 0..<300 {
+            guard let m = HeaderMutator.mutate(seed, seed: UInt32(s), maxSize: 1 << 20) else { return XCTFail("seed \(s): not mutated") }
+            let n = m.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+            XCTAssertLessThanOrEqual(8 + n, m.count)
+            XCTAssertNotNil(try? JSONSerialization.jsonObject(with: Data(m[8..<(8 + n)])), "seed \(s): header is JSON")
+            for target in ["checkpoint", "resume"] {
+                let o = m.withUnsafeBytes { FuzzTargets.run(target, $0) }
+                outcomes[String(o.prefix(while: { $0 != " " })), default: 0] += 1
+            }
+        }
+        XCTAssertGreaterThan(outcomes["refused:"] ?? 0, 50, "\(outcomes)")
+        XCTAssertGreaterThan((outcomes["loaded"] ?? 0) + (outcomes["resumed"] ?? 0), 50, "\(outcomes)")
     }
 
     func testCrashRegressions() throws {

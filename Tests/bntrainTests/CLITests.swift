@@ -46,6 +46,11 @@ func assertOneLineError(_ r: Run, code: Int32, mentions: [String], file: StaticS
 }
 
 func bntrain(_ args: [String], cwd: String? = nil, env: [String: String] = [:]) throws -> Run {
+    try runProgram(productsDirectory.appendingPathComponent("bntrain").path, args, cwd: cwd, env: env)
+}
+
+/// Runs any program with its output in files (see `bntrain`).
+func runProgram(_ executable: String, _ args: [String], cwd: String? = nil, env: [String: String] = [:]) throws -> Run {
     let tmp = NSTemporaryDirectory() + "bntrain-run-\(UUID().uuidString)"
     FileManager.default.createFile(atPath: tmp + ".out", contents: nil)
     FileManager.default.createFile(atPath: tmp + ".err", contents: nil)
@@ -54,7 +59,7 @@ func bntrain(_ args: [String], cwd: String? = nil, env: [String: String] = [:]) 
         try? FileManager.default.removeItem(atPath: tmp + ".err")
     }
     let p = Process()
-    p.executableURL = productsDirectory.appendingPathComponent("bntrain")
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
