@@ -125,7 +125,7 @@ public struct Checkpoint {
                 throw CheckpointError.malformed(path: path, reason: "its model spec is unusable: \(e.message)")
             }
         } else if let w1 = tensors["0.weight"], w1.shape.count == 2, tensors["fc1.weight"] == nil {
-            spec = ModelSpec(layers: [.fc(w1.shape[0]), .activation(.sigmoid)] + (tensors["2.running_mean"] != nil ? [.batchNorm] : []) + [.fc(nil)])
+            spec = ModelSpec(layers: [.fc(w1.shape[0]), .activation(.sigmoid)] + (tensors["2.weight"]?.shape.count == 1 ? [.batchNorm] : []) + [.fc(nil)])
         } else {
             throw CheckpointError.malformed(path: path, reason: "no '\(Checkpoint.modelKey)' metadata and no dfn2 tensors (fc1.weight); not written by bntrain")
         }
