@@ -66,6 +66,11 @@ public struct Checkpoint {
     public var metadata: [String: String]
 
     public static let modelKey = "bntrain.model"
+    /// Tensors under this prefix hold the optimizer's state: `optimizer.step` (I64), and per
+    /// parameter `optimizer.PARAM.momentum_buffer` (SGD, RMSprop with momentum),
+    /// `optimizer.PARAM.exp_avg` and `.exp_avg_sq` (Adam, AdamW), `optimizer.PARAM.square_avg`
+    /// (RMSprop), each in the parameter's logical shape.
+    public static let optimizerPrefix = "optimizer."
     public static let eps = "bntrain.bn_eps"
     public static let momentum = "bntrain.bn_momentum"
     public static let runningVar = "bntrain.bn_running_var"
@@ -77,7 +82,7 @@ public struct Checkpoint {
 
     /// Captures every parameter and buffer of `network` (plus each BN layer's step count),
     /// the model spec and the BN settings.
-    public init(network: Network<Float>, spec: ModelSpec, options: BuildOptions, metadata: [String: String]) {
+    public init(network: Network<Float>, spec: ModelSpec, options: BuildOptions, metadata: [String: String], optimizer: (any Optimizer<Float>)? = nil) {
         var t: [String: SafeTensors.Tensor] = [:]
         for p in network.parameters {
             t[p.name] = p.storedTransposed
@@ -86,6 +91,17 @@ public struct Checkpoint {
         }
         for b in network.buffers { t[b.name] = SafeTensors.Tensor(floats: UnsafeBufferPointer(b.value.buffer), shape: b.shape) }
         for bn in network.batchNorms { t["\(bn.name).num_batches_tracked"] = SafeTensors.Tensor(int64: Int64(bn.batchesTracked)) }
+        if let optimizer {
+            let shapes = Dictionary(uniqueKeysWithValues: network.parameters.map { ($0.name, $0.shape) })
+            for (name, values) in optimizer.state(network.parameters) {
+                if name == "step" {
+                    t[Checkpoint.optimizerPrefix + name] = SafeTensors.Tensor(int64: Int64(values[0]))
+                } else {
+                    let param = String(name[..<name.lastIndex(of: ".")!])
+                    t[Checkpoint.optimizerPrefix + name] = values.withUnsafeBufferPointer { SafeTensors.Tensor(floats: $0, shape: shapes[param] ?? [values.count]) }
+                }
+            }
+        }
         var m = metadata
         m["format"] = "pt"  // the safetensors convention for PyTorch state dicts
         m[Checkpoint.modelKey] = spec.canonical
@@ -193,7 +209,8 @@ public struct Checkpoint {
             throw CheckpointError.malformed(path: path, reason: e.message)
         }
         let names = Set(expected.map(\.name))
-        if let extra = tensors.keys.sorted().first(where: { !names.contains($0) }) {
+        // Optimizer state (`optimizer.*`) is checked by the optimizer that loads it.
+        if let extra = tensors.keys.sorted().first(where: { !names.contains($0) && !$0.hasPrefix(Checkpoint.optimizerPrefix) }) {
             throw CheckpointError.unexpectedTensor(path: path, name: extra)
         }
         for e in expected {
@@ -207,6 +224,27 @@ public struct Checkpoint {
         }
     }
 
+    /// Restores `optimizer`'s state from the `optimizer.*` tensors (their sizes and values
+    /// checked by the optimizer).
+    public func loadOptimizer(_ optimizer: any Optimizer<Float>, network: Network<Float>, path: String) throws {
+        var state: [String: [Float]] = [:]
+        for (name, t) in tensors where name.hasPrefix(Checkpoint.optimizerPrefix) {
+            let key = String(name.dropFirst(Checkpoint.optimizerPrefix.count))
+            if key == "step" {
+                guard let n = t.int64Scalar(), n >= 0 else { throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' must hold one non-negative integer") }
+                state[key] = [Float(n)]
+            } else {
+                guard t.dtype != .i64 else { throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' is I64; it must be F32 or F64") }
+                state[key] = t.floats()
+            }
+        }
+        // Plain SGD keeps no state; a checkpoint of it has none to restore.
+        if state.isEmpty && optimizer.state(network.parameters).isEmpty { return }
+        do { try optimizer.load(state: state, network.parameters) } catch let e as OptimizerStateError {
+            throw CheckpointError.malformed(path: path, reason: e.message + " (was it saved with another --optimizer?)")
+        }
+    }
+
     /// Copies the tensors into `network`, checking that every one it needs is present with its
     /// exact shape and that none is left over (a tensor the model has no place for means the
     /// file describes another model). `requireBuffers: false` lets weights without BN
@@ -216,7 +254,7 @@ public struct Checkpoint {
         let tensors = normalizedTensors
         var expected = Set(network.parameters.map(\.name) + network.buffers.map(\.name))
         for bn in network.batchNorms { expected.insert("\(bn.name).num_batches_tracked") }
-        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) }) {
+        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) && !$0.hasPrefix(Checkpoint.optimizerPrefix) }) {
             throw CheckpointError.unexpectedTensor(path: path, name: extra)
         }
         func checked(_ name: String, shape: [Int], required: Bool) throws -> SafeTensors.Tensor? {

@@ -23,6 +23,30 @@ public struct RunConfig: Equatable, Sendable {
     public var epochs = 20
     public var batch = 64
     public var lr = 0.01
+    /// The optimizer and its settings (torch.optim's formulas; see `Optimizer.swift`).
+    public var optimizer = OptimizerSettings.Kind.sgd
+    public var momentum = 0.0
+    public var nesterov = false
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var adamEps = 1e-8
+    public var alpha = 0.99
+    public var weightDecay = 0.0
+    public var decayScope = WeightDecayScope.all
+    /// Learning-rate schedule (see `LRSchedule`).
+    public var lrSchedule = LRSchedule.Kind.constant
+    public var lrStepEpochs = 10
+    public var lrGamma = 0.1
+    public var lrMin = 0.0
+    public var warmupEpochs = 0.0
+    public var lrPatience = 10
+    public var lrFactor = 0.1
+    /// Early stopping: 0 is off.
+    public var earlyStop = 0
+    public var monitor = EarlyStopping.Monitor.valLoss
+    public var minDelta = 0.0
+    /// Global gradient-norm clipping: 0 is off.
+    public var clipGradNorm = 0.0
     /// dfn2's hidden width (`nil`: 200). Not used by other models.
     public var hidden: Int?
     public var trainLimit: Int?
@@ -42,7 +66,11 @@ public struct RunConfig: Equatable, Sendable {
     public init() {}
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
-        case data, model, epochs, batch, lr, hidden
+        case data, model, epochs, batch, lr
+        case optimizer, momentum, nesterov, beta1, beta2, adamEps = "adam_eps", alpha, weightDecay = "weight_decay", decayScope = "decay"
+        case lrSchedule = "lr_schedule", lrStepEpochs = "lr_step_epochs", lrGamma = "lr_gamma", lrMin = "lr_min", warmupEpochs = "warmup_epochs"
+        case lrPatience = "lr_patience", lrFactor = "lr_factor", earlyStop = "early_stop", monitor, minDelta = "min_delta", clipGradNorm = "clip_grad_norm"
+        case hidden
         case trainLimit = "train_limit", valSplit = "val_split", shuffle
         case batchNorm = "batchnorm", bnMomentum = "bn_momentum", bnEps = "bn_eps", bnRunningVar = "bn_running_var"
         case initialization = "init", seed, threads, evalBatch = "eval_batch"
@@ -73,6 +101,25 @@ public struct RunConfig: Equatable, Sendable {
         return batchNorm ? s : s.removingBatchNorm()
     }
 
+    public var optimizerSettings: OptimizerSettings {
+        var o = OptimizerSettings()
+        o.kind = optimizer
+        o.learningRate = lr
+        o.momentum = momentum
+        o.nesterov = nesterov
+        o.beta1 = beta1
+        o.beta2 = beta2
+        o.eps = adamEps
+        o.alpha = alpha
+        o.weightDecay = weightDecay
+        o.decayScope = decayScope
+        return o
+    }
+
+    public var schedule: LRSchedule {
+        LRSchedule(kind: lrSchedule, baseLR: lr, stepEpochs: lrStepEpochs, gamma: lrGamma, minLR: lrMin, warmupEpochs: warmupEpochs, patience: lrPatience, factor: lrFactor)
+    }
+
     public var buildOptions: BuildOptions {
         BuildOptions(bnMomentum: bnMomentum, bnEps: bnEps, runningVariance: bnRunningVar, initializer: Initializer(rawValue: initialization) ?? .glorot)
     }
@@ -89,6 +136,31 @@ public struct RunConfig: Equatable, Sendable {
         if epochs < 1 || epochs > 1_000_000 { return p(.epochs, "must be from 1 to 1000000 (got \(epochs))") }
         if batch < 1 || batch > 1 << 24 { return p(.batch, "must be from 1 to \(1 << 24) (got \(batch))") }
         if !(lr.isFinite && lr > 0) { return p(.lr, "must be a positive finite number (got \(lr))") }
+        let d = RunConfig()
+        let sgdLike = optimizer == .sgd || optimizer == .rmsprop, adamLike = optimizer == .adam || optimizer == .adamw
+        if !(momentum >= 0 && momentum < 1) { return p(.momentum, "must be in [0, 1) (got \(momentum))") }
+        if momentum != d.momentum && !sgdLike { return p(.momentum, "applies to --optimizer sgd and rmsprop, not \(optimizer.rawValue)") }
+        if nesterov && !(optimizer == .sgd && momentum > 0) { return p(.nesterov, "needs --optimizer sgd with --momentum above 0 (as torch.optim.SGD)") }
+        if !(beta1 >= 0 && beta1 < 1) { return p(.beta1, "must be in [0, 1) (got \(beta1))") }
+        if !(beta2 >= 0 && beta2 < 1) { return p(.beta2, "must be in [0, 1) (got \(beta2))") }
+        if (beta1 != d.beta1 || beta2 != d.beta2) && !adamLike { return p(beta1 != d.beta1 ? .beta1 : .beta2, "applies to --optimizer adam and adamw, not \(optimizer.rawValue)") }
+        if !(adamEps.isFinite && adamEps > 0) { return p(.adamEps, "must be a positive finite number (got \(adamEps))") }
+        if adamEps != d.adamEps && optimizer == .sgd { return p(.adamEps, "applies to --optimizer adam, adamw and rmsprop, not sgd") }
+        if !(alpha >= 0 && alpha < 1) { return p(.alpha, "must be in [0, 1) (got \(alpha))") }
+        if alpha != d.alpha && optimizer != .rmsprop { return p(.alpha, "applies to --optimizer rmsprop, not \(optimizer.rawValue)") }
+        if !(weightDecay.isFinite && weightDecay >= 0) { return p(.weightDecay, "must be a non-negative finite number (got \(weightDecay))") }
+        if lrStepEpochs < 1 || lrStepEpochs > 1_000_000 { return p(.lrStepEpochs, "must be from 1 to 1000000 (got \(lrStepEpochs))") }
+        if !(lrGamma > 0 && lrGamma <= 1) { return p(.lrGamma, "must be in (0, 1] (got \(lrGamma))") }
+        if !(lrMin.isFinite && lrMin >= 0 && lrMin <= lr) { return p(.lrMin, "must be from 0 to --lr (got \(lrMin))") }
+        if !(warmupEpochs.isFinite && warmupEpochs >= 0 && warmupEpochs <= 1_000_000) { return p(.warmupEpochs, "must be from 0 to 1000000 (got \(warmupEpochs))") }
+        if lrPatience < 0 || lrPatience > 1_000_000 { return p(.lrPatience, "must be from 0 to 1000000 (got \(lrPatience))") }
+        if !(lrFactor > 0 && lrFactor < 1) { return p(.lrFactor, "must be in (0, 1) (got \(lrFactor))") }
+        if earlyStop < 0 || earlyStop > 1_000_000 { return p(.earlyStop, "must be from 0 (off) to 1000000 (got \(earlyStop))") }
+        if !(minDelta.isFinite && minDelta >= 0) { return p(.minDelta, "must be a non-negative finite number (got \(minDelta))") }
+        if !(clipGradNorm.isFinite && clipGradNorm >= 0) { return p(.clipGradNorm, "must be a non-negative finite number, 0 for off (got \(clipGradNorm))") }
+        // The test set never steers training: plateau and early stopping watch validation data.
+        if lrSchedule == .plateau && valSplit == 0 { return p(.lrSchedule, "plateau reduces the rate when the validation loss stalls; add --val-split (for example 0.1)") }
+        if earlyStop > 0 && valSplit == 0 { return p(.earlyStop, "stops when the validation \(monitor == .valLoss ? "loss" : "accuracy") stalls; add --val-split (for example 0.1)") }
         if let h = hidden, h < 1 || h > ModelSpec.maxWidth { return p(.hidden, "must be from 1 to \(ModelSpec.maxWidth) (got \(h))") }
         if let n = trainLimit, n < 1 { return p(.trainLimit, "must be at least 1 (got \(n))") }
         if !(valSplit >= 0 && valSplit < 1) { return p(.valSplit, "must be in [0, 1) (got \(valSplit)); 0.1 holds out a tenth") }
@@ -160,6 +232,35 @@ extension RunConfig: Codable {
         try c.encode(epochs, forKey: .epochs)
         try c.encode(batch, forKey: .batch)
         try c.encode(lr, forKey: .lr)
+        // The optimizer's and schedule's settings, each where it applies.
+        try c.encode(optimizer.rawValue, forKey: .optimizer)
+        if optimizer == .sgd || optimizer == .rmsprop { try c.encode(momentum, forKey: .momentum) }
+        if optimizer == .sgd { try c.encode(nesterov ? "on" : "off", forKey: .nesterov) }
+        if optimizer == .adam || optimizer == .adamw {
+            try c.encode(beta1, forKey: .beta1)
+            try c.encode(beta2, forKey: .beta2)
+        }
+        if optimizer != .sgd { try c.encode(adamEps, forKey: .adamEps) }
+        if optimizer == .rmsprop { try c.encode(alpha, forKey: .alpha) }
+        try c.encode(weightDecay, forKey: .weightDecay)
+        if weightDecay > 0 { try c.encode(decayScope.rawValue, forKey: .decayScope) }
+        try c.encode(lrSchedule.rawValue, forKey: .lrSchedule)
+        if lrSchedule == .step {
+            try c.encode(lrStepEpochs, forKey: .lrStepEpochs)
+            try c.encode(lrGamma, forKey: .lrGamma)
+        }
+        if lrSchedule == .cosine || lrSchedule == .plateau { try c.encode(lrMin, forKey: .lrMin) }
+        try c.encode(warmupEpochs, forKey: .warmupEpochs)
+        if lrSchedule == .plateau {
+            try c.encode(lrPatience, forKey: .lrPatience)
+            try c.encode(lrFactor, forKey: .lrFactor)
+        }
+        try c.encode(earlyStop, forKey: .earlyStop)
+        if earlyStop > 0 {
+            try c.encode(monitor.rawValue, forKey: .monitor)
+            try c.encode(minDelta, forKey: .minDelta)
+        }
+        try c.encode(clipGradNorm, forKey: .clipGradNorm)
         if model == "dfn2" { try c.encode(hidden ?? ModelSpec.defaultHidden, forKey: .hidden) } else { try c.encodeIfPresent(hidden, forKey: .hidden) }
         if let n = trainLimit { try c.encode(n, forKey: .trainLimit) } else { try c.encode("all", forKey: .trainLimit) }
         try c.encode(valSplit, forKey: .valSplit)
@@ -186,6 +287,34 @@ extension RunConfig: Codable {
         epochs = try c.decodeIfPresent(Int.self, forKey: .epochs) ?? epochs
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? batch
         lr = try c.decodeIfPresent(Double.self, forKey: .lr) ?? lr
+        func decodeEnum<E: RawRepresentable>(_ key: CodingKeys, _ current: E) throws -> E where E.RawValue == String {
+            guard let s = try c.decodeIfPresent(String.self, forKey: key) else { return current }
+            guard let v = E(rawValue: s) else { throw bad(key, "is '\(s)', not a known value") }
+            return v
+        }
+        optimizer = try decodeEnum(.optimizer, optimizer)
+        momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
+        if let s = try c.decodeIfPresent(String.self, forKey: .nesterov) {
+            guard s == "on" || s == "off" else { throw bad(.nesterov, "is '\(s)', expected on or off") }
+            nesterov = s == "on"
+        }
+        beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? beta1
+        beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? beta2
+        adamEps = try c.decodeIfPresent(Double.self, forKey: .adamEps) ?? adamEps
+        alpha = try c.decodeIfPresent(Double.self, forKey: .alpha) ?? alpha
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? weightDecay
+        decayScope = try decodeEnum(.decayScope, decayScope)
+        lrSchedule = try decodeEnum(.lrSchedule, lrSchedule)
+        lrStepEpochs = try c.decodeIfPresent(Int.self, forKey: .lrStepEpochs) ?? lrStepEpochs
+        lrGamma = try c.decodeIfPresent(Double.self, forKey: .lrGamma) ?? lrGamma
+        lrMin = try c.decodeIfPresent(Double.self, forKey: .lrMin) ?? lrMin
+        warmupEpochs = try c.decodeIfPresent(Double.self, forKey: .warmupEpochs) ?? warmupEpochs
+        lrPatience = try c.decodeIfPresent(Int.self, forKey: .lrPatience) ?? lrPatience
+        lrFactor = try c.decodeIfPresent(Double.self, forKey: .lrFactor) ?? lrFactor
+        earlyStop = try c.decodeIfPresent(Int.self, forKey: .earlyStop) ?? earlyStop
+        monitor = try decodeEnum(.monitor, monitor)
+        minDelta = try c.decodeIfPresent(Double.self, forKey: .minDelta) ?? minDelta
+        clipGradNorm = try c.decodeIfPresent(Double.self, forKey: .clipGradNorm) ?? clipGradNorm
         hidden = try c.decodeIfPresent(Int.self, forKey: .hidden)
         if model == "dfn2" && hidden == ModelSpec.defaultHidden { hidden = nil }
         if let s = try? c.decodeIfPresent(String.self, forKey: .trainLimit) {

@@ -106,7 +106,7 @@ public final class Trainer {
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
-        optimizer = SGD<Float>(learningRate: Float(config.lr))
+        optimizer = config.optimizerSettings.make(Float.self)
         state = TrainingState()
         state.shuffleState = SplitMix64(seed: config.seed, stream: "shuffle").state
         state.dropoutState = network.randomStream.generator.state
@@ -119,6 +119,7 @@ public final class Trainer {
                 if c.metadata["bntrain.dropout_rng"] == nil { s.dropoutState = state.dropoutState }
                 state = s
                 network.randomStream.generator.state = state.dropoutState
+                try c.loadOptimizer(optimizer, network: network, path: path)
                 if let saved = c.metadata["bntrain.data_identity"], saved != dataIdentity, !outputs.allowDataChange {
                     throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", code: ExitStatus.usage)
                 }
@@ -189,7 +190,7 @@ public final class Trainer {
 
     func writeCheckpoint(_ s: TrainingState, to path: String) throws {
         do {
-            try Checkpoint(network: network, spec: spec, options: config.buildOptions, metadata: checkpointMetadata(s)).write(to: path)
+            try Checkpoint(network: network, spec: spec, options: config.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer).write(to: path)
             wroteCheckpoint = true
         } catch {
             throw fail("\(error)", code: ExitStatus.ioError)
@@ -210,12 +211,27 @@ public final class Trainer {
         shuffleRNG.state = state.shuffleState
         var lastRecord: Record?
         var s = state
+        var schedule = c.schedule
+        schedule.plateauLR = s.plateauLR ?? c.lr
+        schedule.plateauBest = s.plateauBest
+        schedule.plateauBadEpochs = s.plateauBadEpochs
+        var early = c.earlyStop > 0 ? EarlyStopping(patience: c.earlyStop, monitor: c.monitor, minDelta: c.minDelta) : nil
+        early?.best = s.earlyBest
+        early?.bestEpoch = s.earlyBestEpoch
+        early?.badEpochs = s.earlyBadEpochs
+        var stoppedEarly = false
+        // Rates that change within an epoch (warmup) are set every step; others once an epoch.
+        let perStepRate = c.warmupEpochs > 0
+        let clip: Float? = c.clipGradNorm > 0 ? Float(c.clipGradNorm) : nil
         let firstEpoch = s.epoch + 1
         for epoch in firstEpoch...c.epochs {
             let started = clock.now
             let epochRNGState = shuffleRNG.state
             if c.shuffle == .epoch { trainBatches.shuffle(rng: &shuffleRNG) }
             var lossSum = s.partialLossSum, seen = s.step * c.batch
+            let steps = trainBatches.batchCount
+            var rate = schedule.rate(completed: epoch - 1, step: s.step, stepsPerEpoch: steps, totalEpochs: c.epochs)
+            optimizer.learningRate = Float(rate)
             let startStep = s.step
             s.step = 0
             s.partialLossSum = 0
@@ -245,7 +261,11 @@ public final class Trainer {
                     throw TrainingStop.interrupted(signal: sig)
                 }
                 let n = trainBatches.fill(batch: b)
-                let loss = network.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: optimizer)
+                if perStepRate {
+                    rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
+                    optimizer.learningRate = Float(rate)
+                }
+                let loss = network.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: optimizer, clipNorm: clip)
                 guard loss.isFinite else {
                     progress?.clear()
                     throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(trainBatches.batchCount); try a smaller --lr (now \(c.lr))", code: ExitStatus.diverged)
@@ -261,7 +281,7 @@ public final class Trainer {
 
             var fields: [(String, Value)] = [
                 ("epoch", .int(epoch)), ("train_loss", .number(trainLoss, digits: 6)),
-                ("loss_change", .number(s.previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)),
+                ("loss_change", .number(s.previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)), ("lr", .exact(rate)),
             ]
             var improvedVal = false
             if let valBatches {
@@ -269,7 +289,15 @@ public final class Trainer {
                 fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
                 if v.accuracy > s.bestValAccuracy {
                     (s.bestValAccuracy, s.bestValEpoch) = (v.accuracy, epoch)
-                    improvedVal = true
+                    improvedVal = early == nil
+                }
+                // Validation (never test) data steers the schedule and early stopping; with
+                // early stopping, --save-best keeps the epoch best by its monitor.
+                schedule.endEpoch(validationLoss: v.loss)
+                if var e = early {
+                    stoppedEarly = e.update(epoch: epoch, loss: v.loss, accuracy: v.accuracy)
+                    improvedVal = e.bestEpoch == epoch
+                    early = e
                 }
             }
             let testStarted = clock.now
@@ -287,25 +315,37 @@ public final class Trainer {
             s.shuffleState = shuffleRNG.state
             s.dropoutState = network.randomStream.generator.state
             s.lastRecordJSON = record.jsonLine
+            s.plateauLR = c.lrSchedule == .plateau ? schedule.plateauLR : nil
+            s.plateauBest = schedule.plateauBest
+            s.plateauBadEpochs = schedule.plateauBadEpochs
+            s.earlyBest = early?.best
+            s.earlyBestEpoch = early?.bestEpoch ?? 0
+            s.earlyBadEpochs = early?.badEpochs ?? 0
             state = s
 
-            if let save = outputs.save, outputs.saveBest ? improvedVal : (epoch % outputs.saveEvery == 0 || epoch == c.epochs) {
+            if let save = outputs.save, outputs.saveBest ? improvedVal : (epoch % outputs.saveEvery == 0 || epoch == c.epochs || stoppedEarly) {
                 try writeCheckpoint(s, to: save)
             }
             try sink.emit(record)
             try metricsFile?.append(record)
+            if stoppedEarly { break }
         }
-        var summary: [(String, Value)] = [("epochs", .int(c.epochs))]
+        var summary: [(String, Value)] = [("epochs", .int(s.epoch))]
         if let last = lastRecord {
             summary += [
                 ("final_train_loss", last["train_loss"]!), ("final_test_loss", last["test_loss"]!), ("final_test_acc", last["test_acc"]!),
             ]
         }
         if valBatches != nil { summary += [("best_val_acc", .number(s.bestValAccuracy, digits: 4)), ("best_val_epoch", .int(s.bestValEpoch))] }
+        // Why the run ended: all its epochs, or early stopping (with the monitor's best epoch).
+        summary.append(("stopped", .string(stoppedEarly ? "early_stop" : "completed")))
+        if let e = early {
+            summary += [("monitor", .string(e.monitor.rawValue)), ("monitor_best", .number(e.best ?? .nan, digits: e.monitor == .valLoss ? 6 : 4)), ("monitor_best_epoch", .int(e.bestEpoch))]
+        }
         summary += [
             ("best_test_acc", .number(s.bestTestAccuracy, digits: 4)), ("best_epoch", .int(s.bestTestEpoch)),
             ("train_seconds", .number(s.trainSeconds, digits: 3)),
-            ("seconds_per_epoch", .number(s.trainSeconds / Double(max(c.epochs, 1)), digits: 4)),
+            ("seconds_per_epoch", .number(s.trainSeconds / Double(max(s.epoch, 1)), digits: 4)),
         ]
         // `saved` only for a file this run wrote (--save-best writes when validation improves;
         // a resumed run's file may hold an earlier epoch).

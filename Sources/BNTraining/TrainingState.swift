@@ -23,6 +23,14 @@ public struct TrainingState: Equatable, Sendable {
     public var trainSeconds = 0.0
     /// The last epoch record, as a JSON line (informational).
     public var lastRecordJSON: String?
+    /// Plateau schedule: the rate in force, the best validation loss, epochs without improvement.
+    public var plateauLR: Double?
+    public var plateauBest: Double?
+    public var plateauBadEpochs = 0
+    /// Early stopping: the best monitored value, its epoch, epochs without improvement.
+    public var earlyBest: Double?
+    public var earlyBestEpoch = 0
+    public var earlyBadEpochs = 0
 
     public init() {}
 
@@ -36,6 +44,12 @@ public struct TrainingState: Equatable, Sendable {
         ]
         if let previousLoss { m["bntrain.prev_train_loss"] = "\(previousLoss)" }
         if let lastRecordJSON { m["bntrain.metrics"] = lastRecordJSON }
+        if let plateauLR { m["bntrain.plateau_lr"] = "\(plateauLR)" }
+        if let plateauBest { m["bntrain.plateau_best"] = "\(plateauBest)" }
+        m["bntrain.plateau_bad_epochs"] = "\(plateauBadEpochs)"
+        if let earlyBest { m["bntrain.early_best"] = "\(earlyBest)" }
+        m["bntrain.early_best_epoch"] = "\(earlyBestEpoch)"
+        m["bntrain.early_bad_epochs"] = "\(earlyBadEpochs)"
         return m
     }
 
@@ -79,5 +93,11 @@ public struct TrainingState: Equatable, Sendable {
         bestTestEpoch = try int("bntrain.best_test_epoch", range: 0...epoch) ?? 0
         trainSeconds = try double("bntrain.train_seconds", range: 0...Double.greatestFiniteMagnitude) ?? 0
         lastRecordJSON = m["bntrain.metrics"]
+        plateauLR = try double("bntrain.plateau_lr", range: 0...Double.greatestFiniteMagnitude)
+        plateauBest = try double("bntrain.plateau_best", range: 0...Double.greatestFiniteMagnitude)
+        plateauBadEpochs = try int("bntrain.plateau_bad_epochs", range: 0...maxEpoch) ?? 0
+        earlyBest = try double("bntrain.early_best", range: 0...Double.greatestFiniteMagnitude)
+        earlyBestEpoch = try int("bntrain.early_best_epoch", range: 0...epoch) ?? 0
+        earlyBadEpochs = try int("bntrain.early_bad_epochs", range: 0...maxEpoch) ?? 0
     }
 }

@@ -8,6 +8,10 @@ import Foundation
 extension Initializer: ExpressibleByArgument {}
 extension BatchNorm1D.RunningVariance: ExpressibleByArgument {}
 extension ShuffleMode: ExpressibleByArgument {}
+extension OptimizerSettings.Kind: ExpressibleByArgument {}
+extension WeightDecayScope: ExpressibleByArgument {}
+extension LRSchedule.Kind: ExpressibleByArgument {}
+extension EarlyStopping.Monitor: ExpressibleByArgument {}
 extension LogFormat: ExpressibleByArgument {}
 extension ReportFormat: ExpressibleByArgument {}
 
@@ -95,7 +99,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Minibatch size (the last batch of an epoch may be smaller). Default: \(defaults.batch).")
     var batch: Int?
 
-    @Option(help: "SGD learning rate. Default: \(defaults.lr).")
+    @Option(help: "Learning rate (the schedule's starting rate). Default: \(defaults.lr).")
     var lr: Double?
 
     @Option(help: "Seed for the subset, validation split, weight initialisation, shuffling and dropout (independent streams). Default: \(defaults.seed).")
@@ -103,6 +107,70 @@ struct TrainingOptions: ParsableArguments {
 
     @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see the README). Default: 1.")
     var threads: Int?
+}
+
+struct OptimizerOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (README: Optimizers). Default: sgd.", valueName: "sgd|adam|adamw|rmsprop"))
+    var optimizer: OptimizerSettings.Kind?
+
+    @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: 0.")
+    var momentum: Double?
+
+    @Flag(help: "Nesterov momentum (sgd with --momentum above 0).")
+    var nesterov = false
+
+    @Option(help: "Adam/AdamW decay of the first moment. Default: 0.9.")
+    var beta1: Double?
+
+    @Option(help: "Adam/AdamW decay of the second moment. Default: 0.999.")
+    var beta2: Double?
+
+    @Option(help: "Epsilon of adam, adamw and rmsprop. Default: 1e-08.")
+    var adamEps: Double?
+
+    @Option(help: "RMSprop smoothing of the squared-gradient average. Default: 0.99.")
+    var alpha: Double?
+
+    @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: 0.")
+    var weightDecay: Double?
+
+    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights only; biases and BN/LayerNorm parameters exempt). Default: all.", valueName: "all|weights"))
+    var decay: WeightDecayScope?
+
+    @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: 0.")
+    var clipGradNorm: Double?
+}
+
+struct ScheduleOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Learning-rate schedule, stepped per epoch: constant, step (StepLR), cosine (CosineAnnealingLR over --epochs) or plateau (ReduceLROnPlateau on the validation loss; needs --val-split). Default: constant.", valueName: "constant|step|cosine|plateau"))
+    var lrSchedule: LRSchedule.Kind?
+
+    @Option(help: "step: multiply the rate by --lr-gamma every N epochs. Default: 10.")
+    var lrStepEpochs: Int?
+
+    @Option(help: "step: the factor. Default: 0.1.")
+    var lrGamma: Double?
+
+    @Option(help: "cosine and plateau: the lowest rate. Default: 0.")
+    var lrMin: Double?
+
+    @Option(help: "Linear warmup over this many epochs, per step, from lr/(steps of the warmup) to the scheduled rate. Default: 0.")
+    var warmupEpochs: Double?
+
+    @Option(help: "plateau: epochs without improvement before the rate is reduced. Default: 10.")
+    var lrPatience: Int?
+
+    @Option(help: "plateau: the factor. Default: 0.1.")
+    var lrFactor: Double?
+
+    @Option(help: "Stop after N epochs without a validation improvement (needs --val-split); 0 is off. Default: 0.")
+    var earlyStop: Int?
+
+    @Option(help: ArgumentHelp("What early stopping (and --save-best with it) watches. Default: val_loss.", valueName: "val_loss|val_acc"))
+    var monitor: EarlyStopping.Monitor?
+
+    @Option(help: "Early stopping: the smallest change that counts as an improvement. Default: 0.")
+    var minDelta: Double?
 }
 
 struct DataOptions: ParsableArguments {
@@ -170,6 +238,8 @@ struct BNTrain: ParsableCommand {
 
     @OptionGroup(title: "Model") var modelOptions: ModelOptions
     @OptionGroup(title: "Training") var training: TrainingOptions
+    @OptionGroup(title: "Optimizer") var optimizerOptions: OptimizerOptions
+    @OptionGroup(title: "Schedule and stopping") var scheduleOptions: ScheduleOptions
     @OptionGroup(title: "Data") var dataOptions: DataOptions
     @OptionGroup(title: "Output") var output: OutputOptions
     @OptionGroup(title: "Checkpoints") var checkpoints: CheckpointOptions
@@ -185,6 +255,27 @@ struct BNTrain: ParsableCommand {
         if let v = t.epochs { s.append(S(.epochs) { $0.epochs = v }) }
         if let v = t.batch { s.append(S(.batch) { $0.batch = v }) }
         if let v = t.lr { s.append(S(.lr) { $0.lr = v }) }
+        let o = optimizerOptions, sc = scheduleOptions
+        if let v = o.optimizer { s.append(S(.optimizer) { $0.optimizer = v }) }
+        if let v = o.momentum { s.append(S(.momentum) { $0.momentum = v }) }
+        if o.nesterov { s.append(S(.nesterov) { $0.nesterov = true }) }
+        if let v = o.beta1 { s.append(S(.beta1) { $0.beta1 = v }) }
+        if let v = o.beta2 { s.append(S(.beta2) { $0.beta2 = v }) }
+        if let v = o.adamEps { s.append(S(.adamEps) { $0.adamEps = v }) }
+        if let v = o.alpha { s.append(S(.alpha) { $0.alpha = v }) }
+        if let v = o.weightDecay { s.append(S(.weightDecay) { $0.weightDecay = v }) }
+        if let v = o.decay { s.append(S(.decayScope) { $0.decayScope = v }) }
+        if let v = sc.lrSchedule { s.append(S(.lrSchedule) { $0.lrSchedule = v }) }
+        if let v = sc.lrStepEpochs { s.append(S(.lrStepEpochs) { $0.lrStepEpochs = v }) }
+        if let v = sc.lrGamma { s.append(S(.lrGamma) { $0.lrGamma = v }) }
+        if let v = sc.lrMin { s.append(S(.lrMin) { $0.lrMin = v }) }
+        if let v = sc.warmupEpochs { s.append(S(.warmupEpochs) { $0.warmupEpochs = v }) }
+        if let v = sc.lrPatience { s.append(S(.lrPatience) { $0.lrPatience = v }) }
+        if let v = sc.lrFactor { s.append(S(.lrFactor) { $0.lrFactor = v }) }
+        if let v = sc.earlyStop { s.append(S(.earlyStop) { $0.earlyStop = v }) }
+        if let v = sc.monitor { s.append(S(.monitor) { $0.monitor = v }) }
+        if let v = sc.minDelta { s.append(S(.minDelta) { $0.minDelta = v }) }
+        if let v = o.clipGradNorm { s.append(S(.clipGradNorm) { $0.clipGradNorm = v }) }
         if let v = m.hidden { s.append(S(.hidden) { $0.hidden = v }) }
         if let v = d.trainLimit { s.append(S(.trainLimit) { $0.trainLimit = v }) }
         if let v = d.valSplit { s.append(S(.valSplit) { $0.valSplit = v }) }

@@ -147,7 +147,8 @@ final class TrainerTests: XCTestCase {
         let keys = records[0].fields.map(\.0)
         XCTAssertEqual(keys, [
             "version", "data", "train_images", "test_images", "image", "classes", "train", "val", "test",
-            "model", "epochs", "batch", "lr", "hidden", "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum",
+            "model", "epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "lr_schedule", "warmup_epochs",
+            "early_stop", "clip_grad_norm", "hidden", "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum",
             "bn_eps", "bn_running_var", "init", "seed", "threads", "spec", "parameters", "blas_core", "load_seconds",
         ])
         XCTAssertFalse(try run(config("mlp", epochs: 1))[0].fields.contains { $0.0 == "hidden" }, "hidden is dfn2's only")

@@ -43,7 +43,7 @@ final class RunsYouCanKeepTests: XCTestCase {
         let c = try bntrain(["--data", data, "--log-format", "csv"] + small)
         let lines = c.stdout.split(separator: "\n")
         XCTAssertTrue(lines[0].hasPrefix("# config version="))
-        XCTAssertEqual(lines[1], "epoch,train_loss,loss_change,test_loss,test_acc,seconds,test_seconds")
+        XCTAssertEqual(lines[1], "epoch,train_loss,loss_change,lr,test_loss,test_acc,seconds,test_seconds")
         XCTAssertEqual(lines.filter { $0.first?.isNumber ?? false }.count, 4)
         XCTAssertTrue(lines.last!.hasPrefix("# summary "))
     }

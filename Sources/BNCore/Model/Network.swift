@@ -74,9 +74,11 @@ public final class Network<T: BLASScalar> {
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
-    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, fuseSGD: Bool = true) -> Double {
-        guard fuseSGD, let sgd = optimizer as? SGD<T> else {
+    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, fuseSGD: Bool = true, clipNorm: T? = nil) -> Double {
+        guard fuseSGD, clipNorm == nil, let sgd = optimizer as? SGD<T> else {
+            // Unfused: every gradient first (clipping needs their global norm), then the update.
             let l = computeGradients(x, labels: labels)
+            if let c = clipNorm { clipGradientNorm(parameters, maxNorm: c) }
             optimizer.step(parameters)
             return l
         }

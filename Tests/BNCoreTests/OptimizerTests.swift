@@ -1,0 +1,114 @@
+import BNCore
+import XCTest
+
+/// Each update rule against values computed by hand for two steps, from p = (1, -2) with the
+/// same gradient g = (0.5, 0.25) at both steps.
+final class OptimizerTests: XCTestCase {
+    func twoSteps(_ s: OptimizerSettings, shape: [Int] = [2]) -> [[Double]] {
+        let p = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [1, -2]), shape: shape == [2] ? nil : [1, 2])
+        let opt = s.make(Double.self)
+        var out: [[Double]] = []
+        for _ in 0..<2 {
+            p.grad.copy(from: Matrix(rows: 1, cols: 2, values: [0.5, 0.25]))
+            opt.step([p])
+            out.append(p.value.toArray())
+        }
+        return out
+    }
+
+    func settings(_ kind: OptimizerSettings.Kind, lr: Double, _ edit: (inout OptimizerSettings) -> Void = { _ in }) -> OptimizerSettings {
+        var s = OptimizerSettings()
+        s.kind = kind
+        s.learningRate = lr
+        edit(&s)
+        return s
+    }
+
+    func assertClose(_ a: [[Double]], _ b: [[Double]], _ tol: Double = 1e-9, file: StaticString = #filePath, line: UInt = #line) {
+        for (x, y) in zip(a, b) { for (u, v) in zip(x, y) { XCTAssertEqual(u, v, accuracy: tol, file: file, line: line) } }
+    }
+
+    func testPlainSGD() {
+        assertClose(twoSteps(settings(.sgd, lr: 0.1)), [[0.95, -2.025], [0.9, -2.05]])
+    }
+
+    /// d = g + wd p; b = d (first), mu b + d; p -= lr b.
+    func testSGDMomentumAndWeightDecay() {
+        let s = settings(.sgd, lr: 0.1) { $0.momentum = 0.9; $0.weightDecay = 0.1 }
+        assertClose(twoSteps(s), [[0.94, -2.005], [0.8266, -2.01445]])
+    }
+
+    /// Nesterov: p -= lr (d + mu b).
+    func testSGDNesterov() {
+        let s = settings(.sgd, lr: 0.1) { $0.momentum = 0.9; $0.weightDecay = 0.1; $0.nesterov = true }
+        assertClose(twoSteps(s), [[0.886, -2.0095], [0.725566, -2.0228695]])
+    }
+
+    /// With a constant gradient, bias-corrected Adam moves every weight by lr a step (less eps):
+    /// a wrong bias correction would not.
+    func testAdam() {
+        assertClose(twoSteps(settings(.adam, lr: 0.1)), [[0.9, -2.1], [0.8, -2.2]], 1e-7)
+    }
+
+    /// AdamW shrinks p by (1 - lr wd) before the Adam step; Adam's L2 enters the gradient.
+    func testAdamWAndAdamWeightDecayDiffer() {
+        assertClose(twoSteps(settings(.adamw, lr: 0.1) { $0.weightDecay = 0.1 }), [[0.89, -2.08], [0.7811, -2.1592]], 1e-7)
+        let coupled = twoSteps(settings(.adam, lr: 0.1) { $0.weightDecay = 0.1 })
+        XCTAssertEqual(coupled[0][0], 0.9, accuracy: 1e-7, "first Adam step: still lr in size")
+        XCTAssertGreaterThan(abs(coupled[1][0] - 0.7811), 1e-4)
+    }
+
+    /// v = alpha v + (1 - alpha) g^2; p -= lr g / (sqrt(v) + eps).
+    func testRMSprop() {
+        let v1 = [0.01 * 0.25, 0.01 * 0.0625], v2 = [0.99 * v1[0] + 0.01 * 0.25, 0.99 * v1[1] + 0.01 * 0.0625]
+        let p1 = [1 - 0.01 * 0.5 / (v1[0].squareRoot() + 1e-8), -2 - 0.01 * 0.25 / (v1[1].squareRoot() + 1e-8)]
+        let p2 = [p1[0] - 0.01 * 0.5 / (v2[0].squareRoot() + 1e-8), p1[1] - 0.01 * 0.25 / (v2[1].squareRoot() + 1e-8)]
+        assertClose(twoSteps(settings(.rmsprop, lr: 0.01)), [p1, p2])
+        // With momentum: b = mu b + g / (sqrt(v) + eps); p -= lr b.
+        let b1 = [0.5 / (v1[0].squareRoot() + 1e-8)], b2 = [0.5 * b1[0] + 0.5 / (v2[0].squareRoot() + 1e-8)]
+        let m = twoSteps(settings(.rmsprop, lr: 0.01) { $0.momentum = 0.5 })
+        XCTAssertEqual(m[0][0], 1 - 0.01 * b1[0], accuracy: 1e-9)
+        XCTAssertEqual(m[1][0], 1 - 0.01 * b1[0] - 0.01 * b2[0], accuracy: 1e-9)
+    }
+
+    /// --decay weights: only 2-D (fc weight) parameters decay.
+    func testDecayScope() {
+        let vector = twoSteps(settings(.sgd, lr: 0.1) { $0.weightDecay = 0.1; $0.decayScope = .weights })
+        assertClose(vector, [[0.95, -2.025], [0.9, -2.05]])  // a 1-D parameter: no decay
+        let matrix = twoSteps(settings(.sgd, lr: 0.1) { $0.weightDecay = 0.1; $0.decayScope = .weights }, shape: [1, 2])
+        XCTAssertEqual(matrix[0][0], 1 - 0.1 * (0.5 + 0.1), accuracy: 1e-12)
+    }
+
+    /// torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when the norm exceeds max.
+    func testClipGradientNorm() {
+        let p = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [0, 0]))
+        p.grad.copy(from: Matrix(rows: 1, cols: 2, values: [3, 4]))
+        XCTAssertEqual(clipGradientNorm([p], maxNorm: 1), 5, accuracy: 1e-12)
+        XCTAssertEqual(p.grad.toArray()[0], 3 / (5 + 1e-6), accuracy: 1e-12)
+        XCTAssertEqual(p.grad.toArray()[1], 4 / (5 + 1e-6), accuracy: 1e-12)
+        XCTAssertEqual(clipGradientNorm([p], maxNorm: 10), 1, accuracy: 1e-5)
+        XCTAssertEqual(p.grad.toArray()[0], 3 / (5 + 1e-6), accuracy: 1e-12, "under the limit: unchanged")
+    }
+
+    /// State round trip: an optimizer restored from another's state continues identically.
+    func testStateRoundTrip() throws {
+        for kind in OptimizerSettings.Kind.allCases {
+            let s = settings(kind, lr: 0.01) { if kind == .sgd || kind == .rmsprop { $0.momentum = 0.9 } }
+            let a = s.make(Double.self), b = s.make(Double.self)
+            let pa = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [1, -2]))
+            let pb = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [1, -2]))
+            for _ in 0..<3 {
+                pa.grad.copy(from: Matrix(rows: 1, cols: 2, values: [0.5, 0.25]))
+                a.step([pa])
+            }
+            pb.value.copy(from: pa.value)
+            try b.load(state: Dictionary(uniqueKeysWithValues: a.state([pa]).map { ($0.name, $0.values) }), [pb])
+            for (o, p) in [(a, pa), (b, pb)] {
+                p.grad.copy(from: Matrix(rows: 1, cols: 2, values: [-0.1, 0.3]))
+                o.step([p])
+            }
+            XCTAssertEqual(pa.value.toArray(), pb.value.toArray(), "\(kind)")
+            XCTAssertThrowsError(try b.load(state: ["step": [1]], [pb]), "\(kind): missing buffers refused")
+        }
+    }
+}
