@@ -25,6 +25,15 @@ def parse_args(description):
     p.add_argument("--no-batchnorm", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-batch", type=int, default=1000)
+    p.add_argument("--model", default="dfn2", help="a bntrain preset or spec (torch only; numpy implements dfn2)")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw", "rmsprop"], help="torch only; numpy implements sgd")
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.999)
+    p.add_argument("--adam-eps", type=float, default=1e-8)
+    p.add_argument("--alpha", type=float, default=0.99)
     args = p.parse_args()
     if args.data is None:
         repo = pathlib.Path(__file__).resolve().parents[2]

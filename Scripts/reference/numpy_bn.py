@@ -12,6 +12,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 args = common.parse_args(__doc__)
+if args.model != "dfn2" or args.optimizer != "sgd" or args.momentum or args.weight_decay:
+    sys.exit("numpy_bn.py implements dfn2 with plain SGD only; use torch_bn.py for other models and optimizers")
 common.set_threads_env(args.threads)
 import numpy as np  # noqa: E402
 

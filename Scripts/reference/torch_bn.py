@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""A PyTorch (CPU) implementation of bntrain's reference network, for comparison.
+"""A PyTorch (CPU) implementation of bntrain's training, for comparison.
 
-nn.Linear -> nn.Sigmoid -> nn.BatchNorm1d -> nn.Linear, F.cross_entropy, torch.optim.SGD,
-Glorot-normal weights (xavier_normal_), zero biases, float32. Same flags and output lines as
-bntrain. BatchNorm1d's momentum is 1 - --bn-momentum (PyTorch weighs the new value).
+Any bntrain model spec or preset (--model, default dfn2: nn.Linear -> nn.Sigmoid ->
+nn.BatchNorm1d -> nn.Linear) built by bntrain_torch.sequential, F.cross_entropy, and
+torch.optim's SGD (--momentum, --nesterov), Adam, AdamW or RMSprop (--optimizer) with
+--weight-decay, Glorot-normal weights (xavier_normal_), zero biases, float32. Same flags and
+output lines as bntrain. BatchNorm1d's momentum is 1 - --bn-momentum (PyTorch weighs the new
+value).
 """
 import sys
 import time
@@ -18,6 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import bntrain_torch  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
@@ -28,19 +32,24 @@ if args.train_limit:
 xtr, ytr, xte, yte = (torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
 d, h, c = xtr.shape[1], args.hidden, int(ytr.max()) + 1
 
-layers = [nn.Linear(d, h), nn.Sigmoid()]
-if not args.no_batchnorm:
-    layers.append(nn.BatchNorm1d(h, eps=args.bn_eps, momentum=1 - args.bn_momentum))
-layers.append(nn.Linear(h, c))
-model = nn.Sequential(*layers)
+model = bntrain_torch.sequential(args.model, d, c, bn_eps=args.bn_eps, bn_momentum=args.bn_momentum, hidden=h)
+if args.no_batchnorm:
+    model = nn.Sequential(*[m for m in model if not isinstance(m, nn.BatchNorm1d)])
 for m in model:
     if isinstance(m, nn.Linear):
         nn.init.xavier_normal_(m.weight)
         nn.init.zeros_(m.bias)
-opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+if args.optimizer == "sgd":
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay)
+elif args.optimizer in ("adam", "adamw"):
+    cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
+    opt = cls(model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=args.adam_eps, weight_decay=args.weight_decay)
+else:
+    opt = torch.optim.RMSprop(model.parameters(), lr=args.lr, alpha=args.alpha, eps=args.adam_eps, momentum=args.momentum, weight_decay=args.weight_decay)
 
 common.line("config", [("impl", "torch"), ("torch", torch.__version__), ("train", len(xtr)), ("test", len(xte)),
                        ("epochs", args.epochs), ("batch", args.batch), ("lr", args.lr), ("hidden", h),
+                       ("model", args.model), ("optimizer", args.optimizer), ("momentum", args.momentum),
                        ("batchnorm", "off" if args.no_batchnorm else "on"), ("seed", args.seed),
                        ("threads", torch.get_num_threads())])
 prev, total = None, 0.0

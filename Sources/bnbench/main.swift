@@ -23,10 +23,24 @@ import Glibc
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
 var modelText = "dfn2"
+var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {
     if a == "--model", let v = argv.popFirst() {
         modelText = v
+        continue
+    }
+    // --optimizer sgd|sgd-momentum|adam|adamw|rmsprop: the update the train_step loop uses.
+    if a == "--optimizer", let v = argv.popFirst() {
+        switch v {
+        case "sgd-momentum": optimizerSettings.momentum = 0.9
+        default:
+            guard let k = OptimizerSettings.Kind(rawValue: v) else {
+                FileHandle_stderr("bnbench: error: --optimizer takes sgd, sgd-momentum, adam, adamw or rmsprop\n")
+                exit(64)
+            }
+            optimizerSettings.kind = k
+        }
         continue
     }
     guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 else {
@@ -105,14 +119,15 @@ func run(_ s: Shape) {
     Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
 }
 let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-print("config model=\(spec.canonical) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
+print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
 for s in shapes {
     let reps = 200
     let t = best { for _ in 0..<reps { run(s) } }
     let flops = Double(2 * s.m * s.n * s.k * reps)
     print("gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) gflops=\(String(format: "%.1f", flops / t / 1e9))")
 }
-let sgd = SGD<Float>(learningRate: 0.01)
+optimizerSettings.learningRate = optimizerSettings.kind == .sgd ? 0.01 : 1e-3
+let sgd = optimizerSettings.make(Float.self)
 let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
 for i in 0..<n { labels[i] = Int32(rng.nextInt(below: c)) }
 // The five products alone and the full step, interleaved (A B A B ...) so that both see the
