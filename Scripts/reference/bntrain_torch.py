@@ -63,7 +63,8 @@ def load(path):
     """(model in eval mode, spec, metadata, input width) from a bntrain safetensors checkpoint."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-    tensors = load_file(str(path))
+    # The model part only: optimizer state (`optimizer.*`, see the README) is bntrain's own.
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("optimizer.")}
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     spec = meta.get("bntrain.model")

@@ -1,0 +1,61 @@
+import BNCheckpoint
+import Foundation
+import XCTest
+
+/// Optimizer, schedule and stopping flags through the built binary.
+final class OptimizerCommandTests: XCTestCase {
+    var dir: String!
+    var data: String { dir + "/tiny" }
+    let small = ["--batch", "16", "--hidden", "12", "--quiet"]
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "bntrain-opt-\(UUID().uuidString)"
+        try writeTinyDataset(in: data)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: dir) }
+
+    func testFlagsThatDoNotApplyAreRefused() throws {
+        assertOneLineError(try bntrain(["--data", data, "--optimizer", "adam", "--momentum", "0.9"]), code: 64, mentions: ["--momentum applies to --optimizer sgd and rmsprop"])
+        assertOneLineError(try bntrain(["--data", data, "--nesterov"]), code: 64, mentions: ["--nesterov needs --optimizer sgd with --momentum"])
+        assertOneLineError(try bntrain(["--data", data, "--beta1", "0.8"]), code: 64, mentions: ["--beta1 applies to --optimizer adam and adamw"])
+        assertOneLineError(try bntrain(["--data", data, "--lr-schedule", "plateau"]), code: 64, mentions: ["--lr-schedule", "--val-split"])
+        assertOneLineError(try bntrain(["--data", data, "--early-stop", "3"]), code: 64, mentions: ["--early-stop", "--val-split"])
+        assertOneLineError(try bntrain(["--data", data, "--optimizer", "lion"]), code: 64, mentions: ["--optimizer"])
+        assertOneLineError(try bntrain(["--data", data, "--weight-decay=-1"]), code: 64, mentions: ["--weight-decay"])
+    }
+
+    /// Records carry the rate and the settings; resume refuses optimizer flags that disagree.
+    func testRecordsAndResumeConflicts() throws {
+        let path = dir + "/a.safetensors"
+        let r = try bntrain(["--data", data, "--epochs", "2", "--optimizer", "adamw", "--lr", "0.003", "--weight-decay", "0.01", "--lr-schedule", "step", "--lr-step-epochs", "1", "--lr-gamma", "0.5", "--save", path] + small)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let config = Run.fields(r.stdout.split(separator: "\n")[0])
+        XCTAssertEqual(config["optimizer"], "adamw")
+        XCTAssertEqual(config["beta2"], "0.999")
+        XCTAssertEqual(config["lr_gamma"], "0.5")
+        XCTAssertEqual(config["momentum"], nil, "only the settings that apply")
+        XCTAssertEqual(r.epochLines.map { $0["lr"] }, ["0.003", "0.0015"])
+        XCTAssertEqual(r.summary?["stopped"], "completed")
+        XCTAssertNotNil(try Checkpoint.read(path: path).tensors["optimizer.0.weight.exp_avg_sq"])
+        assertOneLineError(try bntrain(["--resume", path, "--epochs", "3", "--optimizer", "adam"]), code: 64, mentions: ["--optimizer adam (checkpoint: adamw)"])
+        assertOneLineError(try bntrain(["--resume", path, "--epochs", "3", "--lr-gamma", "0.1"]), code: 64, mentions: ["--lr-gamma 0.1 (checkpoint: 0.5)"])
+        let resumed = try bntrain(["--resume", path, "--epochs", "3", "--quiet"])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(resumed.epochLines.map { $0["lr"] }, ["0.00075"])
+    }
+
+    /// Early stopping ends the run, says why, and --save-best keeps the monitor's best epoch.
+    func testEarlyStoppingAndSaveBest() throws {
+        let path = dir + "/best.safetensors"
+        // min-delta 10: nothing after epoch 1 counts as an improvement.
+        let r = try bntrain(["--data", data, "--epochs", "10", "--val-split", "0.2", "--early-stop", "2", "--min-delta", "10", "--save", path, "--save-best"] + small)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.epochLines.count, 3)
+        XCTAssertEqual(r.summary?["stopped"], "early_stop")
+        XCTAssertEqual(r.summary?["epochs"], "3")
+        XCTAssertEqual(r.summary?["monitor"], "val_loss")
+        XCTAssertEqual(r.summary?["monitor_best_epoch"], "1")
+        XCTAssertEqual(try Checkpoint.read(path: path).metadata["bntrain.epoch"], "1", "the checkpoint holds the best epoch")
+    }
+}
