@@ -22,6 +22,8 @@ public enum Value: Equatable, Sendable {
     case number(Double, digits: Int)
     /// Printed exactly as given, shortest round-trip form (settings: 0.01, 1e-05).
     case exact(Double)
+    /// Printed in scientific notation with 3 significant decimals (errors: 1.234e-09).
+    case scientific(Double)
     case string(String)
 
     public var text: String {
@@ -29,6 +31,7 @@ public enum Value: Equatable, Sendable {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : nonFinite(x)
         case let .exact(x): return x.isFinite ? "\(x)" : nonFinite(x)
+        case let .scientific(x): return x.isFinite ? String(format: "%.3e", x) : nonFinite(x)
         case let .string(s): return logfmtQuoted(s)
         }
     }
@@ -38,13 +41,14 @@ public enum Value: Equatable, Sendable {
         case let .int(i): return "\(i)"
         case let .number(x, digits): return x.isFinite ? String(format: "%.\(digits)f", x) : "null"
         case let .exact(x): return x.isFinite ? "\(x)" : "null"
+        case let .scientific(x): return x.isFinite ? String(format: "%.3e", x) : "null"
         case let .string(s): return jsonString(s)
         }
     }
 
     public var csv: String {
         switch self {
-        case .int, .number, .exact: return text
+        case .int, .number, .exact, .scientific: return text
         case let .string(s):
             // CSV quoting, with control characters escaped so a row stays one line.
             let t = escapingControlCharacters(s)

@@ -26,6 +26,7 @@ enum Entry {
         case "eval": run(EvalCommand.self, Array(args.dropFirst()))
         case "predict": run(PredictCommand.self, Array(args.dropFirst()))
         case "summary": run(SummaryCommand.self, Array(args.dropFirst()))
+        case "gradcheck": run(GradcheckCommand.self, Array(args.dropFirst()))
         default: run(BNTrain.self, args)
         }
     }
@@ -228,7 +229,8 @@ struct BNTrain: ParsableCommand {
             record (--log-format text, jsonl or csv; documented in the README); diagnostics go to stderr.
             BatchNorm convention: running = m*running + (1-m)*batch with m = --bn-momentum (PyTorch's momentum=0.1 \
             is m=0.9); running_var takes the biased batch variance unless --bn-running-var unbiased (PyTorch's choice).
-            Other commands: 'bntrain summary --model SPEC' (layers, shapes, parameters, FLOPs), 'bntrain eval --model FILE' \
+            Other commands: 'bntrain summary --model SPEC' (layers, shapes, parameters, FLOPs), 'bntrain gradcheck --model SPEC' \
+            (every layer's gradients against finite differences), 'bntrain eval --model FILE' \
             (test loss, accuracy, per-class accuracy, confusion matrix) and 'bntrain predict --model FILE --images FILE'; \
             each has its own --help.
             \(ExitStatus.helpText).

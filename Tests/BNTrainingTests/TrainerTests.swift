@@ -215,3 +215,51 @@ final class RecordFormatTests: XCTestCase {
         XCTAssertEqual(escapingControlCharacters("plain"), "plain")
     }
 }
+
+/// A layer whose backward is wrong on purpose (test-only): y = 2x, but dx = dy.
+final class BrokenDoubler: Layer {
+    typealias T = Double
+    let inFeatures: Int
+    var outFeatures: Int { inFeatures }
+    var computesInputGradient = true
+    let parameters: [Parameter<Double>] = []
+    let output: Matrix<Double>, inputGrad: Matrix<Double>
+    init(features: Int) {
+        inFeatures = features
+        output = Matrix(rows: 0, cols: features)
+        inputGrad = Matrix(rows: 0, cols: features)
+    }
+    func forward(_ x: Matrix<Double>, training: Bool) -> Matrix<Double> {
+        output.resize(rows: x.rows)
+        for k in 0..<x.count { output.data[k] = 2 * x.data[k] }
+        return output
+    }
+    func backward(_ dy: Matrix<Double>) -> Matrix<Double> {
+        inputGrad.copy(from: dy)  // wrong: should be 2 dy
+        return inputGrad
+    }
+}
+
+final class GradientCheckRunTests: XCTestCase {
+    func testAWrongBackwardFailsAndIsNamed() {
+        var rng = SplitMix64(seed: 1)
+        let a = Dense<Double>(inFeatures: 5, outFeatures: 4, name: "0"), b = Dense<Double>(inFeatures: 4, outFeatures: 3, name: "2")
+        Initializer.glorot.initialize(a, rng: &rng)
+        Initializer.glorot.initialize(b, rng: &rng)
+        let x = Matrix<Double>(rows: 4, cols: 5)
+        for k in 0..<x.count { x.data[k] = rng.nextNormal() }
+        let good = GradientCheckRun.run(Network(layers: [a, Activation<Double>(.tanh, features: 4), b], classes: 3), kinds: ["fc", "tanh", "fc"], x: x, labels: [0, 1, 2, 0], samples: nil, seed: 1)
+        XCTAssertTrue(good.passed, "\(good.worst!)")
+        XCTAssertEqual(good.exitCode, 0)
+        let bad = GradientCheckRun.run(Network(layers: [a, BrokenDoubler(features: 4), b], classes: 3), kinds: ["fc", "broken", "fc"], x: x, labels: [0, 1, 2, 0], samples: nil, seed: 1)
+        XCTAssertFalse(bad.passed)
+        XCTAssertEqual(bad.exitCode, 1)
+        XCTAssertEqual(bad.firstFailure?.kind, "broken", "the layer to blame")
+        XCTAssertEqual(bad.firstFailure?.index, 1)
+        XCTAssertEqual(bad.firstFailure?.tensor, "input")
+        XCTAssertTrue(bad.entries.filter { $0.index == 2 }.allSatisfy { $0.maxRelativeError < GradientCheckRun.threshold }, "the layer above is fine")
+        XCTAssertTrue(bad.entries.filter { $0.kind == "broken" }.allSatisfy { $0.maxRelativeError > 0.1 })
+        XCTAssertEqual(GradientCheckRun.record(bad.firstFailure!)["ok"], .string("no"))
+        XCTAssertNil(good.firstFailure)
+    }
+}

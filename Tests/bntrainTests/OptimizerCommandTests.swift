@@ -59,3 +59,36 @@ final class OptimizerCommandTests: XCTestCase {
         XCTAssertEqual(try Checkpoint.read(path: path).metadata["bntrain.epoch"], "1", "the checkpoint holds the best epoch")
     }
 }
+
+/// `bntrain gradcheck` through the binary.
+final class GradcheckCommandTests: XCTestCase {
+    func testEveryPresetPasses() throws {
+        for model in ["dfn2", "bn-paper", "mlp"] {
+            let r = try bntrain(["gradcheck", "--model", model])
+            XCTAssertEqual(r.status, 0, "\(model): \(r.stderr)")
+            let lines = r.stdout.split(separator: "\n")
+            let summary = Run.fields(lines.last!)
+            XCTAssertEqual(summary["verdict"], "pass", model)
+            XCTAssertTrue(lines.dropLast().allSatisfy { Run.fields($0)["ok"] == "yes" }, model)
+            // Every layer with tensors reports its input and each parameter.
+            XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "fc" && Run.fields($0)["tensor"] == "weight" })
+            XCTAssertTrue(lines.contains { Run.fields($0)["tensor"] == "staged-vs-simplified" }, model)
+        }
+    }
+
+    func testDataJSONLinesAndDropout() throws {
+        let dir = NSTemporaryDirectory() + "bntrain-gc-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeTinyDataset(in: dir)
+        let r = try bntrain(["gradcheck", "--model", "fc16-ln-tanh-dropout0.3-fc", "--batch", "6", "--data", dir, "--log-format", "jsonl", "--full"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let records = try r.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(records.last?["verdict"] as? String, "pass")
+        XCTAssertEqual(records.last?["batch"] as? Int, 6)
+        let tensors = Set(records.compactMap { $0["tensor"] as? String })
+        XCTAssertTrue(tensors.isSuperset(of: ["input", "weight", "bias", "eval-identity", "train-scaling", "logits"]), "\(tensors)")
+        let full = records.first { ($0["kind"] as? String) == "fc" && ($0["tensor"] as? String) == "weight" }!
+        XCTAssertEqual(full["checked"] as? Int, full["of"] as? Int, "--full checks every entry")
+        assertOneLineError(try bntrain(["gradcheck", "--batch", "1"]), code: 64, mentions: ["--batch"])
+    }
+}

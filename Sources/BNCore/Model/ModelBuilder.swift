@@ -6,6 +6,9 @@ public struct BuildOptions: Sendable {
     public var runningVariance: BatchNorm1D<Float>.RunningVariance
     /// Weights of every fc layer (biases start at zero; norm gains at one).
     public var initializer: Initializer
+    /// Fuse an fc followed by a sigmoid into one layer (training); false builds one network
+    /// layer per spec layer (gradient checks report layer by layer).
+    public var fuse = true
 
     public init(bnMomentum: Double = 0.9, bnEps: Double = 1e-5, runningVariance: BatchNorm1D<Float>.RunningVariance = .biased, initializer: Initializer = .glorot) {
         self.bnMomentum = bnMomentum
@@ -42,7 +45,7 @@ extension ModelSpec {
             let out = widths[i]
             switch layers[i] {
             case .fc:
-                let fuseSigmoid = i + 1 < layers.count && layers[i + 1] == .activation(.sigmoid)
+                let fuseSigmoid = options.fuse && i + 1 < layers.count && layers[i + 1] == .activation(.sigmoid)
                 let dense = Dense<T>(
                     inFeatures: width, outFeatures: out, activation: fuseSigmoid ? .sigmoid : .identity,
                     weightLayout: built.isEmpty ? .inOut : .outIn, name: name)

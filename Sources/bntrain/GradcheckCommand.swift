@@ -1,0 +1,125 @@
+import ArgumentParser
+import BNCore
+import BNData
+import BNTraining
+import Foundation
+
+/// `bntrain gradcheck`: the model's gradients against finite differences, layer by layer.
+struct GradcheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bntrain gradcheck",
+        abstract: "Check a model's gradients layer by layer against central finite differences, in Double.",
+        discussion: """
+            Builds the model in Double, one layer per spec token (nothing fused), takes a small batch (the first \
+            training images of --data, else seeded random pixels in [-1, 1] of 28x28 and 10 classes), a random upstream \
+            gradient at the logits, and compares every layer's input gradient and every parameter gradient with \
+            central differences (step 1e-6; dropout masks fixed). Also checks BatchNorm's staged and simplified \
+            backward against each other, BatchNorm's evaluation output against its formula, dropout's evaluation \
+            (the identity) and training scaling (0 or x/(1-p)), and the loss's gradient. One 'check' record per \
+            tensor with its relative error ||a-n||/max(||a||,||n||) over the entries checked (absolute for a gradient that is zero, \
+            below 1e-7 on both sides: a bias right before BatchNorm), then a summary with the worst and a \
+            verdict: exit 0 when every error is below \(GradientCheckRun.threshold), 1 when one is not. Tensors with \
+            more than --samples entries are checked at that many seeded entries; --full checks all.
+            A ReLU input within the step of 0 can show a large error (a kink, not a bug): try another --seed.
+            \(ExitStatus.helpText); 1 a gradient check failed.
+            """)
+
+    @Option(help: ArgumentHelp("A preset or a layer spec, as for training.", valueName: "spec"))
+    var model = "dfn2"
+
+    @Option(help: "Hidden width of the dfn2 preset.")
+    var hidden: Int?
+
+    @Flag(help: "Leave out every BatchNorm layer.")
+    var noBatchnorm = false
+
+    @Option(help: ArgumentHelp("Take the batch from this dataset's training images (default: seeded random inputs).", valueName: "dir|name"))
+    var data: String?
+
+    @Option(help: "Examples in the batch.")
+    var batch = 8
+
+    @Option(help: "Entries checked per tensor (seeded sample).")
+    var samples = 100
+
+    @Flag(help: "Check every entry of every tensor.")
+    var full = false
+
+    @Option(help: "Seed for the weights, inputs, upstream gradient, dropout masks and samples.")
+    var seed: UInt64 = 1
+
+    @Option(help: ArgumentHelp("text (key=value lines) or jsonl.", valueName: "text|jsonl"))
+    var logFormat: ReportFormat = .text
+
+    func validate() throws {
+        var c = RunConfig()
+        c.model = model
+        c.hidden = hidden
+        c.batchNorm = !noBatchnorm
+        if let (key, message) = c.problem(), [.model, .hidden].contains(key) { throw ValidationError("\(key.flag) \(message)") }
+        guard batch >= 2, batch <= 256 else { throw ValidationError("--batch must be from 2 to 256 (BatchNorm needs two examples; got \(batch))") }
+        guard samples >= 1, samples <= 1_000_000 else { throw ValidationError("--samples must be from 1 to 1000000 (got \(samples))") }
+    }
+
+    func run() throws {
+        var c = RunConfig()
+        c.model = model
+        c.hidden = hidden
+        c.batchNorm = !noBatchnorm
+        let spec = try c.spec()
+        var rng = SplitMix64(seed: seed, stream: "inputs")
+        var inputs = 28 * 28, classes = 10
+        var x: Matrix<Double>
+        var labels: [Int32]
+        if let data {
+            let (_, dataset) = try DataLocation.load(data)
+            (inputs, classes) = (dataset.featureCount, dataset.classes)
+            let n = min(batch, dataset.train.count)
+            x = Matrix(rows: n, cols: inputs)
+            for k in 0..<x.count { x.data[k] = Double(dataset.train.images.pixels.data[k]) }
+            labels = Array(dataset.train.labels.prefix(n))
+        } else {
+            x = Matrix(rows: batch, cols: inputs)
+            for k in 0..<x.count { x.data[k] = rng.nextUniform() * 2 - 1 }
+            labels = (0..<batch).map { _ in Int32(rng.nextInt(below: classes)) }
+        }
+        var options = BuildOptions()
+        options.fuse = false
+        var initRNG = SplitMix64(seed: seed, stream: "init")
+        let net: Network<Double>
+        do {
+            net = try spec.build(Double.self, inputs: inputs, classes: classes, options: options, rng: &initRNG, dropoutRNG: SplitMix64(seed: seed, stream: "dropout"))
+        } catch let e as ModelSpec.ParseError {
+            throw fail("--model \(e.message)", code: ExitStatus.usage)
+        }
+        // Gains and shifts away from their initial 1 and 0, so their gradients are exercised.
+        for bn in net.batchNorms {
+            for j in 0..<bn.features {
+                bn.gamma.value.data[j] = 1 + 0.3 * rng.nextNormal()
+                bn.beta.value.data[j] = 0.3 * rng.nextNormal()
+            }
+        }
+        for case let ln as LayerNorm<Double> in net.layers {
+            for j in 0..<ln.features {
+                ln.gamma.value.data[j] = 1 + 0.3 * rng.nextNormal()
+                ln.beta.value.data[j] = 0.3 * rng.nextNormal()
+            }
+        }
+        let outcome = GradientCheckRun.run(net, kinds: spec.layers.map(\.kind), x: x, labels: labels, samples: full ? nil : samples, seed: seed)
+        let report = Report(format: logFormat == .jsonl ? .jsonl : .text)
+        for e in outcome.entries { try report.emit(GradientCheckRun.record(e)) }
+        let w = outcome.worst
+        try report.emit(Record("summary", [
+            ("model", .string(model)), ("spec", .string(spec.canonical)), ("batch", .int(x.rows)),
+            ("checks", .int(outcome.entries.count)), ("worst", .scientific(w?.maxRelativeError ?? 0)),
+            ("worst_index", .int(w?.index ?? 0)), ("worst_kind", .string(w?.kind ?? "")), ("worst_tensor", .string(w?.tensor ?? "")),
+            ("threshold", .exact(GradientCheckRun.threshold)), ("verdict", .string(outcome.passed ? "pass" : "fail")),
+        ] + (outcome.firstFailure.map { f in
+            [("failing_index", .int(f.index)), ("failing_kind", .string(f.kind)), ("failing_tensor", .string(f.tensor))]
+        } ?? [])))
+        if let f = outcome.firstFailure {
+            note("gradient check failed: layer \(f.index) (\(f.kind)) \(f.tensor) has relative error \(Value.scientific(f.maxRelativeError).text), above \(GradientCheckRun.threshold); layers below it inherit its error")
+            throw ExitCode(outcome.exitCode)
+        }
+    }
+}
