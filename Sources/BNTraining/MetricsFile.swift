@@ -30,15 +30,16 @@ public final class MetricsFile {
     private var fd: Int32 = -1
     private var headerWritten: Bool
 
-    /// `resumeEpoch`: keep existing records up to this epoch; nil: start afresh.
-    public init(path: String, resumeEpoch: Int?) throws {
+    /// `resumeEpoch`: keep existing epoch records up to this epoch, and step-wise records
+    /// (trace, eval) up to `resumeStep`; nil: start afresh.
+    public init(path: String, resumeEpoch: Int?, resumeStep: Int? = nil) throws {
         guard let format = Format(path: path) else { throw fail("--metrics '\(path)' must end in .jsonl or .csv", code: ExitStatus.usage) }
         self.path = path
         self.format = format
         do { _ = try AtomicFile.resolve(path) } catch { throw fail("--metrics: \(error)", code: ExitStatus.cannotWrite) }
         kept = []
         if let resumeEpoch, let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            kept = MetricsFile.records(in: text, format: format, upTo: resumeEpoch)
+            kept = MetricsFile.records(in: text, format: format, upTo: resumeEpoch, step: resumeStep ?? Int.max)
         }
         headerWritten = format == .csv && !kept.isEmpty
     }
@@ -49,6 +50,10 @@ public final class MetricsFile {
         var text = ""
         switch format {
         case .jsonl: text = r.jsonLine + "\n"
+        case .csv where r.kind != "epoch":
+            // The CSV table holds epoch rows; step-wise records are comment lines in the text
+            // format (`# trace step=... p50=...`), skipped by pandas with comment="#".
+            text = "# " + r.textLine + "\n"
         case .csv:
             if !headerWritten {
                 text = r.csvHeader + "\n"
@@ -75,23 +80,30 @@ public final class MetricsFile {
         }
     }
 
-    /// The lines of an existing metrics file whose epoch is at most `epoch` (CSV: with its header).
-    static func records(in text: String, format: Format, upTo epoch: Int) -> [String] {
+    /// The lines of an existing metrics file to keep on resume: epoch records up to `epoch`,
+    /// step-wise records (with a `step`) up to `step` (CSV: with its header).
+    static func records(in text: String, format: Format, upTo epoch: Int, step: Int = Int.max) -> [String] {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
         switch format {
         case .jsonl:
             return lines.filter { line in
-                guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      let e = (obj["epoch"] as? NSNumber)?.intValue else { return false }
+                guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return false }
+                if let s = (obj["step"] as? NSNumber)?.intValue { return s <= step }
+                guard let e = (obj["epoch"] as? NSNumber)?.intValue else { return false }
                 return e <= epoch
             }
         case .csv:
-            guard let header = lines.first, let col = header.split(separator: ",").firstIndex(of: "epoch") else { return [] }
-            let rows = lines.dropFirst().filter { row in
+            let table = lines.filter { !$0.hasPrefix("#") }
+            let comments = lines.filter { line in
+                guard line.hasPrefix("# "), let s = line.split(separator: " ").first(where: { $0.hasPrefix("step=") }).flatMap({ Int($0.dropFirst(5)) }) else { return false }
+                return s <= step
+            }
+            guard let header = table.first, let col = header.split(separator: ",").firstIndex(of: "epoch") else { return comments }
+            let rows = table.dropFirst().filter { row in
                 let cells = row.split(separator: ",", omittingEmptySubsequences: false)
                 return col < cells.count && (Int(cells[col]) ?? Int.max) <= epoch
             }
-            return rows.isEmpty ? [] : [header] + rows
+            return rows.isEmpty ? comments : [header] + rows + comments
         }
     }
 }

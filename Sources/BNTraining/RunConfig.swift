@@ -47,6 +47,13 @@ public struct RunConfig: Equatable, Sendable {
     public var minDelta = 0.0
     /// Global gradient-norm clipping: 0 is off.
     public var clipGradNorm = 0.0
+    /// Activation trace (`TraceSpec` as written), every `traceEvery` steps over the first
+    /// `traceExamples` test images; nil is off.
+    public var trace: String?
+    public var traceEvery = 100
+    public var traceExamples = 500
+    /// Test (and validation) evaluation every N training steps; 0 is off.
+    public var evalEvery = 0
     /// dfn2's hidden width (`nil`: 200). Not used by other models.
     public var hidden: Int?
     public var trainLimit: Int?
@@ -70,6 +77,7 @@ public struct RunConfig: Equatable, Sendable {
         case optimizer, momentum, nesterov, beta1, beta2, adamEps = "adam_eps", alpha, weightDecay = "weight_decay", decayScope = "decay"
         case lrSchedule = "lr_schedule", lrStepEpochs = "lr_step_epochs", lrGamma = "lr_gamma", lrMin = "lr_min", warmupEpochs = "warmup_epochs"
         case lrPatience = "lr_patience", lrFactor = "lr_factor", earlyStop = "early_stop", monitor, minDelta = "min_delta", clipGradNorm = "clip_grad_norm"
+        case trace, traceEvery = "trace_every", traceExamples = "trace_examples", evalEvery = "eval_every"
         case hidden
         case trainLimit = "train_limit", valSplit = "val_split", shuffle
         case batchNorm = "batchnorm", bnMomentum = "bn_momentum", bnEps = "bn_eps", bnRunningVar = "bn_running_var"
@@ -87,7 +95,9 @@ public struct RunConfig: Equatable, Sendable {
         /// is, how many threads, the evaluation batch) may change between invocations.
         public var restoredOnResume: Bool {
             switch self {
-            case .epochs, .threads, .evalBatch, .data: return false
+            // Observing (tracing, step-wise evaluation) never changes training: a resumed run
+            // keeps the checkpoint's settings unless given new ones.
+            case .epochs, .threads, .evalBatch, .data, .trace, .traceEvery, .traceExamples, .evalEvery: return false
             default: return true
             }
         }
@@ -161,6 +171,12 @@ public struct RunConfig: Equatable, Sendable {
         // The test set never steers training: plateau and early stopping watch validation data.
         if lrSchedule == .plateau && valSplit == 0 { return p(.lrSchedule, "plateau reduces the rate when the validation loss stalls; add --val-split (for example 0.1)") }
         if earlyStop > 0 && valSplit == 0 { return p(.earlyStop, "stops when the validation \(monitor == .valLoss ? "loss" : "accuracy") stalls; add --val-split (for example 0.1)") }
+        if let t = trace {
+            do { _ = try TraceSpec.parse(t) } catch let e as ModelSpec.ParseError { return p(.trace, e.message) } catch { return p(.trace, "\(error)") }
+        }
+        if traceEvery < 1 || traceEvery > 100_000_000 { return p(.traceEvery, "must be from 1 to 100000000 steps (got \(traceEvery))") }
+        if traceExamples < 2 || traceExamples > 100_000 { return p(.traceExamples, "must be from 2 to 100000 (got \(traceExamples))") }
+        if evalEvery < 0 || evalEvery > 100_000_000 { return p(.evalEvery, "must be from 0 (off) to 100000000 steps (got \(evalEvery))") }
         if let h = hidden, h < 1 || h > ModelSpec.maxWidth { return p(.hidden, "must be from 1 to \(ModelSpec.maxWidth) (got \(h))") }
         if let n = trainLimit, n < 1 { return p(.trainLimit, "must be at least 1 (got \(n))") }
         if !(valSplit >= 0 && valSplit < 1) { return p(.valSplit, "must be in [0, 1) (got \(valSplit)); 0.1 holds out a tenth") }
@@ -261,6 +277,12 @@ extension RunConfig: Codable {
             try c.encode(minDelta, forKey: .minDelta)
         }
         try c.encode(clipGradNorm, forKey: .clipGradNorm)
+        if let trace {
+            try c.encode(trace, forKey: .trace)
+            try c.encode(traceEvery, forKey: .traceEvery)
+            try c.encode(traceExamples, forKey: .traceExamples)
+        }
+        if evalEvery > 0 { try c.encode(evalEvery, forKey: .evalEvery) }
         if model == "dfn2" { try c.encode(hidden ?? ModelSpec.defaultHidden, forKey: .hidden) } else { try c.encodeIfPresent(hidden, forKey: .hidden) }
         if let n = trainLimit { try c.encode(n, forKey: .trainLimit) } else { try c.encode("all", forKey: .trainLimit) }
         try c.encode(valSplit, forKey: .valSplit)
@@ -315,6 +337,10 @@ extension RunConfig: Codable {
         monitor = try decodeEnum(.monitor, monitor)
         minDelta = try c.decodeIfPresent(Double.self, forKey: .minDelta) ?? minDelta
         clipGradNorm = try c.decodeIfPresent(Double.self, forKey: .clipGradNorm) ?? clipGradNorm
+        trace = try c.decodeIfPresent(String.self, forKey: .trace)
+        traceEvery = try c.decodeIfPresent(Int.self, forKey: .traceEvery) ?? traceEvery
+        traceExamples = try c.decodeIfPresent(Int.self, forKey: .traceExamples) ?? traceExamples
+        evalEvery = try c.decodeIfPresent(Int.self, forKey: .evalEvery) ?? evalEvery
         hidden = try c.decodeIfPresent(Int.self, forKey: .hidden)
         if model == "dfn2" && hidden == ModelSpec.defaultHidden { hidden = nil }
         if let s = try? c.decodeIfPresent(String.self, forKey: .trainLimit) {

@@ -46,6 +46,9 @@ public final class Trainer {
     let resumePath: String?
     /// What the run trains on (sizes and a content digest), recorded in checkpoints.
     let dataIdentity: String
+    /// The activation trace, when asked for.
+    let tracer: Tracer?
+    let traceIndex: Int
 
     /// - config: the run (its `data` is the resolved folder, recorded as is).
     /// - resume: a checkpoint to continue (its config must equal `config` in every restored key).
@@ -99,12 +102,49 @@ public final class Trainer {
         }
         // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
         dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
+        // The trace target, and whether the network must be built unfused to expose it (the
+        // pre-activation between an fc and its sigmoid exists only when they are two layers;
+        // unfused, the same arithmetic runs in the same order, so training is unchanged).
+        var options = config.buildOptions
+        var target: (spec: TraceSpec, index: Int, width: Int)?
+        if let t = config.trace {
+            do {
+                let ts = try TraceSpec.parse(t)
+                let (index, width) = try ts.resolve(in: spec, inputs: dataset.featureCount, classes: dataset.classes)
+                target = (ts, index, width)
+                let layers = spec.layers
+                let preActivation = (ts.side == .output && index + 1 < layers.count && layers[index].kind == "fc" && layers[index + 1] == .activation(.sigmoid))
+                    || (ts.side == .input && index > 0 && layers[index] == .activation(.sigmoid) && layers[index - 1].kind == "fc")
+                if preActivation { options.fuse = false }
+            } catch let e as ModelSpec.ParseError {
+                throw fail("\(origin(.trace)) \(e.message)", code: code(.trace))
+            }
+        }
         do {
             network = try spec.build(
-                Float.self, inputs: dataset.featureCount, classes: dataset.classes, options: config.buildOptions,
+                Float.self, inputs: dataset.featureCount, classes: dataset.classes, options: options,
                 rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
+        }
+        if let target {
+            // Spec index -> network layer, as the builder fused them.
+            var map: [Int] = []
+            var i = 0, layer = 0
+            while i < spec.layers.count {
+                let fused = options.fuse && spec.layers[i].kind == "fc" && i + 1 < spec.layers.count && spec.layers[i + 1] == .activation(.sigmoid)
+                map.append(layer)
+                if fused { map.append(layer); i += 1 }
+                i += 1
+                layer += 1
+            }
+            let n = min(config.traceExamples, dataset.test.count)
+            let probe = Matrix<Float>(viewOf: dataset.test.images.pixels, row: 0, rows: n)
+            tracer = Tracer(spec: target.spec, networkLayer: map[target.index], useOutput: target.spec.side == .output, width: target.width, probe: probe)
+            traceIndex = target.index
+        } else {
+            tracer = nil
+            traceIndex = 0
         }
         optimizer = config.optimizerSettings.make(Float.self)
         state = TrainingState()
@@ -206,7 +246,10 @@ public final class Trainer {
         let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(c.evalBatch, valIndices.count))
         let testBatches = SequentialBatches(split: dataset.test, batchSize: min(c.evalBatch, dataset.test.count))
         try sink.emit(configRecord)
-        let metricsFile = try outputs.metrics.map { try MetricsFile(path: $0, resumeEpoch: resumed ? state.epoch : nil) }
+        let stepsPerEpoch = trainBatches.batchCount
+        let metricsFile = try outputs.metrics.map {
+            try MetricsFile(path: $0, resumeEpoch: resumed ? state.epoch : nil, resumeStep: resumed ? state.epoch * stepsPerEpoch + state.step : nil)
+        }
         var shuffleRNG = SplitMix64(seed: 0)
         shuffleRNG.state = state.shuffleState
         var lastRecord: Record?
@@ -272,6 +315,33 @@ public final class Trainer {
                 }
                 lossSum += loss * Double(n)
                 seen += n
+                // Observation between steps (evaluation mode: reads the model, changes nothing).
+                let globalStep = (epoch - 1) * steps + b + 1
+                if let tracer, globalStep % c.traceEvery == 0 {
+                    let (u, a) = tracer.measure(network)
+                    let r = Record("trace", [
+                        ("step", .int(globalStep)), ("epoch", .int(epoch)), ("layer", .int(traceIndex)), ("side", .string(tracer.spec.side.rawValue)),
+                        ("unit", .int(tracer.spec.unit)), ("p15", .exact(u.p15)), ("p50", .exact(u.p50)), ("p85", .exact(u.p85)),
+                        ("mean", .exact(u.mean)), ("std", .exact(u.std)), ("all_p15", .exact(a.p15)), ("all_p50", .exact(a.p50)),
+                        ("all_p85", .exact(a.p85)), ("all_mean", .exact(a.mean)), ("all_std", .exact(a.std)),
+                    ])
+                    progress?.clear()
+                    try sink.emit(r)
+                    try metricsFile?.append(r)
+                }
+                if c.evalEvery > 0, globalStep % c.evalEvery == 0 {
+                    var fields: [(String, Value)] = [("step", .int(globalStep)), ("epoch", .int(epoch))]
+                    if let valBatches {
+                        let v = Evaluation.run(network, valBatches)
+                        fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
+                    }
+                    let t = Evaluation.run(network, testBatches)
+                    fields += [("test_loss", .number(t.loss, digits: 6)), ("test_acc", .number(t.accuracy, digits: 4))]
+                    let r = Record("eval", fields)
+                    progress?.clear()
+                    try sink.emit(r)
+                    try metricsFile?.append(r)
+                }
                 progress?.step(epoch: epoch, epochs: c.epochs, batch: b + 1, batches: trainBatches.batchCount, lossSoFar: lossSum / Double(seen), examples: seen, epochStart: started)
             }
             let seconds = (clock.now - started).seconds

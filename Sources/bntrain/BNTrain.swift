@@ -200,6 +200,18 @@ struct OutputOptions: ParsableArguments {
 
     @Flag(help: "No progress display on stderr (it only appears when stderr is a terminal).")
     var quiet = false
+
+    @Option(help: ArgumentHelp("Record statistics (15/50/85th percentiles, mean, sd) of a layer's input or output, for one unit and over all units: LAYER[:input|output][:unit=K], LAYER an index or last-KIND/first-KIND (last-sigmoid: the paper's view of bn-paper). Measured on the first --trace-examples test images in evaluation mode; training is unchanged.", valueName: "layer[:side][:unit=k]"))
+    var trace: String?
+
+    @Option(help: "With --trace: every N training steps. Default: 100.")
+    var traceEvery: Int?
+
+    @Option(help: "With --trace: the probe set, the first N test images. Default: 500.")
+    var traceExamples: Int?
+
+    @Option(help: "Test (and validation) loss and accuracy every N training steps, as 'eval' records; 0 is off. Default: 0.")
+    var evalEvery: Int?
 }
 
 struct CheckpointOptions: ParsableArguments {
@@ -278,6 +290,10 @@ struct BNTrain: ParsableCommand {
         if let v = sc.monitor { s.append(S(.monitor) { $0.monitor = v }) }
         if let v = sc.minDelta { s.append(S(.minDelta) { $0.minDelta = v }) }
         if let v = o.clipGradNorm { s.append(S(.clipGradNorm) { $0.clipGradNorm = v }) }
+        if let v = output.trace { s.append(S(.trace) { $0.trace = v }) }
+        if let v = output.traceEvery { s.append(S(.traceEvery) { $0.traceEvery = v }) }
+        if let v = output.traceExamples { s.append(S(.traceExamples) { $0.traceExamples = v }) }
+        if let v = output.evalEvery { s.append(S(.evalEvery) { $0.evalEvery = v }) }
         if let v = m.hidden { s.append(S(.hidden) { $0.hidden = v }) }
         if let v = d.trainLimit { s.append(S(.trainLimit) { $0.trainLimit = v }) }
         if let v = d.valSplit { s.append(S(.valSplit) { $0.valSplit = v }) }

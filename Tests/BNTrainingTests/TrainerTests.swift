@@ -139,6 +139,49 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Tracing and step-wise evaluation observe without touching training: the epoch records
+    /// are those of a plain run, even when the trace needs the fc+sigmoid pair unfused.
+    func testTracingAndEvalEveryLeaveTrainingUnchanged() throws {
+        for (model, trace) in [("dfn2", "last-sigmoid"), ("fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc", "last-tanh:output:unit=3")] {
+            let plain = try run(config(model))
+            var c = config(model)
+            c.trace = trace
+            c.traceEvery = 3
+            c.traceExamples = 40
+            c.evalEvery = 5
+            let observed = try run(c)
+            let kinds = Set(observed.map(\.kind))
+            XCTAssertEqual(kinds, ["config", "epoch", "trace", "eval", "summary"], model)
+            XCTAssertEqual(stable(observed.filter { $0.kind == "epoch" || $0.kind == "summary" }), stable(plain.filter { $0.kind == "epoch" || $0.kind == "summary" }), model)
+            let traces = observed.filter { $0.kind == "trace" }
+            XCTAssertEqual(traces.map { $0["step"] }, (1...(32 / 3)).map { .int($0 * 3) }, "every 3 steps of 4 epochs of 8")
+            XCTAssertEqual(observed.filter { $0.kind == "eval" }.map { $0["step"] }, [.int(5), .int(10), .int(15), .int(20), .int(25), .int(30)])
+        }
+    }
+
+    /// A resumed run traces and evaluates at the same steps, with the same values, as an
+    /// uninterrupted one: the two halves put together are the whole.
+    func testResumeKeepsTracingConsistent() throws {
+        var c = config()
+        c.trace = "1:output"
+        c.traceEvery = 2
+        c.evalEvery = 3
+        var whole = RunOutputs()
+        whole.save = dir + "/t-whole.safetensors"
+        let full = try run(c, outputs: whole)
+        var part = RunOutputs()
+        part.save = dir + "/t-part.safetensors"
+        part.metrics = dir + "/t.jsonl"
+        let first = try run(c, outputs: part, stopAtStep: 13)
+        let rest = try run(c, outputs: part, resume: part.save)
+        let observed = { (r: [Record]) in r.filter { $0.kind == "trace" || $0.kind == "eval" || $0.kind == "epoch" } }
+        XCTAssertEqual(stable(observed(first) + observed(rest)), stable(observed(full)))
+        // The metrics file holds each step-wise record once, in order.
+        let lines = try String(contentsOfFile: part.metrics!, encoding: .utf8).split(separator: "\n")
+        let steps = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.filter { $0["kind"] as? String == "trace" }.compactMap { $0["step"] as? Int }
+        XCTAssertEqual(steps, Array(stride(from: 2, through: 32, by: 2)))
+    }
+
     /// The configuration survives the checkpoint's JSON exactly, and decodes bntrain 0.3's form.
     func testConfigRoundTripAndLegacyForm() throws {
         var c = config()

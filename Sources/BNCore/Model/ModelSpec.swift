@@ -78,6 +78,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     /// A spec that cannot be used; `message` is one line naming the bad token.
     public struct ParseError: Error, CustomStringConvertible, Equatable {
         public let message: String
+        public init(message: String) { self.message = message }
         public var description: String { message }
     }
 

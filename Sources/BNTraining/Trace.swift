@@ -1,0 +1,130 @@
+import BNCore
+import Foundation
+
+/// `--trace LAYER[:input|output][:unit=K]`: statistics of one layer's input or output, for
+/// one unit and over all units, recorded every `--trace-every` training steps.
+///
+/// LAYER is a spec index (`8`) or `last-KIND` / `first-KIND` (`last-sigmoid`: the paper's
+/// view of `bn-paper`, the input to a sigmoid of the last hidden layer, whose index moves
+/// when `--no-batchnorm` removes the BN layers). The activations are those of a fixed probe
+/// set — the first `--trace-examples` test images — run through the network in evaluation
+/// mode at that step (running BN statistics; no dropout), which reads the model and changes
+/// nothing, so a traced run trains exactly as an untraced one.
+public struct TraceSpec: Equatable, Sendable, Codable {
+    public enum Side: String, Codable, Sendable { case input, output }
+    /// As written: an index or `first-KIND` / `last-KIND`.
+    public var layer: String
+    public var side: Side
+    public var unit: Int
+
+    public init(layer: String, side: Side = .input, unit: Int = 0) {
+        self.layer = layer
+        self.side = side
+        self.unit = unit
+    }
+
+    /// Parses `LAYER[:input|output][:unit=K]`; the message names the bad part.
+    public static func parse(_ text: String) throws -> TraceSpec {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard let layer = parts.first, !layer.isEmpty else { throw ModelSpec.ParseError(message: "'\(text)': give a layer (an index, or last-KIND such as last-sigmoid)") }
+        var t = TraceSpec(layer: layer)
+        for p in parts.dropFirst() {
+            if let s = Side(rawValue: p) {
+                t.side = s
+            } else if p.hasPrefix("unit="), let u = Int(p.dropFirst(5)), u >= 0 {
+                t.unit = u
+            } else {
+                throw ModelSpec.ParseError(message: "'\(text)': '\(p)' is neither input, output nor unit=K")
+            }
+        }
+        return t
+    }
+
+    public var description: String { "\(layer):\(side.rawValue):unit=\(unit)" }
+
+    /// The spec index this names in `spec`, and the width of the traced tensor.
+    public func resolve(in spec: ModelSpec, inputs: Int, classes: Int) throws -> (index: Int, width: Int) {
+        let widths = try spec.widths(inputs: inputs, classes: classes)
+        let index: Int
+        if let i = Int(layer) {
+            guard i >= 0 && i < spec.layers.count else { throw ModelSpec.ParseError(message: "layer \(i) is outside the model's \(spec.layers.count) layers (0...\(spec.layers.count - 1)) in '\(spec)'") }
+            index = i
+        } else if layer.hasPrefix("last-") || layer.hasPrefix("first-") {
+            let last = layer.hasPrefix("last-")
+            let kind = String(layer.drop(while: { $0 != "-" }).dropFirst())
+            let matches = spec.layers.indices.filter { spec.layers[$0].kind == kind }
+            guard let i = last ? matches.last : matches.first else { throw ModelSpec.ParseError(message: "'\(spec)' has no \(kind) layer to trace") }
+            index = i
+        } else {
+            throw ModelSpec.ParseError(message: "'\(layer)' is not a layer index or first-KIND / last-KIND")
+        }
+        let width = side == .input ? (index == 0 ? inputs : widths[index - 1]) : widths[index]
+        guard unit < width else { throw ModelSpec.ParseError(message: "unit \(unit) is outside the \(width) units of layer \(index)'s \(side.rawValue)") }
+        return (index, width)
+    }
+}
+
+/// Percentiles and moments of a sample.
+public struct Summary: Equatable, Sendable {
+    public var p15: Double, p50: Double, p85: Double, mean: Double, std: Double
+
+    /// numpy.percentile's default (linear interpolation between the closest ranks) and the
+    /// population standard deviation (numpy.std, ddof 0). Sorts `values`.
+    public init(_ values: inout [Double]) {
+        values.sort()
+        func pct(_ q: Double) -> Double {
+            let pos = q / 100 * Double(values.count - 1)
+            let lo = Int(pos.rounded(.down)), hi = min(lo + 1, values.count - 1)
+            return values[lo] + (values[hi] - values[lo]) * (pos - Double(lo))
+        }
+        p15 = pct(15)
+        p50 = pct(50)
+        p85 = pct(85)
+        let n = Double(values.count)
+        let m = values.reduce(0, +) / n
+        mean = m
+        std = (values.reduce(0) { $0 + ($1 - m) * ($1 - m) } / n).squareRoot()
+    }
+}
+
+/// Runs a probe batch through a network and summarises the traced tensor.
+final class Tracer {
+    let spec: TraceSpec
+    /// Index in the built network whose input or output is the traced tensor.
+    let networkLayer: Int
+    let useOutput: Bool
+    let width: Int
+    let probe: Matrix<Float>
+    var unitValues: [Double]
+    var allValues: [Double]
+
+    /// Maps the spec index to the built network's layers: an fc fused with its sigmoid is one
+    /// layer whose output is the sigmoid's, so tracing the fc's output or the sigmoid's input
+    /// (the pre-activation) needs the unfused network; Trainer builds the trace on a network
+    /// whose layers are one per spec token when that is the case.
+    init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, probe: Matrix<Float>) {
+        self.spec = spec
+        self.networkLayer = networkLayer
+        self.useOutput = useOutput
+        self.width = width
+        self.probe = probe
+        unitValues = [Double](repeating: 0, count: probe.rows)
+        allValues = [Double](repeating: 0, count: probe.rows * width)
+    }
+
+    /// Evaluation-mode forward of the probe set up to the traced tensor; its statistics.
+    func measure(_ net: Network<Float>) -> (unit: Summary, all: Summary) {
+        var h = probe
+        for (i, layer) in net.layers.enumerated() {
+            if i == networkLayer && !useOutput { break }
+            h = layer.forward(h, training: false)
+            if i == networkLayer { break }
+        }
+        precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
+        for r in 0..<h.rows {
+            unitValues[r] = Double(h[r, spec.unit])
+            for j in 0..<width { allValues[r * width + j] = Double(h.data[r * width + j]) }
+        }
+        return (Summary(&unitValues), Summary(&allValues))
+    }
+}
