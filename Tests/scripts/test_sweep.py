@@ -237,3 +237,20 @@ def test_plot_draws_a_sweep_and_metrics_files(tmp_path, tiny, bntrain):
                           capture_output=True).returncode == 0
     r = subprocess.run([str(PLOT), "--out", str(tmp_path / "one.png"), str(metrics)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (tmp_path / "one.png").exists(), r.stderr
+
+
+def test_bn_paper_experiment_quick(tmp_path, bntrain):
+    """The Figure 1 experiment end to end on a small scale: both nets through the sweep, both
+    figures drawn, the table printed with accuracies and the traced unit's drift."""
+    r = subprocess.run([str(REPO / "Scripts" / "experiments" / "bn-paper"), "--quick", "--out", str(tmp_path / "runs"),
+                        "--docs", str(tmp_path / "docs")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "dataset fashion-mnist" in r.stderr or "dataset mnist" in r.stderr
+    for png in ("bn-paper-accuracy.png", "bn-paper-trace.png"):
+        assert (tmp_path / "docs" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| with") or l.startswith("| without")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(0 < float(c) <= 1 for c in cells[1:4]), row
+        assert all(len(c.split(" / ")) == 2 for c in cells[4:]), row
