@@ -1,0 +1,180 @@
+/// An image shape: channels, height, width (one example; a batch is N rows of C*H*W values,
+/// NCHW row-major, which is also PyTorch's flatten order).
+public struct ImageShape: Equatable, Sendable, CustomStringConvertible {
+    public var c: Int, h: Int, w: Int
+    public init(_ c: Int, _ h: Int, _ w: Int) { (self.c, self.h, self.w) = (c, h, w) }
+    public var count: Int { c * h * w }
+    public var description: String { "\(c)x\(h)x\(w)" }
+}
+
+/// 2-D convolution (PyTorch's `nn.Conv2d`, cross-correlation, zero padding):
+///     y[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] x[n, c, s i + u - p, s j + v - p]
+/// x: (N, C, H, W) -> y: (N, O, OH, OW), OH = (H + 2p - k) / s + 1, W: (O, C, k, k) as PyTorch.
+///
+/// Per example, im2col unfolds x into col (C k k, OH OW); the forward is one sgemm
+/// W (O, C k k) x col -> (O, OH OW), written straight into the output row (NCHW). Backward:
+///     dW += dY_n (O, P) x col_n^T (P, C k k),   db = sum dY,   dcol = W^T (C k k, O) x dY_n,
+/// and col2im adds dcol back into dx. The columns of every example are kept from the forward
+/// (sized once, reused), so backward does not unfold again.
+public final class Conv2D<T: BLASScalar>: Layer {
+    public let input: ImageShape, output: ImageShape
+    public let kernel: Int, stride: Int, padding: Int
+    public var inFeatures: Int { input.count }
+    public var outFeatures: Int { output.count }
+    public var computesInputGradient = true
+    public let weight: Parameter<T>  // (O, C*k*k) storage = PyTorch's (O, C, k, k) row-major
+    public let bias: Parameter<T>  // (1, O)
+    public let parameters: [Parameter<T>]
+
+    @usableFromInline let cols: Matrix<T>  // (N, C k k * OH OW): each example's im2col
+    @usableFromInline let out: Matrix<T>
+    @usableFromInline let inputGrad: Matrix<T>
+    @usableFromInline let dcol: Matrix<T>  // (1, C k k * OH OW) scratch
+    @usableFromInline var rows = 0
+
+    public init(input: ImageShape, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, name: String) {
+        precondition(kernel >= 1 && stride >= 1 && padding >= 0 && input.h + 2 * padding >= kernel && input.w + 2 * padding >= kernel, "convolution does not fit its input")
+        self.input = input
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        output = ImageShape(outChannels, (input.h + 2 * padding - kernel) / stride + 1, (input.w + 2 * padding - kernel) / stride + 1)
+        let ckk = input.c * kernel * kernel
+        weight = Parameter(name: "\(name).weight", value: Matrix(rows: outChannels, cols: ckk), shape: [outChannels, input.c, kernel, kernel])
+        bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outChannels))
+        parameters = [weight, bias]
+        let p = output.h * output.w
+        cols = Matrix(rows: 0, cols: ckk * p)
+        out = Matrix(rows: 0, cols: output.count)
+        inputGrad = Matrix(rows: 0, cols: input.count)
+        dcol = Matrix(rows: 1, cols: ckk * p)
+    }
+
+    /// col (C k k, OH OW) of one example x (C, H, W).
+    @inlinable
+    func im2col(_ x: UnsafePointer<T>, _ col: UnsafeMutablePointer<T>) {
+        let (C, H, W, k, s, pd) = (input.c, input.h, input.w, kernel, stride, padding)
+        let (OH, OW) = (output.h, output.w)
+        var r = 0
+        for c in 0..<C {
+            for u in 0..<k {
+                for v in 0..<k {
+                    let row = col + r * OH * OW
+                    for i in 0..<OH {
+                        let y = s * i + u - pd
+                        if y < 0 || y >= H {
+                            for j in 0..<OW { row[i * OW + j] = 0 }
+                            continue
+                        }
+                        let src = x + (c * H + y) * W
+                        for j in 0..<OW {
+                            let xx = s * j + v - pd
+                            row[i * OW + j] = (xx >= 0 && xx < W) ? src[xx] : 0
+                        }
+                    }
+                    r += 1
+                }
+            }
+        }
+    }
+
+    /// dx (C, H, W) += the columns dcol folded back (the adjoint of im2col).
+    @inlinable
+    func col2im(_ col: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>) {
+        let (C, H, W, k, s, pd) = (input.c, input.h, input.w, kernel, stride, padding)
+        let (OH, OW) = (output.h, output.w)
+        var r = 0
+        for c in 0..<C {
+            for u in 0..<k {
+                for v in 0..<k {
+                    let row = col + r * OH * OW
+                    for i in 0..<OH {
+                        let y = s * i + u - pd
+                        if y < 0 || y >= H { continue }
+                        let dst = dx + (c * H + y) * W
+                        for j in 0..<OW {
+                            let xx = s * j + v - pd
+                            if xx >= 0 && xx < W { dst[xx] += row[i * OW + j] }
+                        }
+                    }
+                    r += 1
+                }
+            }
+        }
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
+        precondition(x.cols == input.count, "Conv2D expects \(input) = \(input.count) values per example, got \(x.cols)")
+        let n = x.rows, ckk = input.c * kernel * kernel, p = output.h * output.w, o = output.c
+        rows = n
+        cols.resize(rows: n)
+        out.resize(rows: n)
+        for e in 0..<n {
+            let col = cols.data + e * ckk * p, y = out.data + e * o * p
+            im2col(x.data + e * input.count, col)
+            T.gemm(transA: false, transB: false, m: o, n: p, k: ckk, alpha: 1, a: weight.value.data, lda: ckk, b: col, ldb: p, beta: 0, c: y, ldc: p)
+            for oc in 0..<o {
+                let b = bias.value.data[oc], yr = y + oc * p
+                for j in 0..<p { yr[j] += b }
+            }
+        }
+        return out
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func backward(_ dy: Matrix<T>) -> Matrix<T> {
+        precondition(dy.rows == rows && dy.cols == output.count, "Conv2D.backward: dy shape does not match the forward pass")
+        let n = dy.rows, ckk = input.c * kernel * kernel, p = output.h * output.w, o = output.c
+        let dw = weight.grad.data, db = bias.grad.data
+        dw.update(repeating: 0, count: o * ckk)
+        db.update(repeating: 0, count: o)
+        inputGrad.resize(rows: n)
+        if computesInputGradient { inputGrad.data.update(repeating: 0, count: n * input.count) }
+        for e in 0..<n {
+            let g = dy.data + e * o * p, col = cols.data + e * ckk * p
+            for oc in 0..<o {
+                var s: T = 0
+                let gr = g + oc * p
+                for j in 0..<p { s += gr[j] }
+                db[oc] += s
+            }
+            // dW (O, Ckk) += dY (O, P) x col^T
+            T.gemm(transA: false, transB: true, m: o, n: ckk, k: p, alpha: 1, a: g, lda: p, b: col, ldb: p, beta: 1, c: dw, ldc: ckk)
+            guard computesInputGradient else { continue }
+            // dcol (Ckk, P) = W^T (Ckk, O) x dY (O, P), folded into dx.
+            T.gemm(transA: true, transB: false, m: ckk, n: p, k: o, alpha: 1, a: weight.value.data, lda: ckk, b: g, ldb: p, beta: 0, c: dcol.data, ldc: p)
+            col2im(dcol.data, inputGrad.data + e * input.count)
+        }
+        return inputGrad
+    }
+}
+
+/// The textbook six loops (no im2col, no BLAS): the reference Conv2D is tested against.
+public func referenceConv2D<T: BLASScalar>(_ x: [T], input: ImageShape, weight: [T], bias: [T], outChannels: Int, kernel k: Int, stride s: Int, padding p: Int) -> [T] {
+    let oh = (input.h + 2 * p - k) / s + 1, ow = (input.w + 2 * p - k) / s + 1
+    var y = [T](repeating: 0, count: outChannels * oh * ow)
+    for o in 0..<outChannels {
+        for i in 0..<oh {
+            for j in 0..<ow {
+                var acc = bias[o]
+                for c in 0..<input.c {
+                    for u in 0..<k {
+                        for v in 0..<k {
+                            let yy = s * i + u - p, xx = s * j + v - p
+                            if yy >= 0 && yy < input.h && xx >= 0 && xx < input.w {
+                                acc += weight[((o * input.c + c) * k + u) * k + v] * x[(c * input.h + yy) * input.w + xx]
+                            }
+                        }
+                    }
+                }
+                y[(o * oh + i) * ow + j] = acc
+            }
+        }
+    }
+    return y
+}

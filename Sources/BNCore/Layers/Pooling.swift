@@ -1,0 +1,244 @@
+/// 2-D pooling over k x k windows with stride s, no padding (PyTorch's `nn.MaxPool2d(k, s)`
+/// and `nn.AvgPool2d(k, s)`; global average pooling is the average over the whole H x W):
+///     max: y[n, c, i, j] = max_{u, v < k} x[n, c, s i + u, s j + v]   (dx: dy to the argmax; the
+///          first maximum in row-major window order wins a tie, as PyTorch's CPU kernel)
+///     avg: y[n, c, i, j] = mean_{u, v < k} x[...]                       (dx: dy / k^2 to each)
+/// x: (N, C, H, W) -> y: (N, C, OH, OW), OH = (H - k) / s + 1.
+public final class Pool2D<T: BLASScalar>: Layer {
+    public enum Kind: String, Sendable { case max, average }
+    public let kind: Kind
+    public let input: ImageShape, output: ImageShape
+    public let kernelH: Int, kernelW: Int, stride: Int
+    public var inFeatures: Int { input.count }
+    public var outFeatures: Int { output.count }
+    public var computesInputGradient = true
+    public let parameters: [Parameter<T>] = []
+
+    @usableFromInline let out: Matrix<T>
+    @usableFromInline let inputGrad: Matrix<T>
+    /// Max pooling: for each output element, the offset of its maximum within the example.
+    @usableFromInline var argmax: UnsafeMutablePointer<Int32>
+    @usableFromInline var argmaxCapacity = 0
+
+    /// `kernel: nil` pools the whole H x W (global average pooling).
+    public init(_ kind: Kind, input: ImageShape, kernel: Int?, stride: Int? = nil) {
+        self.kind = kind
+        self.input = input
+        kernelH = kernel ?? input.h
+        kernelW = kernel ?? input.w
+        self.stride = stride ?? kernel ?? 1
+        precondition(kernelH >= 1 && kernelH <= input.h && kernelW <= input.w && self.stride >= 1, "pooling window does not fit its input")
+        output = ImageShape(input.c, (input.h - kernelH) / self.stride + 1, (input.w - kernelW) / self.stride + 1)
+        out = Matrix(rows: 0, cols: output.count)
+        inputGrad = Matrix(rows: 0, cols: input.count)
+        argmax = .allocate(capacity: 1)
+    }
+
+    deinit { argmax.deallocate() }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
+        precondition(x.cols == input.count, "pooling expects \(input) per example, got \(x.cols) values")
+        let n = x.rows
+        out.resize(rows: n)
+        if kind == .max && n * output.count > argmaxCapacity {
+            argmax.deallocate()
+            argmaxCapacity = n * output.count
+            argmax = .allocate(capacity: argmaxCapacity)
+        }
+        let (H, W, OH, OW, s, kh, kw) = (input.h, input.w, output.h, output.w, stride, kernelH, kernelW)
+        let inv = 1 / T(kh * kw)
+        for e in 0..<n {
+            let xe = x.data + e * input.count, ye = out.data + e * output.count
+            for c in 0..<input.c {
+                let xc = xe + c * H * W
+                for i in 0..<OH {
+                    for j in 0..<OW {
+                        let o = (c * OH + i) * OW + j
+                        if kind == .max {
+                            var best = xc[(s * i) * W + s * j], at = (s * i) * W + s * j
+                            for u in 0..<kh {
+                                for v in 0..<kw {
+                                    let q = (s * i + u) * W + s * j + v
+                                    if xc[q] > best {
+                                        best = xc[q]
+                                        at = q
+                                    }
+                                }
+                            }
+                            ye[o] = best
+                            argmax[e * output.count + o] = Int32(c * H * W + at)
+                        } else {
+                            var acc: T = 0
+                            for u in 0..<kh { for v in 0..<kw { acc += xc[(s * i + u) * W + s * j + v] } }
+                            ye[o] = acc * inv
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func backward(_ dy: Matrix<T>) -> Matrix<T> {
+        precondition(dy.rows == out.rows && dy.cols == output.count, "pooling backward: shape mismatch")
+        let n = dy.rows
+        inputGrad.resize(rows: n)
+        inputGrad.data.update(repeating: 0, count: n * input.count)
+        let (H, W, OH, OW, s, kh, kw) = (input.h, input.w, output.h, output.w, stride, kernelH, kernelW)
+        let inv = 1 / T(kh * kw)
+        for e in 0..<n {
+            let g = dy.data + e * output.count, dx = inputGrad.data + e * input.count
+            if kind == .max {
+                for o in 0..<output.count { dx[Int(argmax[e * output.count + o])] += g[o] }
+                continue
+            }
+            for c in 0..<input.c {
+                for i in 0..<OH {
+                    for j in 0..<OW {
+                        let v = g[(c * OH + i) * OW + j] * inv
+                        for u in 0..<kh { for w in 0..<kw { dx[c * H * W + (s * i + u) * W + s * j + w] += v } }
+                    }
+                }
+            }
+        }
+        return inputGrad
+    }
+}
+
+/// Batch normalization over the channels of image batches (PyTorch's `nn.BatchNorm2d`): the
+/// statistics of channel c are taken over N, H and W (M = N H W values); otherwise exactly
+/// BatchNorm1D's math and conventions (biased variance to normalise, running averages with
+/// decay m, running_var biased or unbiased M/(M-1)):
+///     xhat = (x - mu_c) / sqrt(var_c + eps),  y = gamma_c xhat + beta_c
+///     dx = (gamma_c istd_c / M) (M dy - sum dy - xhat sum(dy xhat))   (sums over N, H, W)
+/// x: (N, C, H, W) -> y: same shape.
+public final class BatchNorm2D<T: BLASScalar>: Layer {
+    public let shape: ImageShape
+    public let name: String
+    public var inFeatures: Int { shape.count }
+    public var outFeatures: Int { shape.count }
+    public var momentum: T
+    public let eps: T
+    public var runningVariance: BatchNorm1D<T>.RunningVariance
+    public var computesInputGradient = true
+    public let gamma: Parameter<T>, beta: Parameter<T>  // (1, C)
+    public let runningMean: Buffer<T>, runningVar: Buffer<T>  // (1, C)
+    public var batchesTracked = 0
+    public let parameters: [Parameter<T>]
+    public let buffers: [Buffer<T>]
+
+    @usableFromInline let xhat: Matrix<T>, out: Matrix<T>, inputGrad: Matrix<T>
+    @usableFromInline let mean: Matrix<T>, istd: Matrix<T>  // (1, C)
+    @usableFromInline var lastForwardWasTraining = false
+
+    public init(shape: ImageShape, momentum: T = 0.9, eps: T = 1e-5, runningVariance: BatchNorm1D<T>.RunningVariance = .biased, name: String) {
+        self.shape = shape
+        self.name = name
+        self.momentum = momentum
+        self.eps = eps
+        self.runningVariance = runningVariance
+        let c = shape.c
+        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c)))
+        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: c))
+        runningMean = Buffer(name: "\(name).running_mean", value: Matrix(rows: 1, cols: c))
+        runningVar = Buffer(name: "\(name).running_var", value: Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c)))
+        parameters = [gamma, beta]
+        buffers = [runningMean, runningVar]
+        xhat = Matrix(rows: 0, cols: shape.count)
+        out = Matrix(rows: 0, cols: shape.count)
+        inputGrad = Matrix(rows: 0, cols: shape.count)
+        mean = Matrix(rows: 1, cols: c)
+        istd = Matrix(rows: 1, cols: c)
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func forward(_ x: Matrix<T>, training: Bool) -> Matrix<T> {
+        precondition(x.cols == shape.count, "BatchNorm2D expects \(shape) per example")
+        let n = x.rows, C = shape.c, hw = shape.h * shape.w
+        out.resize(rows: n)
+        lastForwardWasTraining = training
+        let g = gamma.value.data, b = beta.value.data
+        if !training {
+            let rm = runningMean.value.data, rv = runningVar.value.data
+            for e in 0..<n {
+                for c in 0..<C {
+                    let scale = g[c] / (rv[c] + eps).squareRoot(), shift = b[c] - rm[c] * scale
+                    let xr = x.data + (e * C + c) * hw, yr = out.data + (e * C + c) * hw
+                    for j in 0..<hw { yr[j] = xr[j] * scale + shift }
+                }
+            }
+            return out
+        }
+        precondition(n * hw > 1 || n > 0, "BatchNorm2D needs values to normalise")
+        xhat.resize(rows: n)
+        let m = T(n * hw)
+        let bessel: T = (runningVariance == .unbiased && n * hw > 1) ? m / (m - 1) : 1
+        for c in 0..<C {
+            var s: T = 0
+            for e in 0..<n {
+                let xr = x.data + (e * C + c) * hw
+                for j in 0..<hw { s += xr[j] }
+            }
+            let mu = s / m
+            var v: T = 0
+            for e in 0..<n {
+                let xr = x.data + (e * C + c) * hw
+                for j in 0..<hw { v += (xr[j] - mu) * (xr[j] - mu) }
+            }
+            v /= m
+            let inv = 1 / (v + eps).squareRoot()
+            mean.data[c] = mu
+            istd.data[c] = inv
+            for e in 0..<n {
+                let xr = x.data + (e * C + c) * hw, hr = xhat.data + (e * C + c) * hw, yr = out.data + (e * C + c) * hw
+                for j in 0..<hw {
+                    let t = (xr[j] - mu) * inv
+                    hr[j] = t
+                    yr[j] = g[c] * t + b[c]
+                }
+            }
+            let rm = runningMean.value.data, rv = runningVar.value.data
+            rm[c] = momentum * rm[c] + (1 - momentum) * mu
+            rv[c] = momentum * rv[c] + (1 - momentum) * v * bessel
+        }
+        batchesTracked += 1
+        return out
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func backward(_ dy: Matrix<T>) -> Matrix<T> {
+        precondition(lastForwardWasTraining && dy.rows == xhat.rows && dy.cols == shape.count, "BatchNorm2D.backward needs a training forward of the same shape")
+        let n = dy.rows, C = shape.c, hw = shape.h * shape.w
+        inputGrad.resize(rows: n)
+        let m = T(n * hw)
+        for c in 0..<C {
+            var sdy: T = 0, sdyx: T = 0
+            for e in 0..<n {
+                let gr = dy.data + (e * C + c) * hw, hr = xhat.data + (e * C + c) * hw
+                for j in 0..<hw {
+                    sdy += gr[j]
+                    sdyx += gr[j] * hr[j]
+                }
+            }
+            beta.grad.data[c] = sdy
+            gamma.grad.data[c] = sdyx
+            guard computesInputGradient else { continue }
+            let k = gamma.value.data[c] * istd.data[c], a = sdy / m, bq = sdyx / m
+            for e in 0..<n {
+                let gr = dy.data + (e * C + c) * hw, hr = xhat.data + (e * C + c) * hw, xr = inputGrad.data + (e * C + c) * hw
+                for j in 0..<hw { xr[j] = k * (gr[j] - a - hr[j] * bq) }
+            }
+        }
+        return inputGrad
+    }
+}
