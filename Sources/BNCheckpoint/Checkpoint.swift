@@ -32,12 +32,15 @@ public struct StoredModel: Equatable, Sendable {
     public var inputs: Int
     public var classes: Int
     public var options: BuildOptions
+    /// The input image of a convolutional model (`bntrain.input_shape`).
+    public var image: ImageShape?
 
-    public init(spec: ModelSpec, inputs: Int, classes: Int, options: BuildOptions) {
+    public init(spec: ModelSpec, inputs: Int, classes: Int, options: BuildOptions, image: ImageShape? = nil) {
         self.spec = spec
         self.inputs = inputs
         self.classes = classes
         self.options = options
+        self.image = image
     }
 
     public static func == (a: StoredModel, b: StoredModel) -> Bool {
@@ -48,7 +51,7 @@ public struct StoredModel: Equatable, Sendable {
     /// A freshly built network of this model (weights to be loaded from the checkpoint).
     public func makeNetwork() throws -> Network<Float> {
         var rng = SplitMix64(seed: 0)
-        return try spec.build(Float.self, inputs: inputs, classes: classes, options: options, rng: &rng)
+        return try spec.build(Float.self, inputs: inputs, classes: classes, image: image, options: options, rng: &rng)
     }
 }
 
@@ -66,6 +69,8 @@ public struct Checkpoint {
     public var metadata: [String: String]
 
     public static let modelKey = "bntrain.model"
+    /// "CxHxW": the input image of a convolutional model.
+    public static let inputShapeKey = "bntrain.input_shape"
     /// Tensors under this prefix hold the optimizer's state: `optimizer.step` (I64), and per
     /// parameter `optimizer.PARAM.momentum_buffer` (SGD, RMSprop with momentum),
     /// `optimizer.PARAM.exp_avg` and `.exp_avg_sq` (Adam, AdamW), `optimizer.PARAM.square_avg`
@@ -90,7 +95,7 @@ public struct Checkpoint {
                 : SafeTensors.Tensor(floats: UnsafeBufferPointer(p.value.buffer), shape: p.shape)
         }
         for b in network.buffers { t[b.name] = SafeTensors.Tensor(floats: UnsafeBufferPointer(b.value.buffer), shape: b.shape) }
-        for bn in network.batchNorms { t["\(bn.name).num_batches_tracked"] = SafeTensors.Tensor(int64: Int64(bn.batchesTracked)) }
+        for (name, steps) in network.batchNormSteps { t["\(name).num_batches_tracked"] = SafeTensors.Tensor(int64: Int64(steps)) }
         if let optimizer {
             let shapes = Dictionary(uniqueKeysWithValues: network.parameters.map { ($0.name, $0.shape) })
             for (name, values) in optimizer.state(network.parameters) {
@@ -105,6 +110,7 @@ public struct Checkpoint {
         var m = metadata
         m["format"] = "pt"  // the safetensors convention for PyTorch state dicts
         m[Checkpoint.modelKey] = spec.canonical
+        if let image = network.inputImage { m[Checkpoint.inputShapeKey] = image.description }
         if spec.hasBatchNorm {
             m[Checkpoint.eps] = "\(options.bnEps)"
             m[Checkpoint.momentum] = "\(options.bnMomentum)"
@@ -153,10 +159,23 @@ public struct Checkpoint {
             }
             return t.shape
         }
-        guard let first = spec.layers.firstIndex(where: { $0.kind == "fc" || $0 == .batchNorm || $0 == .layerNorm }) else {
-            throw CheckpointError.malformed(path: path, reason: "model '\(spec)' has no layer with tensors")
+        var image: ImageShape?
+        let inputs: Int
+        if spec.isConvolutional {
+            // The image size cannot be read off conv weights: it is in the metadata.
+            let text = metadata[Checkpoint.inputShapeKey] ?? ""
+            let dims = text.split(separator: "x").compactMap { Int($0) }
+            guard dims.count == 3, dims.allSatisfy({ $0 >= 1 && $0 <= 4096 }), dims[0] <= 64 else {
+                throw CheckpointError.malformed(path: path, reason: "metadata \(Checkpoint.inputShapeKey)='\(text)' is not an image size CxHxW (C <= 64, H and W <= 4096)")
+            }
+            image = ImageShape(dims[0], dims[1], dims[2])
+            inputs = image!.count
+        } else {
+            guard let first = spec.layers.firstIndex(where: { $0.kind == "fc" || $0 == .batchNorm || $0 == .layerNorm }) else {
+                throw CheckpointError.malformed(path: path, reason: "model '\(spec)' has no layer with tensors")
+            }
+            inputs = spec.layers[first].kind == "fc" ? try shape("\(first).weight", rank: 2)[1] : try shape("\(first).weight", rank: 1)[0]
         }
-        let inputs = spec.layers[first].kind == "fc" ? try shape("\(first).weight", rank: 2)[1] : try shape("\(first).weight", rank: 1)[0]
         let classes = try shape("\(spec.layers.count - 1).weight", rank: 2)[0]
         guard classes >= 2 else { throw CheckpointError.malformed(path: path, reason: "its last layer has \(classes) output; a classifier needs at least 2 classes") }
         var options = BuildOptions()
@@ -176,36 +195,40 @@ public struct Checkpoint {
         }
         // Every tensor's shape is compared with the spec before anything is built, so a file
         // cannot make bntrain allocate more than its own tensors hold.
-        try Checkpoint.checkShapes(tensors, spec: spec, inputs: inputs, classes: classes, path: path, requireBuffers: requireBuffers)
-        return StoredModel(spec: spec, inputs: inputs, classes: classes, options: options)
+        try Checkpoint.checkShapes(tensors, spec: spec, inputs: inputs, classes: classes, image: image, path: path, requireBuffers: requireBuffers)
+        return StoredModel(spec: spec, inputs: inputs, classes: classes, options: options, image: image)
     }
 
     /// The tensors `spec` has for `inputs` features and `classes` classes, with their logical
     /// shapes: fc `i.weight` (out, in) and `i.bias` (out); bn `i.weight`, `i.bias` and the
     /// buffers `i.running_mean`, `i.running_var` (d) and `i.num_batches_tracked` (); ln
     /// `i.weight`, `i.bias` (d).
-    public static func expectedTensors(spec: ModelSpec, inputs: Int, classes: Int) throws -> [(name: String, shape: [Int], buffer: Bool)] {
-        let widths = try spec.widths(inputs: inputs, classes: classes)
+    public static func expectedTensors(spec: ModelSpec, inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [(name: String, shape: [Int], buffer: Bool)] {
+        let shapes = try spec.shapes(inputs: inputs, classes: classes, image: image)
         var out: [(String, [Int], Bool)] = []
-        var width = inputs
+        var inShape = try spec.inputShape(inputs: inputs, image: image)
         for (i, l) in spec.layers.enumerated() {
-            let w = widths[i]
-            switch l {
-            case .fc: out += [("\(i).weight", [w, width], false), ("\(i).bias", [w], false)]
-            case .batchNorm:
-                out += [("\(i).weight", [w], false), ("\(i).bias", [w], false), ("\(i).running_mean", [w], true),
-                        ("\(i).running_var", [w], true), ("\(i).num_batches_tracked", [], true)]
-            case .layerNorm: out += [("\(i).weight", [w], false), ("\(i).bias", [w], false)]
-            case .activation, .dropout: break
+            let w = shapes[i].count
+            switch (l, inShape) {
+            case (.fc, _): out += [("\(i).weight", [w, inShape.count], false), ("\(i).bias", [w], false)]
+            case (.batchNorm, _):
+                // Per feature (1-D) or per channel (2-D).
+                var d = w
+                if case let .image(s) = inShape { d = s.c }
+                out += [("\(i).weight", [d], false), ("\(i).bias", [d], false), ("\(i).running_mean", [d], true),
+                        ("\(i).running_var", [d], true), ("\(i).num_batches_tracked", [], true)]
+            case (.layerNorm, _): out += [("\(i).weight", [w], false), ("\(i).bias", [w], false)]
+            case let (.conv(o, k, _, _), .image(s)): out += [("\(i).weight", [o, s.c, k, k], false), ("\(i).bias", [o], false)]
+            default: break
             }
-            width = w
+            inShape = shapes[i]
         }
         return out
     }
 
-    static func checkShapes(_ tensors: [String: SafeTensors.Tensor], spec: ModelSpec, inputs: Int, classes: Int, path: String, requireBuffers: Bool) throws {
+    static func checkShapes(_ tensors: [String: SafeTensors.Tensor], spec: ModelSpec, inputs: Int, classes: Int, image: ImageShape?, path: String, requireBuffers: Bool) throws {
         let expected: [(name: String, shape: [Int], buffer: Bool)]
-        do { expected = try expectedTensors(spec: spec, inputs: inputs, classes: classes) } catch let e as ModelSpec.ParseError {
+        do { expected = try expectedTensors(spec: spec, inputs: inputs, classes: classes, image: image) } catch let e as ModelSpec.ParseError {
             throw CheckpointError.malformed(path: path, reason: e.message)
         }
         let names = Set(expected.map(\.name))
@@ -253,7 +276,7 @@ public struct Checkpoint {
     public func load(into network: Network<Float>, path: String, requireBuffers: Bool = true) throws {
         let tensors = normalizedTensors
         var expected = Set(network.parameters.map(\.name) + network.buffers.map(\.name))
-        for bn in network.batchNorms { expected.insert("\(bn.name).num_batches_tracked") }
+        for (name, _) in network.batchNormSteps { expected.insert("\(name).num_batches_tracked") }
         if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) && !$0.hasPrefix(Checkpoint.optimizerPrefix) }) {
             throw CheckpointError.unexpectedTensor(path: path, name: extra)
         }
@@ -266,9 +289,9 @@ public struct Checkpoint {
             guard t.dtype != .i64 else { throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' is I64; it must be F32 or F64") }
             return t
         }
-        var steps: [(BatchNorm1D<Float>, Int)] = []
-        for bn in network.batchNorms {
-            let name = "\(bn.name).num_batches_tracked"
+        var steps: [(String, Int)] = []
+        for (bn, _) in network.batchNormSteps {
+            let name = "\(bn).num_batches_tracked"
             guard let t = tensors[name] else { continue }
             guard t.elementCount == 1, let n = t.int64Scalar(), n >= 0 else {
                 throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' must hold one non-negative integer")
@@ -293,7 +316,7 @@ public struct Checkpoint {
         for (b, v) in buffers {
             for i in 0..<v.count { b.value.data[i] = v[i] }
         }
-        for (bn, n) in steps { bn.batchesTracked = n }
+        for (bn, n) in steps { network.setBatchNormSteps(bn, n) }
     }
 
     // MARK: Files

@@ -43,8 +43,8 @@ public struct TraceSpec: Equatable, Sendable, Codable {
     public var description: String { "\(layer):\(side.rawValue):unit=\(unit)" }
 
     /// The spec index this names in `spec`, and the width of the traced tensor.
-    public func resolve(in spec: ModelSpec, inputs: Int, classes: Int) throws -> (index: Int, width: Int) {
-        let widths = try spec.widths(inputs: inputs, classes: classes)
+    public func resolve(in spec: ModelSpec, inputs: Int, classes: Int, image: ImageShape? = nil) throws -> (index: Int, width: Int) {
+        let widths = try spec.widths(inputs: inputs, classes: classes, image: image)
         let index: Int
         if let i = Int(layer) {
             guard i >= 0 && i < spec.layers.count else { throw ModelSpec.ParseError(message: "layer \(i) is outside the model's \(spec.layers.count) layers (0...\(spec.layers.count - 1)) in '\(spec)'") }

@@ -75,6 +75,8 @@ public final class Trainer {
         self.sink = sink
         self.diagnostics = diagnostics
         spec = try config.spec()
+        // The input as an image (one channel, the IDX rows x cols) for convolutional models.
+        let image = ImageShape(1, dataset.rows, dataset.cols)
         if let n = config.trainLimit, n > dataset.train.count {
             throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: code(.trainLimit))
         }
@@ -95,7 +97,7 @@ public final class Trainer {
         }
         // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
         // cannot overflow: it is computed in Double).
-        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, classes: dataset.classes, batch: config.batch, evalBatch: min(config.evalBatch, max(dataset.test.count, valIndices.count)))
+        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes, batch: config.batch, evalBatch: min(config.evalBatch, max(dataset.test.count, valIndices.count)))
         let available = Memory.physicalBytes
         if needed > Double(available) / 2 {
             throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller batch", code: ExitStatus.usage)
@@ -110,7 +112,7 @@ public final class Trainer {
         if let t = config.trace {
             do {
                 let ts = try TraceSpec.parse(t)
-                let (index, width) = try ts.resolve(in: spec, inputs: dataset.featureCount, classes: dataset.classes)
+                let (index, width) = try ts.resolve(in: spec, inputs: dataset.featureCount, classes: dataset.classes, image: image)
                 target = (ts, index, width)
                 let layers = spec.layers
                 let preActivation = (ts.side == .output && index + 1 < layers.count && layers[index].kind == "fc" && layers[index + 1] == .activation(.sigmoid))
@@ -122,7 +124,7 @@ public final class Trainer {
         }
         do {
             network = try spec.build(
-                Float.self, inputs: dataset.featureCount, classes: dataset.classes, options: options,
+                Float.self, inputs: dataset.featureCount, classes: dataset.classes, image: image, options: options,
                 rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
@@ -183,11 +185,13 @@ public final class Trainer {
     /// Bytes the model needs beyond the dataset: weights and gradients (3 copies with the
     /// optimizer's scratch), and per example of a training or evaluation batch about four
     /// buffers of each layer's width (output, input gradient, cached values).
-    public static func memoryEstimate(spec: ModelSpec, inputs: Int, classes: Int, batch: Int, evalBatch: Int) -> Double {
-        guard let rows = try? spec.summary(inputs: inputs, classes: classes) else { return 0 }
+    public static func memoryEstimate(spec: ModelSpec, inputs: Int, image: ImageShape, classes: Int, batch: Int, evalBatch: Int) -> Double {
+        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 0 }
         let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
         let widths = rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
-        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + Double(batch * inputs))
+        // Convolutions also keep each example's im2col columns: about flops / 2 values.
+        let columns = zip(rows, spec.layers).reduce(0.0) { $0 + ($1.1.kind == "conv" ? Double($1.0.flops) / 2 : 0) }
+        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch + evalBatch) + Double(batch * inputs))
     }
 
     /// A checkpoint that names its model must name this one (dfn2 checkpoints of 0.3 name none).

@@ -83,7 +83,9 @@ let spec: ModelSpec
 let net: Network<Float>
 do {
     spec = try ModelSpec.parse(modelText, hidden: h)
-    net = try spec.build(Float.self, inputs: d, classes: c, rng: &initRNG)
+    // A convolutional model sees the input as a square one-channel image (784 = 28 x 28).
+    let side = Int(Double(d).squareRoot())
+    net = try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, rng: &initRNG)
 } catch {
     FileHandle_stderr("bnbench: error: --model \(error)\n")
     exit(64)

@@ -20,7 +20,8 @@ struct GradcheckCommand: ParsableCommand {
             below 1e-7 on both sides: a bias right before BatchNorm), then a summary with the worst and a \
             verdict: exit 0 when every error is below \(GradientCheckRun.threshold), 1 when one is not. Tensors with \
             more than --samples entries are checked at that many seeded entries; --full checks all.
-            A ReLU input within the step of 0 can show a large error (a kink, not a bug): try another --seed.
+            A ReLU input within the step of 0 can show a large error (a kink, not a bug): try another --seed. Max-pool \
+            inputs tied with another entry of their window (ReLU's zeros) have no derivative and are not checked.
             \(ExitStatus.helpText); 1 a gradient check failed.
             """)
 
@@ -68,12 +69,12 @@ struct GradcheckCommand: ParsableCommand {
         c.batchNorm = !noBatchnorm
         let spec = try c.spec()
         var rng = SplitMix64(seed: seed, stream: "inputs")
-        var inputs = 28 * 28, classes = 10
+        var inputs = 28 * 28, classes = 10, image = ImageShape(1, 28, 28)
         var x: Matrix<Double>
         var labels: [Int32]
         if let data {
             let (_, dataset) = try DataLocation.load(data)
-            (inputs, classes) = (dataset.featureCount, dataset.classes)
+            (inputs, classes, image) = (dataset.featureCount, dataset.classes, ImageShape(1, dataset.rows, dataset.cols))
             let n = min(batch, dataset.train.count)
             x = Matrix(rows: n, cols: inputs)
             for k in 0..<x.count { x.data[k] = Double(dataset.train.images.pixels.data[k]) }
@@ -88,7 +89,7 @@ struct GradcheckCommand: ParsableCommand {
         var initRNG = SplitMix64(seed: seed, stream: "init")
         let net: Network<Double>
         do {
-            net = try spec.build(Double.self, inputs: inputs, classes: classes, options: options, rng: &initRNG, dropoutRNG: SplitMix64(seed: seed, stream: "dropout"))
+            net = try spec.build(Double.self, inputs: inputs, classes: classes, image: image, options: options, rng: &initRNG, dropoutRNG: SplitMix64(seed: seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }

@@ -41,17 +41,18 @@ struct SummaryCommand: ParsableCommand {
 
     func run() throws {
         let report = Report(format: logFormat == .jsonl ? .jsonl : .text)
-        var inputs = 28 * 28, classes = 10, image = "28x28"
+        var inputs = 28 * 28, classes = 10, image = "28x28", imageShape = ImageShape(1, 28, 28)
         if let data {
             let (_, dataset) = try DataLocation.load(data)
             (inputs, classes, image) = (dataset.featureCount, dataset.classes, "\(dataset.rows)x\(dataset.cols)")
+            imageShape = ImageShape(1, dataset.rows, dataset.cols)
         }
         guard let model else {
             for p in ModelSpec.presets {
                 var c = RunConfig()
                 c.model = p.name
                 let spec = try c.spec()
-                let params = try spec.summary(inputs: inputs, classes: classes).reduce(0) { $0 + $1.parameters }
+                let params = try spec.summary(inputs: inputs, classes: classes, image: imageShape).reduce(0) { $0 + $1.parameters }
                 try report.emit(Record("preset", [("name", .string(p.name)), ("spec", .string(spec.canonical)), ("parameters", .int(params)), ("about", .string(p.about))]))
             }
             return
@@ -62,12 +63,12 @@ struct SummaryCommand: ParsableCommand {
         c.batchNorm = !noBatchnorm
         let spec = try c.spec()
         let rows: [ModelSpec.LayerSummary]
-        do { rows = try spec.summary(inputs: inputs, classes: classes) } catch let e as ModelSpec.ParseError {
+        do { rows = try spec.summary(inputs: inputs, classes: classes, image: imageShape) } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
         for r in rows {
             try report.emit(Record("layer", [
-                ("index", .int(r.index)), ("kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string("\(r.outputWidth)")),
+                ("index", .int(r.index)), ("kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string(r.outputShape)),
                 ("parameters", .int(r.parameters)), ("flops", .int(r.flops)),
             ]))
         }

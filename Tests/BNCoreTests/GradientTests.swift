@@ -173,6 +173,32 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    /// The whole lenet-bn network (convolutions, BatchNorm2D, max pooling, the implied
+    /// flatten, BatchNorm1D), every parameter tensor at 20 sampled entries.
+    func testWholeLeNetBN() {
+        let net: Network<Double> = network("lenet-bn", inputs: 784, classes: 10, seed: 21, image: ImageShape(1, 28, 28))
+        var r = TestRandom(22)
+        let x: Matrix<Double> = r.matrix(3, 784)
+        let labels = r.labels(3, classes: 10)
+        labels.withUnsafeBufferPointer { lab in
+            let loss = { net.loss.forwardBackward(logits: net.forward(x, training: true), labels: lab.baseAddress!) }
+            _ = loss()
+            net.backward(net.loss.logitsGrad)
+            let analytic = net.parameters.map { $0.grad.toArray() }
+            var sampler = SplitMix64(seed: 23)
+            for (p, a) in zip(net.parameters, analytic) {
+                let idx = GradientCheck.sampleIndices(count: p.value.count, limit: 20, rng: &sampler)
+                let num = GradientCheck.numericalGradient(of: p.value.data, indices: idx, loss: loss)
+                let sampled = idx.map { a[$0] }
+                if max(sampled.map(abs).max() ?? 0, num.map(abs).max() ?? 0) < 1e-7 {
+                    XCTAssertLessThan(maxAbsDiff(sampled, num), 1e-8, p.name)  // a bias right before BN: zero
+                    continue
+                }
+                XCTAssertLessThan(GradientCheck.relativeError(sampled, num), threshold, "lenet-bn: \(p.name)")
+            }
+        }
+    }
+
     /// Whether the layer owning `p` is immediately followed by a BatchNorm layer.
     func nextLayerIsBatchNorm(_ net: Network<Double>, _ p: Parameter<Double>) -> Bool? {
         guard let i = net.layers.firstIndex(where: { $0.parameters.contains { $0 === p } }), i + 1 < net.layers.count else { return nil }

@@ -95,4 +95,31 @@ final class ModelSpecTests: XCTestCase {
             XCTAssertLessThan(last, first * 0.3, spec)
         }
     }
+
+    /// Convolution and pooling tokens, shapes through the implied flatten, and the CNN presets.
+    func testConvolutionalSpecs() throws {
+        XCTAssertEqual(try parse("conv32k3-bn-relu-maxpool2-fc"), "conv32k3-bn-relu-maxpool2-fc")
+        XCTAssertEqual(try parse("conv6k5p2-conv16k5s2-maxpool3s2-avgpool2-gap-fc"), "conv6k5p2-conv16k5s2-maxpool3s2-avgpool2-gap-fc")
+        XCTAssertEqual(try parse("conv8k3s1p0-maxpool2s2-fc"), "conv8k3-maxpool2-fc", "defaults are not written")
+        let lenet = try ModelSpec.parse("lenet-bn")
+        let image = ImageShape(1, 28, 28)
+        let shapes = try lenet.shapes(inputs: 784, classes: 10, image: image).map(\.description)
+        XCTAssertEqual(shapes[0], "6x28x28")
+        XCTAssertEqual(shapes[3], "6x14x14")
+        XCTAssertEqual(shapes[7], "16x5x5")
+        XCTAssertEqual(shapes[8], "120", "the fc flattens 16x5x5")
+        XCTAssertEqual(try lenet.summary(inputs: 784, classes: 10, image: image).reduce(0) { $0 + $1.parameters }, 62_158)
+        XCTAssertEqual(try ModelSpec.parse("cnn").summary(inputs: 784, classes: 10, image: image).reduce(0) { $0 + $1.parameters }, 1_200_330)
+        let net: Network<Float> = network("lenet-bn", inputs: 784, classes: 10, seed: 1, image: image)
+        XCTAssertEqual(net.parameterCount, 62_158)
+        XCTAssertEqual(net.batchNorms2D.count, 2)
+        XCTAssertEqual(net.batchNorms.count, 2, "BN picks 1-D or 2-D from the shape it receives")
+        XCTAssertEqual(net.parameters.map(\.shape)[0], [6, 1, 5, 5], "PyTorch's Conv2d layout")
+        for (text, expected) in [("fc10-conv4k3-fc", "needs an image input"), ("conv4k3-ln-fc", "ln normalises a feature vector"),
+                                 ("conv4k30-fc", "does not fit"), ("conv4k3x-fc", "convNkK"), ("maxpool2k2-fc", "maxpoolK")] {
+            XCTAssertThrowsError(try ModelSpec.parse(text).shapes(inputs: 784, classes: 10, image: image), text) { e in
+                XCTAssertTrue("\(e)".contains(expected), "\(text): \(e)")
+            }
+        }
+    }
 }

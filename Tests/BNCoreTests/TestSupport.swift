@@ -35,9 +35,9 @@ func maxAbsDiff(_ a: [Double], _ b: [Double]) -> Double {
 }
 
 /// A network built from a spec string (tests use small widths so Double checks stay fast).
-func network<T: BLASScalar>(_ spec: String, _: T.Type = T.self, inputs: Int, classes: Int, seed: UInt64, options: BuildOptions = BuildOptions()) -> Network<T> {
+func network<T: BLASScalar>(_ spec: String, _: T.Type = T.self, inputs: Int, classes: Int, seed: UInt64, image: ImageShape? = nil, options: BuildOptions = BuildOptions()) -> Network<T> {
     var rng = SplitMix64(seed: seed)
-    return try! ModelSpec.parse(spec).build(T.self, inputs: inputs, classes: classes, options: options, rng: &rng, dropoutRNG: SplitMix64(seed: seed &+ 1))
+    return try! ModelSpec.parse(spec).build(T.self, inputs: inputs, classes: classes, image: image, options: options, rng: &rng, dropoutRNG: SplitMix64(seed: seed &+ 1))
 }
 
 /// 32 examples of a separable 2-class problem in 4 features (class 0 around -1, class 1 around +1).

@@ -48,7 +48,7 @@ final class ModelCommandTests: XCTestCase {
     func testSummary() throws {
         let presets = try bntrain(["summary"])
         XCTAssertEqual(presets.status, 0, presets.stderr)
-        XCTAssertEqual(presets.stdout.split(separator: "\n").map { Run.fields($0)["name"] ?? "" }, ["dfn2", "bn-paper", "mlp"])
+        XCTAssertEqual(presets.stdout.split(separator: "\n").map { Run.fields($0)["name"] ?? "" }, ["dfn2", "bn-paper", "mlp", "lenet-bn", "cnn"])
         let mlp = try bntrain(["summary", "--model", "mlp"])
         let lines = mlp.stdout.split(separator: "\n")
         XCTAssertEqual(lines.count, 10)
@@ -61,6 +61,29 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertEqual(total["parameters"] as? Int, 36 * 12 + 12 + 24 + 12 * 4 + 4)
         XCTAssertEqual(total["input"] as? String, "6x6")
         XCTAssertEqual(total["classes"] as? Int, 4)
+    }
+
+    /// A small CNN on the 6x6 data: trains, saves its input shape, evaluates, predicts, resumes.
+    func testConvolutionalModelEndToEnd() throws {
+        let path = dir + "/cnn.safetensors"
+        let spec = "conv4k3p1-bn-relu-maxpool2-fc16-bn-relu-fc"
+        let r = try bntrain(["--data", data, "--model", spec, "--epochs", "3", "--batch", "16", "--optimizer", "adam", "--lr", "0.01", "--save", path, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertGreaterThan(Double(r.summary?["final_test_acc"] ?? "0") ?? 0, 0.6)
+        let c = try Checkpoint.read(path: path)
+        XCTAssertEqual(c.metadata[Checkpoint.inputShapeKey], "1x6x6")
+        XCTAssertEqual(c.tensors["0.weight"]?.shape, [4, 1, 3, 3])
+        XCTAssertEqual(c.tensors["1.running_var"]?.shape, [4], "BatchNorm2D: per channel")
+        XCTAssertEqual(c.tensors["4.weight"]?.shape, [16, 36], "the fc takes the flattened 4x3x3")
+        let e = try bntrain(["eval", "--model", path, "--data", data])
+        XCTAssertEqual(Run.fields(e.stdout.split(separator: "\n")[0])["test_acc"], r.summary?["final_test_acc"], e.stderr)
+        let p = try bntrain(["predict", "--model", path, "--images", data + "/t10k-images-idx3-ubyte"])
+        XCTAssertEqual(p.stdout.split(separator: "\n").count, 200, p.stderr)
+        let more = try bntrain(["--resume", path, "--epochs", "4", "--quiet"])
+        XCTAssertEqual(more.status, 0, more.stderr)
+        let s = try bntrain(["summary", "--model", spec, "--data", data])
+        XCTAssertEqual(Run.fields(s.stdout.split(separator: "\n")[0])["output"], "4x6x6")
+        assertOneLineError(try bntrain(["--data", data, "--model", "conv4k7-fc"]), code: 64, mentions: ["does not fit"])
     }
 
     /// A saved model carries its spec: eval and predict rebuild it; resume refuses another model.

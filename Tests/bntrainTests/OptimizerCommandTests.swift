@@ -63,8 +63,8 @@ final class OptimizerCommandTests: XCTestCase {
 /// `bntrain gradcheck` through the binary.
 final class GradcheckCommandTests: XCTestCase {
     func testEveryPresetPasses() throws {
-        for model in ["dfn2", "bn-paper", "mlp"] {
-            let r = try bntrain(["gradcheck", "--model", model])
+        for model in ["dfn2", "bn-paper", "mlp", "lenet-bn"] {
+            let r = try bntrain(["gradcheck", "--model", model] + (model == "lenet-bn" ? ["--batch", "4", "--samples", "30"] : []))
             XCTAssertEqual(r.status, 0, "\(model): \(r.stderr)")
             let lines = r.stdout.split(separator: "\n")
             let summary = Run.fields(lines.last!)
@@ -73,6 +73,7 @@ final class GradcheckCommandTests: XCTestCase {
             // Every layer with tensors reports its input and each parameter.
             XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "fc" && Run.fields($0)["tensor"] == "weight" })
             XCTAssertTrue(lines.contains { Run.fields($0)["tensor"] == "staged-vs-simplified" }, model)
+            if model == "lenet-bn" { XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "conv" && Run.fields($0)["tensor"] == "weight" }) }
         }
     }
 

@@ -23,4 +23,13 @@ public enum Initializer: String, CaseIterable, Sendable {
         for k in 0..<p.value.count { p.value.data[p.logicalIndex(k)] = T(rng.nextNormal() * std) }
         dense.bias.value.fill(0)
     }
+
+    /// Conv weights as PyTorch's xavier_normal_ sees them: fan_in = C k k, fan_out = O k k,
+    /// drawn in (O, C, k, k) order; the bias starts at zero.
+    public func initialize<T: BLASScalar>(_ conv: Conv2D<T>, rng: inout SplitMix64) {
+        let kk = conv.kernel * conv.kernel
+        let std = standardDeviation(fanIn: conv.input.c * kk, fanOut: conv.output.c * kk)
+        for k in 0..<conv.weight.value.count { conv.weight.value.data[k] = T(rng.nextNormal() * std) }
+        conv.bias.value.fill(0)
+    }
 }

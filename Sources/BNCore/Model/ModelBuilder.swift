@@ -31,10 +31,12 @@ extension ModelSpec {
     /// weight transposed (its forward product is the step's largest and runs faster as a plain
     /// NN product; its input gradient, the product that layout slows, is never computed).
     public func build<T: BLASScalar>(
-        _: T.Type = T.self, inputs: Int, classes: Int, options: BuildOptions = BuildOptions(),
+        _: T.Type = T.self, inputs: Int, classes: Int, image: ImageShape? = nil, options: BuildOptions = BuildOptions(),
         rng: inout SplitMix64, dropoutRNG: SplitMix64 = SplitMix64(seed: 0)
     ) throws -> Network<T> {
-        let widths = try widths(inputs: inputs, classes: classes)
+        let shapes = try shapes(inputs: inputs, classes: classes, image: image)
+        let widths = shapes.map(\.count)
+        var shape = try inputShape(inputs: inputs, image: image)
         let stream = RandomStream(dropoutRNG)
         var built: [any Layer<T>] = []
         var width = inputs
@@ -55,13 +57,30 @@ extension ModelSpec {
             case let .activation(kind):
                 built.append(Activation<T>(kind, features: out))
             case .batchNorm:
-                built.append(BatchNorm1D<T>(features: out, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
+                // BatchNorm1D over features, or BatchNorm2D over channels: from the shape it receives.
+                if case let .image(s) = shape {
+                    built.append(BatchNorm2D<T>(shape: s, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
+                } else {
+                    built.append(BatchNorm1D<T>(features: out, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
+                }
+            case let .conv(o, k, st, pd):
+                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
+                let conv = Conv2D<T>(input: s, outChannels: o, kernel: k, stride: st, padding: pd, name: name)
+                options.initializer.initialize(conv, rng: &rng)
+                built.append(conv)
+            case let .pool(mx, k, st):
+                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
+                built.append(Pool2D<T>(mx ? .max : .average, input: s, kernel: k, stride: st))
+            case .globalAvgPool:
+                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
+                built.append(Pool2D<T>(.average, input: s, kernel: nil))
             case .layerNorm:
                 built.append(LayerNorm<T>(features: out, name: name))
             case let .dropout(p):
                 built.append(Dropout<T>(probability: p, features: out, stream: stream))
             }
             width = out
+            shape = shapes[i]
             i += 1
         }
         return Network(layers: built, classes: classes, randomStream: stream)

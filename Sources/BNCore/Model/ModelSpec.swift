@@ -16,6 +16,21 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         case batchNorm
         case layerNorm
         case dropout(Double)
+        /// 2-D convolution: output channels, k x k kernel, stride, zero padding (`conv32k3`,
+        /// `conv6k5p2`, `conv16k5s2`).
+        case conv(out: Int, kernel: Int, stride: Int, padding: Int)
+        /// Max or average pooling over k x k windows with a stride (`maxpool2`, `maxpool3s2`,
+        /// `avgpool2`); the stride defaults to k.
+        case pool(max: Bool, kernel: Int, stride: Int)
+        /// Global average pooling (`gap`): each channel's mean, C x 1 x 1.
+        case globalAvgPool
+
+        public var isImageLayer: Bool {
+            switch self {
+            case .conv, .pool, .globalAvgPool: return true
+            default: return false
+            }
+        }
 
         public var token: String {
             switch self {
@@ -24,6 +39,9 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
             case .batchNorm: return "bn"
             case .layerNorm: return "ln"
             case let .dropout(p): return "dropout\(p)"
+            case let .conv(o, k, st, pd): return "conv\(o)k\(k)" + (st != 1 ? "s\(st)" : "") + (pd != 0 ? "p\(pd)" : "")
+            case let .pool(mx, k, st): return (mx ? "maxpool" : "avgpool") + "\(k)" + (st != k ? "s\(st)" : "")
+            case .globalAvgPool: return "gap"
             }
         }
 
@@ -35,9 +53,16 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
             case .batchNorm: return "bn"
             case .layerNorm: return "ln"
             case .dropout: return "dropout"
+            case .conv: return "conv"
+            case let .pool(mx, _, _): return mx ? "maxpool" : "avgpool"
+            case .globalAvgPool: return "gap"
             }
         }
     }
+
+    /// Whether the model treats its input as an image (it has convolution or pooling layers);
+    /// otherwise the input is the flattened pixels.
+    public var isConvolutional: Bool { layers.contains { $0.isImageLayer } }
 
     public var layers: [LayerSpec]
 
@@ -69,6 +94,12 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
             "fc100-bn-sigmoid-fc100-bn-sigmoid-fc100-bn-sigmoid-fc"
         },
         Preset(name: "mlp", about: "two hidden layers of 256 with BN, ReLU and dropout 0.2") { _ in "fc256-bn-relu-dropout0.2-fc256-bn-relu-dropout0.2-fc" },
+        Preset(name: "lenet-bn", about: "LeNet-5 with BN after every convolution and hidden fc") { _ in
+            "conv6k5p2-bn-relu-maxpool2-conv16k5-bn-relu-maxpool2-fc120-bn-relu-fc84-bn-relu-fc"
+        },
+        Preset(name: "cnn", about: "PyTorch's MNIST example with BN: two 3x3 convolutions, max pooling, dropout") { _ in
+            "conv32k3-bn-relu-conv64k3-bn-relu-maxpool2-dropout0.25-fc128-bn-relu-dropout0.5-fc"
+        },
     ]
 
     public static func preset(named name: String) -> Preset? { presets.first { $0.name == name } }
@@ -85,7 +116,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     /// Widths accepted for `fcN`: a sanity bound, not a memory estimate.
     public static let maxWidth = 1 << 20
 
-    static let grammar = "layers are fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP (0 <= P < 1), joined by '-'; presets: \(presets.map(\.name).joined(separator: ", "))"
+    static let grammar = "layers are fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP (0 <= P < 1), convNkK[sS][pP], maxpoolK[sS], avgpoolK[sS], gap, joined by '-'; presets: \(presets.map(\.name).joined(separator: ", "))"
 
     /// Parses a preset name (with dfn2's `hidden`) or a token string.
     public static func parse(_ text: String, hidden: Int = defaultHidden) throws -> ModelSpec {
@@ -122,6 +153,10 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
                     throw bad("fcN needs a width N from 1 to \(maxWidth) (fc256), or plain 'fc' for the last layer")
                 }
                 layers.append(.fc(n))
+            } else if token == "gap" {
+                layers.append(.globalAvgPool)
+            } else if token.hasPrefix("conv") || token.hasPrefix("maxpool") || token.hasPrefix("avgpool") {
+                layers.append(try parseImageToken(token) { bad($0) })
             } else if token.hasPrefix("dropout") {
                 let rest = token.dropFirst(7)
                 guard !rest.isEmpty else { throw bad("dropout needs its drop probability, e.g. dropout0.5") }
@@ -138,6 +173,36 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         return spec
     }
 
+    /// `convNkK[sS][pP]` or `maxpoolK[sS]` / `avgpoolK[sS]`: letters each followed by a number.
+    static func parseImageToken(_ token: String, _ bad: (String) -> ParseError) throws -> LayerSpec {
+        let isConv = token.hasPrefix("conv")
+        let name = isConv ? "conv" : String(token.prefix(7))
+        var rest = Substring(token.dropFirst(name.count))
+        func number() -> Int? {
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            rest = rest.dropFirst(digits.count)
+            return digits.isEmpty || digits.count > 7 ? nil : Int(digits)
+        }
+        let usage = isConv ? "write convNkK with optional sS and pP (conv32k3, conv6k5p2, conv16k5s2)" : "write \(name)K with an optional sS (maxpool2, maxpool3s2)"
+        guard let first = number(), first >= 1 else { throw bad(usage) }
+        var values: [Character: Int] = [:]
+        while let letter = rest.first {
+            rest = rest.dropFirst()
+            guard "ksp".contains(letter), values[letter] == nil, let v = number() else { throw bad(usage) }
+            values[letter] = v
+        }
+        if isConv {
+            guard let k = values["k"], k >= 1, k <= 64, first <= 65536 else { throw bad(usage + "; 1 <= K <= 64") }
+            let st = values["s"] ?? 1, pd = values["p"] ?? 0
+            guard st >= 1, st <= 64, pd <= 64 else { throw bad(usage + "; 1 <= S <= 64, P <= 64") }
+            return .conv(out: first, kernel: k, stride: st, padding: pd)
+        }
+        guard values["k"] == nil, values["p"] == nil, first <= 64 else { throw bad(usage) }
+        let st = values["s"] ?? first
+        guard st >= 1, st <= 64 else { throw bad(usage) }
+        return .pool(max: name == "maxpool", kernel: first, stride: st)
+    }
+
     /// The rules a token list must follow beyond each token being valid.
     func checkStructure(text: String) throws {
         guard let last = layers.last, case .fc = last else {
@@ -150,9 +215,67 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
 
     // MARK: Shapes
 
+    /// A tensor's shape per example: a feature vector, or an image (C, H, W).
+    public enum Shape: Equatable, Sendable, CustomStringConvertible {
+        case flat(Int)
+        case image(ImageShape)
+        public var count: Int {
+            switch self {
+            case let .flat(n): return n
+            case let .image(s): return s.count
+            }
+        }
+        public var description: String {
+            switch self {
+            case let .flat(n): return "\(n)"
+            case let .image(s): return s.description
+            }
+        }
+    }
+
+    /// The input shape: the image for a convolutional model, else the flattened pixels.
+    public func inputShape(inputs: Int, image: ImageShape?) throws -> Shape {
+        guard isConvolutional else { return .flat(inputs) }
+        guard let image, image.count == inputs else { throw ParseError(message: "'\(canonical)' has image layers but the input is not an image (\(inputs) features)") }
+        return .image(image)
+    }
+
+    /// Output shape of each layer. An fc after image layers flattens its input (C H W values,
+    /// in PyTorch's order); conv and pooling need an image; ln needs a feature vector.
+    public func shapes(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [Shape] {
+        var shape = try inputShape(inputs: inputs, image: image)
+        var out: [Shape] = []
+        for (i, l) in layers.enumerated() {
+            func bad(_ why: String) -> ParseError { ParseError(message: "'\(canonical)', layer \(i + 1) '\(l.token)': \(why)") }
+            switch (l, shape) {
+            case let (.fc(n), _):
+                if i == layers.count - 1, let n, n != classes {
+                    throw ParseError(message: "'\(canonical)' ends with fc\(n) but the data has \(classes) classes; end it with plain 'fc'")
+                }
+                shape = .flat(n ?? classes)
+            case let (.conv(o, k, st, pd), .image(s)):
+                guard s.h + 2 * pd >= k, s.w + 2 * pd >= k else { throw bad("a \(k)x\(k) kernel does not fit its \(s) input") }
+                shape = .image(ImageShape(o, (s.h + 2 * pd - k) / st + 1, (s.w + 2 * pd - k) / st + 1))
+            case let (.pool(_, k, st), .image(s)):
+                guard s.h >= k, s.w >= k else { throw bad("a \(k)x\(k) window does not fit its \(s) input") }
+                shape = .image(ImageShape(s.c, (s.h - k) / st + 1, (s.w - k) / st + 1))
+            case let (.globalAvgPool, .image(s)):
+                shape = .image(ImageShape(s.c, 1, 1))
+            case (.conv, .flat), (.pool, .flat), (.globalAvgPool, .flat):
+                throw bad("needs an image input; image layers must come before the first fc")
+            case (.layerNorm, .image):
+                throw bad("ln normalises a feature vector; use bn on images, or put ln after an fc")
+            default: break  // activations, dropout, bn keep the shape
+            }
+            out.append(shape)
+        }
+        return out
+    }
+
     /// Output width of each layer for `inputs` features in and `classes` classes; throws when
     /// the last layer's explicit width is not the class count.
-    public func widths(inputs: Int, classes: Int) throws -> [Int] {
+    public func widths(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [Int] {
+        if isConvolutional { return try shapes(inputs: inputs, classes: classes, image: image).map(\.count) }
         var w = inputs
         var out: [Int] = []
         for (i, l) in layers.enumerated() {
@@ -178,24 +301,31 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         /// for the bias); activations 1 per element; bn 2 per element (scale and shift folded);
         /// ln 7 per element (mean, centring, variance, normalise, scale and shift); dropout 0.
         public var flops: Int
+        /// "6x28x28" for an image, "120" for a feature vector.
+        public var outputShape: String = ""
     }
 
-    public func summary(inputs: Int, classes: Int) throws -> [LayerSummary] {
-        let w = try widths(inputs: inputs, classes: classes)
+    public func summary(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [LayerSummary] {
+        let shapes = try shapes(inputs: inputs, classes: classes, image: image)
         var rows: [LayerSummary] = []
-        var inWidth = inputs
+        var inShape = try inputShape(inputs: inputs, image: image)
         for (i, l) in layers.enumerated() {
-            let out = w[i]
+            let outShape = shapes[i], out = outShape.count, inWidth = inShape.count
             let (params, flops): (Int, Int)
-            switch l {
-            case .fc: (params, flops) = (inWidth * out + out, 2 * inWidth * out + out)
-            case .activation: (params, flops) = (0, out)
-            case .batchNorm: (params, flops) = (2 * out, 2 * out)
-            case .layerNorm: (params, flops) = (2 * out, 7 * out)
-            case .dropout: (params, flops) = (0, 0)
+            switch (l, inShape, outShape) {
+            case (.fc, _, _): (params, flops) = (inWidth * out + out, 2 * inWidth * out + out)
+            case (.activation, _, _): (params, flops) = (0, out)
+            case let (.batchNorm, .image(s), _): (params, flops) = (2 * s.c, 2 * out)
+            case (.batchNorm, _, _): (params, flops) = (2 * out, 2 * out)
+            case (.layerNorm, _, _): (params, flops) = (2 * out, 7 * out)
+            case (.dropout, _, _): (params, flops) = (0, 0)
+            case let (.conv(o, k, _, _), .image(s), _): (params, flops) = (o * s.c * k * k + o, 2 * s.c * k * k * out + out)
+            case let (.pool(_, k, _), _, _): (params, flops) = (0, k * k * out)
+            case (.globalAvgPool, _, _): (params, flops) = (0, inWidth)
+            default: (params, flops) = (0, 0)
             }
-            rows.append(LayerSummary(index: i, kind: l.kind, token: l.token, outputWidth: out, parameters: params, flops: flops))
-            inWidth = out
+            rows.append(LayerSummary(index: i, kind: l.kind, token: l.token, outputWidth: out, parameters: params, flops: flops, outputShape: outShape.description))
+            inShape = outShape
         }
         return rows
     }

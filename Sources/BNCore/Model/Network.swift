@@ -9,6 +9,17 @@ public final class Network<T: BLASScalar> {
     public let buffers: [Buffer<T>]
     /// Every BatchNorm layer, for the state a checkpoint keeps beyond tensors (step counts).
     public let batchNorms: [BatchNorm1D<T>]
+    public let batchNorms2D: [BatchNorm2D<T>]
+    /// Each BatchNorm layer's tensor prefix and step count (1-D and 2-D alike).
+    public var batchNormSteps: [(name: String, steps: Int)] {
+        batchNorms.map { ($0.name, $0.batchesTracked) } + batchNorms2D.map { ($0.name, $0.batchesTracked) }
+    }
+
+    /// Sets the step count of the BatchNorm layer with tensor prefix `name`.
+    public func setBatchNormSteps(_ name: String, _ n: Int) {
+        for b in batchNorms where b.name == name { b.batchesTracked = n }
+        for b in batchNorms2D where b.name == name { b.batchesTracked = n }
+    }
     /// The stream dropout masks are drawn from (saved and restored by checkpoints).
     public let randomStream: RandomStream
     /// For each layer, itself when it can fuse the plain SGD update into its backward.
@@ -27,11 +38,23 @@ public final class Network<T: BLASScalar> {
         parameters = layers.flatMap { $0.parameters }
         buffers = layers.flatMap { $0.buffers }
         batchNorms = layers.compactMap { $0 as? BatchNorm1D<T> }
+        batchNorms2D = layers.compactMap { $0 as? BatchNorm2D<T> }
         sgdFused = layers.map { $0 as? any SGDFusedBackward<T> }
         self.randomStream = randomStream
     }
 
     public var inputFeatures: Int { layers[0].inFeatures }
+
+    /// The input image of a convolutional network (its first image layer's input).
+    public var inputImage: ImageShape? {
+        for l in layers {
+            if let c = l as? Conv2D<T> { return c.input }
+            if let p = l as? Pool2D<T> { return p.input }
+            if let b = l as? BatchNorm2D<T> { return b.shape }
+            if l is Dense<T> { return nil }
+        }
+        return nil
+    }
     public var classes: Int { loss.classes }
     public var parameterCount: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
