@@ -100,3 +100,27 @@ def torch_epoch_losses(model, x, y, epochs, batch, lr):
             total += loss.item() * len(y[s:s + batch])
         losses.append(total / len(x))
     return losses
+
+
+def torch_losses(net, opt, x, y, epochs, batch, permute=None):
+    """Per-epoch mean training losses of plain minibatch training in file order; with
+    `permute` (a seed), the rows inside every batch are reordered (same examples, another
+    summation order: PyTorch's own rounding-level spread)."""
+    import torch
+    g = torch.Generator().manual_seed(permute or 0)
+    out = []
+    net.train()
+    for _ in range(epochs):
+        total = 0.0
+        for s in range(0, len(x), batch):
+            xb, yb = x[s:s + batch], y[s:s + batch]
+            if permute is not None:
+                order = torch.randperm(len(yb), generator=g)
+                xb, yb = xb[order], yb[order]
+            loss = torch.nn.functional.cross_entropy(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(yb)
+        out.append(total / len(x))
+    return out

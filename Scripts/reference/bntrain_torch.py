@@ -9,9 +9,13 @@ loaded into it, and ONNX export.
 A spec (or preset) maps token by token onto nn.Sequential, so the modules' indices are the
 layer indices and the state_dict names are bntrain's tensor names (`0.weight`,
 `2.running_mean`, ...): fcN -> nn.Linear, sigmoid/tanh/relu -> nn.Sigmoid/Tanh/ReLU,
-bn -> nn.BatchNorm1d(eps=bntrain.bn_eps, momentum=1 - bntrain.bn_momentum), ln ->
-nn.LayerNorm(eps=1e-5), dropoutP -> nn.Dropout(P). The input is the flattened image scaled to
-[-1, 1] as (p/255 - 0.5) * 2, shape (N, pixels). Checkpoints of bntrain 0.3 (dfn2 with tensors
+bn -> nn.BatchNorm1d or nn.BatchNorm2d (by its input's shape; eps=bntrain.bn_eps,
+momentum=1 - bntrain.bn_momentum), ln -> nn.LayerNorm(eps=1e-5), dropoutP -> nn.Dropout(P),
+convNkK[sS][pP] -> nn.Conv2d, maxpoolK[sS] / avgpoolK[sS] -> nn.MaxPool2d / nn.AvgPool2d,
+gap -> nn.AdaptiveAvgPool2d(1). The first fc after image layers flattens its input itself
+(FlattenLinear), so no extra module shifts the indices. The input is the image scaled to
+[-1, 1] as (p/255 - 0.5) * 2: shape (N, pixels) for a fully connected model, (N, C, H, W)
+for a convolutional one. Checkpoints of bntrain 0.3 (dfn2 with tensors
 fc1/bn/fc2) are renamed on load. As a module: `sequential(spec, inputs, classes)`, `load(path)`.
 """
 import argparse
@@ -23,6 +27,8 @@ PRESETS = {
     "dfn2": lambda hidden: f"fc{hidden}-sigmoid-bn-fc",
     "bn-paper": lambda hidden: "-".join(["fc100-bn-sigmoid"] * 3 + ["fc"]),
     "mlp": lambda hidden: "-".join(["fc256-bn-relu-dropout0.2"] * 2 + ["fc"]),
+    "lenet-bn": lambda hidden: "conv6k5p2-bn-relu-maxpool2-conv16k5-bn-relu-maxpool2-fc120-bn-relu-fc84-bn-relu-fc",
+    "cnn": lambda hidden: "conv32k3-bn-relu-conv64k3-bn-relu-maxpool2-dropout0.25-fc128-bn-relu-dropout0.5-fc",
 }
 
 
@@ -34,17 +40,55 @@ def tokens(spec, hidden=200):
     return [t for piece in spec.split("-") for t in piece.split()]
 
 
-def sequential(spec, inputs, classes, bn_eps=1e-5, bn_momentum=0.9, hidden=200):
-    """The nn.Sequential of a bntrain spec for `inputs` features and `classes` classes."""
+IMAGE_TOKEN = re.compile(r"(conv|maxpool|avgpool)(\d+)((?:[ksp]\d+)*)")
+
+
+def is_convolutional(spec, hidden=200):
+    return any(IMAGE_TOKEN.fullmatch(t) or t == "gap" for t in tokens(spec, hidden))
+
+
+def sequential(spec, inputs, classes, bn_eps=1e-5, bn_momentum=0.9, hidden=200, image=None):
+    """The nn.Sequential of a bntrain spec for `inputs` features (or an `image` (C, H, W) for
+    a convolutional spec) and `classes` classes."""
+    import torch
     import torch.nn as nn
+
+    class FlattenLinear(nn.Linear):
+        """nn.Linear on the flattened (N, C*H*W) input, in PyTorch's (and bntrain's) order."""
+        def forward(self, x):
+            return super().forward(torch.flatten(x, 1))
+
     layers, width = [], inputs
+    shape = tuple(image) if image is not None and is_convolutional(spec, hidden) else None
     for t in tokens(spec, hidden):
+        m = IMAGE_TOKEN.fullmatch(t)
+        if m:
+            kind, first = m.group(1), int(m.group(2))
+            opts = {k: int(v) for k, v in re.findall(r"([ksp])(\d+)", m.group(3))}
+            c, h, w = shape
+            if kind == "conv":
+                k, s, p = opts["k"], opts.get("s", 1), opts.get("p", 0)
+                layers.append(nn.Conv2d(c, first, k, stride=s, padding=p))
+                shape = (first, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+            else:
+                s = opts.get("s", first)
+                layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(first, stride=s))
+                shape = (c, (h - first) // s + 1, (w - first) // s + 1)
+            width = shape[0] * shape[1] * shape[2]
+            continue
+        if t == "gap":
+            layers.append(nn.AdaptiveAvgPool2d(1))
+            shape = (shape[0], 1, 1)
+            width = shape[0]
+            continue
         if t.startswith("fc"):
             out = int(t[2:]) if t != "fc" else classes
-            layers.append(nn.Linear(width, out))
-            width = out
+            layers.append(FlattenLinear(width, out) if shape is not None else nn.Linear(width, out))
+            width, shape = out, None
         elif t in ("sigmoid", "tanh", "relu"):
             layers.append({"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[t]())
+        elif t == "bn" and shape is not None:
+            layers.append(nn.BatchNorm2d(shape[0], eps=bn_eps, momentum=1 - bn_momentum))
         elif t == "bn":
             layers.append(nn.BatchNorm1d(width, eps=bn_eps, momentum=1 - bn_momentum))
         elif t == "ln":
@@ -60,7 +104,9 @@ LEGACY = {"fc1": "0", "bn": "2"}
 
 
 def load(path):
-    """(model in eval mode, spec, metadata, input width) from a bntrain safetensors checkpoint."""
+    """(model in eval mode, spec, metadata, input width) from a bntrain safetensors checkpoint.
+    A convolutional model's input is (N, C, H, W), C H W = the input width; its image shape is
+    metadata["bntrain.input_shape"] ("CxHxW")."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     # The model part only: optimizer state (`optimizer.*`, see the README) is bntrain's own.
@@ -74,21 +120,28 @@ def load(path):
         tensors = {rename[k.split(".")[0]] + "." + k.split(".", 1)[1]: v for k, v in tensors.items()}
         spec = f"fc{tensors['0.weight'].shape[0]}-sigmoid" + ("-bn" if has_bn else "") + "-fc"
     toks = tokens(spec)
-    first = next(i for i, t in enumerate(toks) if t.startswith("fc") or t in ("bn", "ln"))
-    w = tensors[f"{first}.weight"]
-    inputs = w.shape[1] if toks[first].startswith("fc") else w.shape[0]
+    image = None
+    if is_convolutional(spec):
+        image = tuple(int(d) for d in meta["bntrain.input_shape"].split("x"))
+        inputs = image[0] * image[1] * image[2]
+    else:
+        first = next(i for i, t in enumerate(toks) if t.startswith("fc") or t in ("bn", "ln"))
+        w = tensors[f"{first}.weight"]
+        inputs = w.shape[1] if toks[first].startswith("fc") else w.shape[0]
     classes = tensors[f"{len(toks) - 1}.weight"].shape[0]
     model = sequential(spec, inputs, classes, bn_eps=float(meta.get("bntrain.bn_eps", 1e-5)),
-                       bn_momentum=float(meta.get("bntrain.bn_momentum", 0.9)))
+                       bn_momentum=float(meta.get("bntrain.bn_momentum", 0.9)), image=image)
     model.load_state_dict(tensors, strict=True)
     return model.eval(), spec, meta, inputs
 
 
-def export_onnx(model, inputs, path):
+def export_onnx(model, inputs, path, image=None):
     """Writes the model (eval mode) as ONNX with a dynamic batch dimension: input 'images'
-    (N, pixels) float32 in [-1, 1], output 'logits' (N, classes)."""
+    (N, pixels), or (N, C, H, W) for a convolutional model, float32 in [-1, 1]; output
+    'logits' (N, classes)."""
     import torch
-    torch.onnx.export(model.eval(), (torch.zeros(2, inputs),), str(path), input_names=["images"], output_names=["logits"],
+    example = torch.zeros(2, *image) if image is not None else torch.zeros(2, inputs)
+    torch.onnx.export(model.eval(), (example,), str(path), input_names=["images"], output_names=["logits"],
                       dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
 
 
@@ -105,7 +158,7 @@ def main():
     o.add_argument("out")
     args = ap.parse_args()
     if args.cmd == "summary":
-        model = sequential(args.spec, 784, 10)
+        model = sequential(args.spec, 784, 10, image=(1, 28, 28))
         print(model)
         print(f"parameters={sum(p.numel() for p in model.parameters())}")
         return

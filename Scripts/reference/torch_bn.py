@@ -32,11 +32,15 @@ if args.train_limit:
 xtr, ytr, xte, yte = (torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
 d, h, c = xtr.shape[1], args.hidden, int(ytr.max()) + 1
 
-model = bntrain_torch.sequential(args.model, d, c, bn_eps=args.bn_eps, bn_momentum=args.bn_momentum, hidden=h)
+side = int(round(d ** 0.5))
+image = (1, side, d // side) if bntrain_torch.is_convolutional(args.model, h) else None
+if image is not None:  # convolutions take (N, 1, H, W)
+    xtr, xte = xtr.view(-1, *image), xte.view(-1, *image)
+model = bntrain_torch.sequential(args.model, d, c, bn_eps=args.bn_eps, bn_momentum=args.bn_momentum, hidden=h, image=image)
 if args.no_batchnorm:
     model = nn.Sequential(*[m for m in model if not isinstance(m, nn.BatchNorm1d)])
 for m in model:
-    if isinstance(m, nn.Linear):
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
         nn.init.xavier_normal_(m.weight)
         nn.init.zeros_(m.bias)
 if args.optimizer == "sgd":
