@@ -50,7 +50,20 @@ public final class Conv2D<T: BLASScalar>: Layer {
         dcol = Matrix(rows: 1, cols: ckk * p)
     }
 
-    /// col (C k k, OH OW) of one example x (C, H, W).
+    /// The output columns j whose input column s j + v - p lies inside the image: [lo, hi).
+    @inlinable
+    func columnRange(_ v: Int) -> (lo: Int, hi: Int) {
+        let (s, pd, W, OW) = (stride, padding, input.w, output.w)
+        // s j + v - p >= 0  <=>  j >= ceil((p - v) / s);   s j + v - p <= W - 1  <=>  j <= (W - 1 - v + p) / s
+        let lo = pd - v > 0 ? (pd - v + s - 1) / s : 0
+        let top = W - 1 - v + pd
+        let hi = top < 0 ? 0 : min(OW, top / s + 1)
+        return (min(lo, hi), hi)
+    }
+
+    /// col (C k k, OH OW) of one example x (C, H, W). Each output row is a zero border, a run
+    /// of input values (a straight copy when the stride is 1) and another zero border, so the
+    /// loops carry no per-element bounds test.
     @inlinable
     func im2col(_ x: UnsafePointer<T>, _ col: UnsafeMutablePointer<T>) {
         let (C, H, W, k, s, pd) = (input.c, input.h, input.w, kernel, stride, padding)
@@ -60,16 +73,21 @@ public final class Conv2D<T: BLASScalar>: Layer {
             for u in 0..<k {
                 for v in 0..<k {
                     let row = col + r * OH * OW
+                    let (lo, hi) = columnRange(v)
                     for i in 0..<OH {
                         let y = s * i + u - pd
+                        let dst = row + i * OW
                         if y < 0 || y >= H {
-                            for j in 0..<OW { row[i * OW + j] = 0 }
+                            dst.update(repeating: 0, count: OW)
                             continue
                         }
-                        let src = x + (c * H + y) * W
-                        for j in 0..<OW {
-                            let xx = s * j + v - pd
-                            row[i * OW + j] = (xx >= 0 && xx < W) ? src[xx] : 0
+                        if lo > 0 { dst.update(repeating: 0, count: lo) }
+                        if hi < OW { (dst + hi).update(repeating: 0, count: OW - hi) }
+                        let src = x + (c * H + y) * W + v - pd
+                        if s == 1 {
+                            if hi > lo { (dst + lo).update(from: src + lo, count: hi - lo) }
+                        } else {
+                            for j in lo..<hi { dst[j] = src[s * j] }
                         }
                     }
                     r += 1
@@ -78,7 +96,8 @@ public final class Conv2D<T: BLASScalar>: Layer {
         }
     }
 
-    /// dx (C, H, W) += the columns dcol folded back (the adjoint of im2col).
+    /// dx (C, H, W) += the columns dcol folded back (the adjoint of im2col), over the same
+    /// in-bounds spans.
     @inlinable
     func col2im(_ col: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>) {
         let (C, H, W, k, s, pd) = (input.c, input.h, input.w, kernel, stride, padding)
@@ -88,13 +107,15 @@ public final class Conv2D<T: BLASScalar>: Layer {
             for u in 0..<k {
                 for v in 0..<k {
                     let row = col + r * OH * OW
+                    let (lo, hi) = columnRange(v)
                     for i in 0..<OH {
                         let y = s * i + u - pd
                         if y < 0 || y >= H { continue }
-                        let dst = dx + (c * H + y) * W
-                        for j in 0..<OW {
-                            let xx = s * j + v - pd
-                            if xx >= 0 && xx < W { dst[xx] += row[i * OW + j] }
+                        let dst = dx + (c * H + y) * W + v - pd, src = row + i * OW
+                        if s == 1 {
+                            for j in lo..<hi { dst[j] += src[j] }
+                        } else {
+                            for j in lo..<hi { dst[s * j] += src[j] }
                         }
                     }
                     r += 1
