@@ -60,7 +60,9 @@ public final class Activation<T: BLASScalar>: Layer {
         switch kind {
         case .sigmoid: for i in 0..<n { dx[i] = g[i] * y[i] * (1 - y[i]) }
         case .tanh: for i in 0..<n { dx[i] = g[i] * (1 - y[i] * y[i]) }
-        case .relu: for i in 0..<n { dx[i] = y[i] > 0 ? g[i] : 0 }
+        case .relu:
+            // Branch-free (the mask multiply vectorises): y > 0 exactly where x > 0.
+            for i in 0..<n { dx[i] = g[i] * (y[i] > 0 ? 1 : 0) }
         }
         return inputGrad
     }

@@ -131,10 +131,12 @@ public final class Conv2D<T: BLASScalar>: Layer {
         precondition(x.cols == input.count, "Conv2D expects \(input) = \(input.count) values per example, got \(x.cols)")
         let n = x.rows, ckk = input.c * kernel * kernel, p = output.h * output.w, o = output.c
         rows = n
-        cols.resize(rows: n)
+        // Training keeps every example's columns for backward; evaluation (large batches)
+        // reuses one example's worth.
+        if training { cols.resize(rows: n) }
         out.resize(rows: n)
         for e in 0..<n {
-            let col = cols.data + e * ckk * p, y = out.data + e * o * p
+            let col = training ? cols.data + e * ckk * p : dcol.data, y = out.data + e * o * p
             im2col(x.data + e * input.count, col)
             T.gemm(transA: false, transB: false, m: o, n: p, k: ckk, alpha: 1, a: weight.value.data, lda: ckk, b: col, ldb: p, beta: 0, c: y, ldc: p)
             for oc in 0..<o {

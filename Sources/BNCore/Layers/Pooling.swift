@@ -50,6 +50,29 @@ public final class Pool2D<T: BLASScalar>: Layer {
         }
         let (H, W, OH, OW, s, kh, kw) = (input.h, input.w, output.h, output.w, stride, kernelH, kernelW)
         let inv = 1 / T(kh * kw)
+        if kind == .max && kh == 2 && kw == 2 && s == 2 {
+            // The common 2x2/2 max pool: two input rows per output row, no inner window loops.
+            // Ties go to the first in row-major order, as below.
+            for e in 0..<n {
+                let xe = x.data + e * input.count, ye = out.data + e * output.count, ae = argmax + e * output.count
+                for c in 0..<input.c {
+                    for i in 0..<OH {
+                        let r0 = (c * H + 2 * i) * W, r1 = r0 + W
+                        let yo = ye + (c * OH + i) * OW, ao = ae + (c * OH + i) * OW
+                        for j in 0..<OW {
+                            let q = 2 * j
+                            var best = xe[r0 + q], at = r0 + q
+                            if xe[r0 + q + 1] > best { best = xe[r0 + q + 1]; at = r0 + q + 1 }
+                            if xe[r1 + q] > best { best = xe[r1 + q]; at = r1 + q }
+                            if xe[r1 + q + 1] > best { best = xe[r1 + q + 1]; at = r1 + q + 1 }
+                            yo[j] = best
+                            ao[j] = Int32(at)
+                        }
+                    }
+                }
+            }
+            return out
+        }
         for e in 0..<n {
             let xe = x.data + e * input.count, ye = out.data + e * output.count
             for c in 0..<input.c {
