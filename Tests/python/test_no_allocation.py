@@ -16,7 +16,7 @@ import pytest
 
 
 @pytest.mark.parametrize("model,optimizer", [("dfn2", "sgd"), ("dfn2", "sgd-momentum"), ("mlp", "adam"), ("mlp", "adamw"),
-                                             ("mlp", "rmsprop"), ("fc64-ln-tanh-dropout0.2-fc", "sgd")])
+                                             ("mlp", "rmsprop"), ("fc64-ln-tanh-dropout0.2-fc", "sgd"), ("lenet-bn", "adam")])
 def test_training_step_allocates_nothing(tmp_path, model, optimizer):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     assert cc, "a C compiler is needed to build the allocation counter"
