@@ -189,9 +189,13 @@ public final class Trainer {
         guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 0 }
         let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
         let widths = rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
-        // Convolutions also keep each example's im2col columns: about flops / 2 values.
-        let columns = zip(rows, spec.layers).reduce(0.0) { $0 + ($1.1.kind == "conv" ? Double($1.0.flops) / 2 : 0) }
-        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch + evalBatch) + Double(batch * inputs))
+        // Convolutions keep each training example's im2col columns, C K^2 OH OW values: the
+        // layer's multiply-adds divided by its output channels.
+        let columns = zip(rows, spec.layers).reduce(0.0) { acc, pair in
+            guard case let .conv(o, _, _, _) = pair.1 else { return acc }
+            return acc + Double(pair.0.flops - pair.0.outputWidth) / 2 / Double(o)
+        }
+        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch) + Double(batch * inputs))
     }
 
     /// A checkpoint that names its model must name this one (dfn2 checkpoints of 0.3 name none).
