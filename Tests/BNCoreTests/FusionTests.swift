@@ -102,4 +102,23 @@ final class FusionTests: XCTestCase {
             XCTAssertEqual(lf, ld, accuracy: 1e-4 * max(1, ld))
         }
     }
+
+    /// The SIMD reductions (Float) agree with Double sums, tails included.
+    func testSIMDReductions() {
+        var r = TestRandom(71)
+        for n in [0, 1, 15, 16, 17, 100, 784] {
+            let a: Matrix<Double> = r.matrix(1, max(n, 1)), b: Matrix<Double> = r.matrix(1, max(n, 1))
+            let fa = a.converted(to: Float.self), fb = b.converted(to: Float.self)
+            var dot = 0.0, sum = 0.0, dev = 0.0
+            for i in 0..<n {
+                dot += Double(fa.data[i]) * Double(fb.data[i])
+                sum += Double(fa.data[i])
+                dev += (Double(fa.data[i]) - 0.25) * (Double(fa.data[i]) - 0.25)
+            }
+            XCTAssertEqual(Double(Elementwise.dot(fa.data, fb.data, n)), dot, accuracy: 1e-4 * max(1, abs(dot)), "n=\(n)")
+            XCTAssertEqual(Double(Elementwise.sum(fa.data, n)), sum, accuracy: 1e-4 * max(1, abs(sum)), "n=\(n)")
+            XCTAssertEqual(Double(Elementwise.squaredDeviation(fa.data, n, from: Float(0.25))), dev, accuracy: 1e-4 * max(1, dev), "n=\(n)")
+            XCTAssertEqual(Elementwise.dot(a.data, b.data, n), (0..<n).reduce(0.0) { $0 + a.data[$1] * b.data[$1] }, "Double keeps the plain order")
+        }
+    }
 }

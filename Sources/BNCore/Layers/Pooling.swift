@@ -205,17 +205,12 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         let m = T(n * hw)
         let bessel: T = (runningVariance == .unbiased && n * hw > 1) ? m / (m - 1) : 1
         for c in 0..<C {
+            // Two passes (mean, then centred squares) for accuracy, each a SIMD reduction per row.
             var s: T = 0
-            for e in 0..<n {
-                let xr = x.data + (e * C + c) * hw
-                for j in 0..<hw { s += xr[j] }
-            }
+            for e in 0..<n { s += Elementwise.sum(x.data + (e * C + c) * hw, hw) }
             let mu = s / m
             var v: T = 0
-            for e in 0..<n {
-                let xr = x.data + (e * C + c) * hw
-                for j in 0..<hw { v += (xr[j] - mu) * (xr[j] - mu) }
-            }
+            for e in 0..<n { v += Elementwise.squaredDeviation(x.data + (e * C + c) * hw, hw, from: mu) }
             v /= m
             let inv = 1 / (v + eps).squareRoot()
             mean.data[c] = mu
@@ -248,10 +243,8 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             var sdy: T = 0, sdyx: T = 0
             for e in 0..<n {
                 let gr = dy.data + (e * C + c) * hw, hr = xhat.data + (e * C + c) * hw
-                for j in 0..<hw {
-                    sdy += gr[j]
-                    sdyx += gr[j] * hr[j]
-                }
+                sdy += Elementwise.sum(gr, hw)
+                sdyx += Elementwise.dot(gr, hr, hw)
             }
             beta.grad.data[c] = sdy
             gamma.grad.data[c] = sdyx

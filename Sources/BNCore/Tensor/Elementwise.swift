@@ -69,4 +69,68 @@ public enum Elementwise {
             for j in 0..<cols { sums[j] += row[j] }
         }
     }
+
+    /// sum_i a[i] b[i] over n elements. Float sums in 16 SIMD lanes (a floating-point reduction
+    /// is not vectorised by the compiler, which may not reassociate it); Double, used by the
+    /// checks, keeps the plain order.
+    @inlinable
+    public static func dot<T: BLASScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+        if T.self == Float.self {
+            let fa = UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), fb = UnsafeRawPointer(b).assumingMemoryBound(to: Float.self)
+            var acc = SIMD16<Float>()
+            var i = 0
+            while i + 16 <= n {
+                acc += UnsafeRawPointer(fa + i).loadUnaligned(as: SIMD16<Float>.self) * UnsafeRawPointer(fb + i).loadUnaligned(as: SIMD16<Float>.self)
+                i += 16
+            }
+            var s = acc.sum()
+            while i < n { s += fa[i] * fb[i]; i += 1 }
+            return T(s)
+        }
+        var s: T = 0
+        for i in 0..<n { s += a[i] * b[i] }
+        return s
+    }
+
+    /// sum_i a[i] (SIMD for Float, as `dot`).
+    @inlinable
+    public static func sum<T: BLASScalar>(_ a: UnsafePointer<T>, _ n: Int) -> T {
+        if T.self == Float.self {
+            let fa = UnsafeRawPointer(a).assumingMemoryBound(to: Float.self)
+            var acc = SIMD16<Float>()
+            var i = 0
+            while i + 16 <= n {
+                acc += UnsafeRawPointer(fa + i).loadUnaligned(as: SIMD16<Float>.self)
+                i += 16
+            }
+            var s = acc.sum()
+            while i < n { s += fa[i]; i += 1 }
+            return T(s)
+        }
+        var s: T = 0
+        for i in 0..<n { s += a[i] }
+        return s
+    }
+
+    /// sum_i (a[i] - mu)^2 (SIMD for Float, as `dot`).
+    @inlinable
+    public static func squaredDeviation<T: BLASScalar>(_ a: UnsafePointer<T>, _ n: Int, from mu: T) -> T {
+        if T.self == Float.self {
+            let fa = UnsafeRawPointer(a).assumingMemoryBound(to: Float.self)
+            let m = Float(mu), mv = SIMD16<Float>(repeating: m)
+            var acc = SIMD16<Float>()
+            var i = 0
+            while i + 16 <= n {
+                let d = UnsafeRawPointer(fa + i).loadUnaligned(as: SIMD16<Float>.self) - mv
+                acc += d * d
+                i += 16
+            }
+            var s = acc.sum()
+            while i < n { s += (fa[i] - m) * (fa[i] - m); i += 1 }
+            return T(s)
+        }
+        var s: T = 0
+        for i in 0..<n { s += (a[i] - mu) * (a[i] - mu) }
+        return s
+    }
 }
