@@ -4,19 +4,6 @@ import XCTest
 /// Conv2D against the naive reference; every image layer's gradients against central
 /// differences in Double with a random upstream gradient (relative error < 1e-6).
 final class ConvTests: XCTestCase {
-    func checkLayer(_ layer: any Layer<Double>, x: Matrix<Double>, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
-        var r = TestRandom(seed)
-        let g: Matrix<Double> = r.matrix(x.rows, layer.outFeatures)
-        let loss = { dot(layer.forward(x, training: true), g) }
-        _ = loss()
-        let dx = layer.backward(g).toArray()
-        let analytic = layer.parameters.map { $0.grad.toArray() }
-        XCTAssertLessThan(GradientCheck.relativeError(dx, numeric(x, loss)), 1e-6, "dx of \(type(of: layer))", file: file, line: line)
-        for (p, a) in zip(layer.parameters, analytic) {
-            XCTAssertLessThan(GradientCheck.relativeError(a, numeric(p.value, loss)), 1e-6, "d\(p.name)", file: file, line: line)
-        }
-    }
-
     func conv(_ input: ImageShape, out: Int, k: Int, s: Int, p: Int, seed: UInt64) -> Conv2D<Double> {
         var r = TestRandom(seed)
         let c = Conv2D<Double>(input: input, outChannels: out, kernel: k, stride: s, padding: p, name: "c")

@@ -7,22 +7,6 @@ import XCTest
 final class GradientTests: XCTestCase {
     let threshold = 1e-6
 
-    /// Checks dx and every parameter gradient of `layer` at input `x`.
-    func checkLayer(_ layer: any Layer<Double>, x: Matrix<Double>, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
-        var r = TestRandom(seed)
-        let g: Matrix<Double> = r.matrix(x.rows, layer.outFeatures)
-        let loss = { dot(layer.forward(x, training: true), g) }
-        _ = loss()
-        let dx = layer.backward(g).toArray()
-        let analytic = layer.parameters.map { $0.grad.toArray() }
-        let err = GradientCheck.relativeError(dx, numeric(x, loss))
-        XCTAssertLessThan(err, threshold, "dx of \(type(of: layer))", file: file, line: line)
-        for (p, a) in zip(layer.parameters, analytic) {
-            let e = GradientCheck.relativeError(a, numeric(p.value, loss))
-            XCTAssertLessThan(e, threshold, "d\(p.name)", file: file, line: line)
-        }
-    }
-
     func testDense() {
         var r = TestRandom(1)
         let layer = Dense<Double>(inFeatures: 6, outFeatures: 4, name: "fc")
@@ -146,29 +130,31 @@ final class GradientTests: XCTestCase {
                 bn.beta.value.copy(from: r.matrix(1, bn.features, scale: 0.3))
             }
             for case let d as Dropout<Double> in net.layers { d.freezeMask = true }
-            let x: Matrix<Double> = r.matrix(7, 6)
-            let labels = r.labels(7, classes: 3)
-            labels.withUnsafeBufferPointer { lab in
-                let loss = { net.loss.forwardBackward(logits: net.forward(x, training: true), labels: lab.baseAddress!) }
-                _ = loss()
-                net.backward(net.loss.logitsGrad)
-                let analytic = net.parameters.map { $0.grad.toArray() }
-                var sampler = SplitMix64(seed: 14)
-                for (p, a) in zip(net.parameters, analytic) {
-                    let idx = GradientCheck.sampleIndices(count: p.value.count, limit: 40, rng: &sampler)
-                    let num = GradientCheck.numericalGradient(of: p.value.data, indices: idx, loss: loss)
-                    let sampled = idx.map { a[$0] }
-                    if p.name.hasSuffix(".bias"), let next = nextLayerIsBatchNorm(net, p) , next {
-                        // A bias right before BN has zero gradient in exact arithmetic (BN
-                        // subtracts the batch mean): both sides are rounding noise, so compare
-                        // absolutely.
-                        XCTAssertLessThan(maxAbsDiff(sampled, num), 1e-8, "\(spec): \(p.name)")
-                        XCTAssertLessThan(sampled.map(abs).max() ?? 0, 1e-12, "\(spec): \(p.name) is ~0")
-                        continue
-                    }
-                    let e = GradientCheck.relativeError(sampled, num)
-                    XCTAssertLessThan(e, threshold, "\(spec): \(p.name)")
+            checkNetwork(net, x: r.matrix(7, 6), labels: r.labels(7, classes: 3), samples: 40, seed: 14, name: spec)
+        }
+    }
+
+    /// Every parameter gradient of `net` against central differences of the mean loss, at
+    /// `samples` seeded entries per tensor. A tensor whose gradient is zero in exact arithmetic
+    /// (a bias right before BN, which subtracts the batch mean) has rounding noise on both
+    /// sides: it is compared absolutely.
+    func checkNetwork(_ net: Network<Double>, x: Matrix<Double>, labels: [Int32], samples: Int, seed: UInt64, name: String, file: StaticString = #filePath, line: UInt = #line) {
+        labels.withUnsafeBufferPointer { lab in
+            let loss = { net.loss.forwardBackward(logits: net.forward(x, training: true), labels: lab.baseAddress!) }
+            _ = loss()
+            net.backward(net.loss.logitsGrad)
+            let analytic = net.parameters.map { $0.grad.toArray() }
+            var sampler = SplitMix64(seed: seed)
+            for (p, a) in zip(net.parameters, analytic) {
+                let idx = GradientCheck.sampleIndices(count: p.value.count, limit: samples, rng: &sampler)
+                let num = GradientCheck.numericalGradient(of: p.value.data, indices: idx, loss: loss)
+                let sampled = idx.map { a[$0] }
+                if p.name.hasSuffix(".bias"), nextLayerIsBatchNorm(net, p) ?? false {
+                    XCTAssertLessThan(maxAbsDiff(sampled, num), 1e-8, "\(name): \(p.name)", file: file, line: line)
+                    XCTAssertLessThan(sampled.map(abs).max() ?? 0, 1e-12, "\(name): \(p.name) is ~0", file: file, line: line)
+                    continue
                 }
+                XCTAssertLessThan(GradientCheck.relativeError(sampled, num), threshold, "\(name): \(p.name)", file: file, line: line)
             }
         }
     }
@@ -178,32 +164,14 @@ final class GradientTests: XCTestCase {
     func testWholeLeNetBN() {
         let net: Network<Double> = network("lenet-bn", inputs: 784, classes: 10, seed: 21, image: ImageShape(1, 28, 28))
         var r = TestRandom(22)
-        let x: Matrix<Double> = r.matrix(3, 784)
-        let labels = r.labels(3, classes: 10)
-        labels.withUnsafeBufferPointer { lab in
-            let loss = { net.loss.forwardBackward(logits: net.forward(x, training: true), labels: lab.baseAddress!) }
-            _ = loss()
-            net.backward(net.loss.logitsGrad)
-            let analytic = net.parameters.map { $0.grad.toArray() }
-            var sampler = SplitMix64(seed: 23)
-            for (p, a) in zip(net.parameters, analytic) {
-                let idx = GradientCheck.sampleIndices(count: p.value.count, limit: 20, rng: &sampler)
-                let num = GradientCheck.numericalGradient(of: p.value.data, indices: idx, loss: loss)
-                let sampled = idx.map { a[$0] }
-                if max(sampled.map(abs).max() ?? 0, num.map(abs).max() ?? 0) < 1e-7 {
-                    XCTAssertLessThan(maxAbsDiff(sampled, num), 1e-8, p.name)  // a bias right before BN: zero
-                    continue
-                }
-                XCTAssertLessThan(GradientCheck.relativeError(sampled, num), threshold, "lenet-bn: \(p.name)")
-            }
-        }
+        checkNetwork(net, x: r.matrix(3, 784), labels: r.labels(3, classes: 10), samples: 20, seed: 23, name: "lenet-bn")
     }
 
     /// Whether the layer owning `p` is immediately followed by a BatchNorm layer.
     func nextLayerIsBatchNorm(_ net: Network<Double>, _ p: Parameter<Double>) -> Bool? {
         guard let i = net.layers.firstIndex(where: { $0.parameters.contains { $0 === p } }), i + 1 < net.layers.count else { return nil }
         if let d = net.layers[i] as? Dense<Double>, d.activation != .identity { return false }  // a fused sigmoid sits between
-        return net.layers[i + 1] is BatchNorm1D<Double>
+        return net.layers[i + 1] is BatchNorm1D<Double> || net.layers[i + 1] is BatchNorm2D<Double>
     }
 
     /// The checker itself must catch a wrong gradient (so the tests above can fail).

@@ -1,4 +1,5 @@
 import BNCore
+import XCTest
 
 /// Random matrices and helpers shared by the core tests.
 struct TestRandom {
@@ -50,4 +51,19 @@ func separableBatch(seed: UInt64) -> (x: Matrix<Float>, labels: [Int32]) {
         for j in 0..<4 { x[i, j] = Float(rng.nextNormal()) + (i % 2 == 0 ? -1 : 1) }
     }
     return (x, labels)
+}
+
+/// Checks dx and every parameter gradient of `layer` at input `x` against central
+/// differences of L = sum(y * G) for a random upstream gradient G (relative error < 1e-6).
+func checkLayer(_ layer: any Layer<Double>, x: Matrix<Double>, seed: UInt64, file: StaticString = #filePath, line: UInt = #line) {
+    var r = TestRandom(seed)
+    let g: Matrix<Double> = r.matrix(x.rows, layer.outFeatures)
+    let loss = { dot(layer.forward(x, training: true), g) }
+    _ = loss()
+    let dx = layer.backward(g).toArray()
+    let analytic = layer.parameters.map { $0.grad.toArray() }
+    XCTAssertLessThan(GradientCheck.relativeError(dx, numeric(x, loss)), 1e-6, "dx of \(type(of: layer))", file: file, line: line)
+    for (p, a) in zip(layer.parameters, analytic) {
+        XCTAssertLessThan(GradientCheck.relativeError(a, numeric(p.value, loss)), 1e-6, "d\(p.name)", file: file, line: line)
+    }
 }
