@@ -185,20 +185,9 @@ public func note(_ message: String) {
 /// `\` and `"` escaped (and a newline as `\n`, so a record stays one line). Python's
 /// `shlex.split` reads such a line back into `key=value` tokens.
 public func logfmtQuoted(_ s: String) -> String {
-    let isControl = { (u: Unicode.Scalar) in u.properties.generalCategory == .control }
-    let plain = !s.isEmpty && !s.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || isControl($0) })
+    let plain = !s.isEmpty && !s.unicodeScalars.contains(where: { $0 == " " || $0 == "\"" || $0 == "'" || $0 == "=" || $0 == "\\" || $0.properties.generalCategory == .control })
     if plain { return s }
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\\": out += "\\\\"
-        case "\"": out += "\\\""
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where isControl(u): out += String(format: "\\x%02x", u.value)
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
+    // Backslashes and quotes first, then the control characters (whose escapes add backslashes).
+    let quoted = s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    return "\"" + escapingControlCharacters(quoted) + "\""
 }

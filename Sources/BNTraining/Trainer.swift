@@ -130,19 +130,11 @@ public final class Trainer {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
         if let target {
-            // Spec index -> network layer, as the builder fused them.
-            var map: [Int] = []
-            var i = 0, layer = 0
-            while i < spec.layers.count {
-                let fused = options.fuse && spec.layers[i].kind == "fc" && i + 1 < spec.layers.count && spec.layers[i + 1] == .activation(.sigmoid)
-                map.append(layer)
-                if fused { map.append(layer); i += 1 }
-                i += 1
-                layer += 1
-            }
+            // The network layer computing the traced spec layer (the builder records which).
+            let layer = network.specIndices.lastIndex { $0 <= target.index }!
             let n = min(config.traceExamples, dataset.test.count)
             let probe = Matrix<Float>(viewOf: dataset.test.images.pixels, row: 0, rows: n)
-            tracer = Tracer(spec: target.spec, networkLayer: map[target.index], useOutput: target.spec.side == .output, width: target.width, probe: probe)
+            tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, probe: probe)
             traceIndex = target.index
         } else {
             tracer = nil

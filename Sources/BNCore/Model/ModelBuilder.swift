@@ -39,12 +39,14 @@ extension ModelSpec {
         var shape = try inputShape(inputs: inputs, image: image)
         let stream = RandomStream(dropoutRNG)
         var built: [any Layer<T>] = []
+        var specIndices: [Int] = []
         var width = inputs
         var i = 0
         let runningVariance = BatchNorm1D<T>.RunningVariance(rawValue: options.runningVariance.rawValue)!
         while i < layers.count {
             let name = "\(i)"
             let out = widths[i]
+            specIndices.append(i)
             switch layers[i] {
             case .fc:
                 let fuseSigmoid = options.fuse && i + 1 < layers.count && layers[i + 1] == .activation(.sigmoid)
@@ -83,6 +85,8 @@ extension ModelSpec {
             shape = shapes[i]
             i += 1
         }
-        return Network(layers: built, classes: classes, randomStream: stream)
+        let net = Network(layers: built, classes: classes, randomStream: stream)
+        net.specIndices = specIndices
+        return net
     }
 }

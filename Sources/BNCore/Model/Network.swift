@@ -22,6 +22,9 @@ public final class Network<T: BLASScalar> {
     }
     /// The stream dropout masks are drawn from (saved and restored by checkpoints).
     public let randomStream: RandomStream
+    /// For each layer, the index of the first spec layer it computes (an fc fused with its
+    /// sigmoid computes two); set by the builder, else one layer per index.
+    public internal(set) var specIndices: [Int]
     /// For each layer, itself when it can fuse the plain SGD update into its backward.
     @usableFromInline let sgdFused: [(any SGDFusedBackward<T>)?]
 
@@ -41,6 +44,7 @@ public final class Network<T: BLASScalar> {
         batchNorms2D = layers.compactMap { $0 as? BatchNorm2D<T> }
         sgdFused = layers.map { $0 as? any SGDFusedBackward<T> }
         self.randomStream = randomStream
+        specIndices = Array(layers.indices)
     }
 
     public var inputFeatures: Int { layers[0].inFeatures }
