@@ -100,7 +100,7 @@ final class Tracer {
 
     /// Maps the spec index to the built network's layers: an fc fused with its sigmoid is one
     /// layer whose output is the sigmoid's, so tracing the fc's output or the sigmoid's input
-    /// (the pre-activation) needs the unfused network; Trainer builds the trace on a network
+    /// (the pre-activation) needs the unfused network (likewise a 2-D bn fused with its relu); Trainer builds the trace on a network
     /// whose layers are one per spec token when that is the case.
     init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, probe: Matrix<Float>) {
         self.spec = spec

@@ -105,7 +105,8 @@ public final class Trainer {
         // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
         dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
         // The trace target, and whether the network must be built unfused to expose it (the
-        // pre-activation between an fc and its sigmoid exists only when they are two layers;
+        // value between an fc and its sigmoid, or a 2-D bn and its relu, exists only when they
+        // are two layers;
         // unfused, the same arithmetic runs in the same order, so training is unchanged).
         var options = config.buildOptions
         var target: (spec: TraceSpec, index: Int, width: Int)?
@@ -114,9 +115,8 @@ public final class Trainer {
                 let ts = try TraceSpec.parse(t)
                 let (index, width) = try ts.resolve(in: spec, inputs: dataset.featureCount, classes: dataset.classes, image: image)
                 target = (ts, index, width)
-                let layers = spec.layers
-                let preActivation = (ts.side == .output && index + 1 < layers.count && layers[index].kind == "fc" && layers[index + 1] == .activation(.sigmoid))
-                    || (ts.side == .input && index > 0 && layers[index] == .activation(.sigmoid) && layers[index - 1].kind == "fc")
+                // A fused pair (fc-sigmoid, bn-relu) hides the value between its two layers.
+                let preActivation = (ts.side == .output && spec.mayFuseWithNext(index)) || (ts.side == .input && spec.mayFuseWithNext(index - 1))
                 if preActivation { options.fuse = false }
             } catch let e as ModelSpec.ParseError {
                 throw fail("\(origin(.trace)) \(e.message)", code: code(.trace))

@@ -54,6 +54,60 @@ final class ConvTests: XCTestCase {
         XCTAssertLessThan(maxAbsDiff(fresh.forward(one, training: false).toArray(), Array(fresh.forward(x, training: false).toArray()[0..<48])), 1e-15)
     }
 
+    /// BatchNorm2D with its ReLU fused: gradients in Double (inputs kept away from the kink),
+    /// and in Float the same bits as BatchNorm2D followed by the ReLU layer, forward, backward
+    /// and parameter gradients, on planes that fill whole SIMD blocks and leave a tail.
+    func testBatchNorm2DWithFusedReLU() {
+        var r = TestRandom(21)
+        let shape = ImageShape(3, 4, 4)
+        let fused = BatchNorm2D<Double>(shape: shape, fusedReLU: true, name: "b")
+        fused.gamma.value.copy(from: r.matrix(1, 3, scale: 0.3, offset: 1))
+        fused.beta.value.copy(from: r.matrix(1, 3, scale: 0.3))
+        checkLayer(fused, x: r.matrix(4, shape.count, scale: 2, offset: 0.5), seed: 22)
+        for plane in [(5, 5), (4, 8), (6, 7)] {
+            let s = ImageShape(4, plane.0, plane.1)
+            let a = BatchNorm2D<Float>(shape: s, fusedReLU: true, name: "a")
+            let b = BatchNorm2D<Float>(shape: s, name: "b"), relu = Activation<Float>(.relu, features: s.count)
+            for bn in [a, b] {
+                var q = TestRandom(23)
+                bn.gamma.value.copy(from: q.matrix(1, 4, scale: 0.5, offset: 1))
+                bn.beta.value.copy(from: q.matrix(1, 4, scale: 0.5))
+            }
+            let x: Matrix<Float> = r.matrix(6, s.count, scale: 2, offset: 0.3), dy: Matrix<Float> = r.matrix(6, s.count)
+            let ya = a.forward(x, training: true).toArray(), yb = relu.forward(b.forward(x, training: true), training: true).toArray()
+            XCTAssertEqual(ya, yb, "forward \(s)")
+            XCTAssertTrue(ya.contains(0) && ya.contains { $0 > 0 }, "the ReLU is active and inactive somewhere")
+            XCTAssertEqual(a.backward(dy).toArray(), b.backward(relu.backward(dy)).toArray(), "dx \(s)")
+            XCTAssertEqual(a.gamma.grad.toArray(), b.gamma.grad.toArray())
+            XCTAssertEqual(a.beta.grad.toArray(), b.beta.grad.toArray())
+            XCTAssertEqual(a.forward(x, training: false).toArray(), relu.forward(b.forward(x, training: false), training: false).toArray(), "evaluation \(s)")
+        }
+    }
+
+    /// The builder fuses a 2-D bn with its relu (and an fc with its sigmoid); training the fused
+    /// network gives the unfused one's parameters bit for bit.
+    func testFusedNetworkTrainsAsTheUnfusedOne() {
+        let image = ImageShape(1, 12, 12), spec = "conv4k3-bn-relu-maxpool2-conv6k3p1-bn-relu-fc16-bn-relu-fc"
+        var unfusedOptions = BuildOptions()
+        unfusedOptions.fuse = false
+        let fused: Network<Float> = network(spec, inputs: 144, classes: 3, seed: 5, image: image)
+        let plain: Network<Float> = network(spec, inputs: 144, classes: 3, seed: 5, image: image, options: unfusedOptions)
+        XCTAssertEqual(fused.layers.count + 2, plain.layers.count, "two bn-relu pairs fused")
+        XCTAssertTrue(fused.batchNorms2D.allSatisfy(\.fusedReLU))
+        var r = TestRandom(6)
+        for optimizer in [OptimizerSettings.Kind.sgd, .adam] {
+            var settings = OptimizerSettings()
+            settings.kind = optimizer
+            settings.learningRate = 0.01
+            let (o1, o2) = (settings.make(Float.self), settings.make(Float.self))
+            for _ in 0..<3 {
+                let x: Matrix<Float> = r.matrix(8, 144), labels = r.labels(8, classes: 3)
+                XCTAssertEqual(fused.trainStep(x, labels: labels, optimizer: o1), plain.trainStep(x, labels: labels, optimizer: o2))
+            }
+            XCTAssertEqual(fused.parameters.map { $0.value.toArray() }, plain.parameters.map { $0.value.toArray() }, "\(optimizer)")
+        }
+    }
+
     func testPoolingGradients() {
         // Distinct values (no ties) so the max's derivative is defined.
         var r = TestRandom(8)

@@ -160,12 +160,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
         if computesInputGradient { inputGrad.data.update(repeating: 0, count: n * input.count) }
         for e in 0..<n {
             let g = dy.data + e * o * p, col = cols.data + e * ckk * p
-            for oc in 0..<o {
-                var s: T = 0
-                let gr = g + oc * p
-                for j in 0..<p { s += gr[j] }
-                db[oc] += s
-            }
+            for oc in 0..<o { db[oc] += Elementwise.sum(g + oc * p, p) }
             // dW (O, Ckk) += dY (O, P) x col^T
             T.gemm(transA: false, transB: true, m: o, n: ckk, k: p, alpha: 1, a: g, lda: p, b: col, ldb: p, beta: 1, c: dw, ldc: ckk)
             guard computesInputGradient else { continue }

@@ -6,8 +6,9 @@ public struct BuildOptions: Sendable {
     public var runningVariance: BatchNorm1D<Float>.RunningVariance
     /// Weights of every fc layer (biases start at zero; norm gains at one).
     public var initializer: Initializer
-    /// Fuse an fc followed by a sigmoid into one layer (training); false builds one network
-    /// layer per spec layer (gradient checks report layer by layer).
+    /// Fuse an fc followed by a sigmoid, and a 2-D bn followed by a relu, into one layer each
+    /// (training); false builds one network layer per spec layer (gradient checks report layer
+    /// by layer; traces of a pre-activation need it).
     public var fuse = true
 
     public init(bnMomentum: Double = 0.9, bnEps: Double = 1e-5, runningVariance: BatchNorm1D<Float>.RunningVariance = .biased, initializer: Initializer = .glorot) {
@@ -19,6 +20,17 @@ public struct BuildOptions: Sendable {
 }
 
 extension ModelSpec {
+    /// Whether spec layer i may be computed together with layer i + 1 by one network layer when
+    /// building fused: an fc followed by a sigmoid (Dense with the sigmoid fused), a bn followed
+    /// by a relu (BatchNorm2D with the ReLU fused, when the bn receives images).
+    public func mayFuseWithNext(_ i: Int) -> Bool {
+        guard i >= 0, i + 1 < layers.count else { return false }
+        switch (layers[i], layers[i + 1]) {
+        case (.fc, .activation(.sigmoid)), (.batchNorm, .activation(.relu)): return true
+        default: return false
+        }
+    }
+
     /// Builds the network for `inputs` features and `classes` classes. Tensors are named as
     /// PyTorch's `state_dict` of the equivalent `nn.Sequential` names them: by the layer's
     /// index in the spec (`0.weight`, `2.running_mean`, ...), whatever is fused.
@@ -27,7 +39,8 @@ extension ModelSpec {
     /// row-major order); dropout masks come from `dropoutRNG`.
     ///
     /// Choices made for speed, invisible in results: an fc followed by a sigmoid becomes one
-    /// Dense with the sigmoid fused; a Dense that is the network's first layer stores its
+    /// Dense with the sigmoid fused; a 2-D bn followed by a relu becomes one BatchNorm2D with
+    /// the ReLU fused; a Dense that is the network's first layer stores its
     /// weight transposed (its forward product is the step's largest and runs faster as a plain
     /// NN product; its input gradient, the product that layout slows, is never computed).
     public func build<T: BLASScalar>(
@@ -49,7 +62,7 @@ extension ModelSpec {
             specIndices.append(i)
             switch layers[i] {
             case .fc:
-                let fuseSigmoid = options.fuse && i + 1 < layers.count && layers[i + 1] == .activation(.sigmoid)
+                let fuseSigmoid = options.fuse && mayFuseWithNext(i)
                 let dense = Dense<T>(
                     inFeatures: width, outFeatures: out, activation: fuseSigmoid ? .sigmoid : .identity,
                     weightLayout: built.isEmpty ? .inOut : .outIn, name: name)
@@ -61,7 +74,12 @@ extension ModelSpec {
             case .batchNorm:
                 // BatchNorm1D over features, or BatchNorm2D over channels: from the shape it receives.
                 if case let .image(s) = shape {
-                    built.append(BatchNorm2D<T>(shape: s, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
+                    let fuseReLU = options.fuse && mayFuseWithNext(i)
+                    built.append(BatchNorm2D<T>(shape: s, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, fusedReLU: fuseReLU, name: name))
+                    if fuseReLU {
+                        shape = shapes[i + 1]
+                        i += 1
+                    }
                 } else {
                     built.append(BatchNorm1D<T>(features: out, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
                 }
