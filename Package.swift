@@ -56,6 +56,6 @@ let package = Package(
         .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["BNFuzzTargets"], exclude: ["Corpus"]),
         .testTarget(name: "BNTrainingTests", dependencies: ["BNTraining", "BNCore", "BNData", "BNCheckpoint"]),
-        .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData", "BNCheckpoint"]),
+        .testTarget(name: "bntrainTests", dependencies: ["bntrain", "BNData", "BNCheckpoint", "BNCore"]),
     ]
 )

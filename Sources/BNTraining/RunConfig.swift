@@ -68,6 +68,10 @@ public struct RunConfig: Equatable, Sendable {
     public var initialization = Initializer.glorot.rawValue
     public var seed: UInt64 = 42
     public var threads = 1
+    /// Matrix-product arithmetic (bf16 mixed precision changes results: kept on resume).
+    public var precision = Precision.fp32
+    /// Which library runs the float32 products (speed only; may change between invocations).
+    public var gemm = GEMMLibrary.auto
     public var evalBatch = 1000
 
     public init() {}
@@ -81,7 +85,7 @@ public struct RunConfig: Equatable, Sendable {
         case hidden
         case trainLimit = "train_limit", valSplit = "val_split", shuffle
         case batchNorm = "batchnorm", bnMomentum = "bn_momentum", bnEps = "bn_eps", bnRunningVar = "bn_running_var"
-        case initialization = "init", seed, threads, evalBatch = "eval_batch"
+        case initialization = "init", seed, threads, precision, gemm, evalBatch = "eval_batch"
 
         /// The flag that sets this key.
         public var flag: String {
@@ -97,7 +101,7 @@ public struct RunConfig: Equatable, Sendable {
             switch self {
             // Observing (tracing, step-wise evaluation) never changes training: a resumed run
             // keeps the checkpoint's settings unless given new ones.
-            case .epochs, .threads, .evalBatch, .data, .trace, .traceEvery, .traceExamples, .evalEvery: return false
+            case .epochs, .threads, .gemm, .evalBatch, .data, .trace, .traceEvery, .traceExamples, .evalEvery: return false
             default: return true
             }
         }
@@ -294,6 +298,8 @@ extension RunConfig: Codable {
         try c.encode(initialization, forKey: .initialization)
         try c.encode(String(seed), forKey: .seed)
         try c.encode(threads, forKey: .threads)
+        try c.encode(precision.rawValue, forKey: .precision)
+        try c.encode(gemm.rawValue, forKey: .gemm)
         try c.encode(evalBatch, forKey: .evalBatch)
     }
 
@@ -369,6 +375,14 @@ extension RunConfig: Codable {
             seed = v
         }
         threads = try c.decodeIfPresent(Int.self, forKey: .threads) ?? threads
+        if let s = try c.decodeIfPresent(String.self, forKey: .precision) {
+            guard let v = Precision(rawValue: s) else { throw bad(.precision, "is '\(s)', expected fp32 or bf16") }
+            precision = v
+        }
+        if let s = try c.decodeIfPresent(String.self, forKey: .gemm) {
+            guard let v = GEMMLibrary(rawValue: s) else { throw bad(.gemm, "is '\(s)', expected auto, openblas or onednn") }
+            gemm = v
+        }
         evalBatch = try c.decodeIfPresent(Int.self, forKey: .evalBatch) ?? evalBatch
     }
 }

@@ -209,7 +209,8 @@ public final class Trainer {
         fields += config.fields.filter { $0.0 != RunConfig.CodingKeys.data.rawValue && $0.0 != RunConfig.CodingKeys.evalBatch.rawValue }
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
-            ("blas_core", .string(BLAS.coreName)), ("load_seconds", .number(loadSeconds, digits: 3)),
+            ("kernels", .string(MatMul.kernels)), ("blas_core", .string(BLAS.coreName)),
+            ("onednn", .string(OneDNN.shared.map { "\($0.version)/\($0.isaName)" } ?? "none")), ("load_seconds", .number(loadSeconds, digits: 3)),
         ]
         return Record("config", fields)
     }

@@ -1,12 +1,17 @@
 // bnbench: how close the training step is to its matrix products.
 //
 //   bnbench [--model dfn2] [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
+//           [--precision fp32|bf16] [--gemm openblas|onednn|auto]
 //
-// The products are those the model's Dense layers run in one training step, read off the
-// built network (each layer's forward, weight gradient and, except for the first layer,
-// input gradient, in the layout the layer stores its weight), so any --model is measured.
+// The products are those the model's Dense and Conv2D layers run in one training step, read
+// off the built network (each layer's forward, weight gradient and, except for the first
+// layer, input gradient, in the layout the layer stores its weight; a convolution's three
+// per-example products once per example), so any --model is measured. --precision and --gemm
+// choose the kernels of the train_step (as bntrain's flags of the same names).
 // Prints key=value lines (stdout):
-//   gemm shape=... gflops=...           each of the step's products alone
+//   gemm shape=... gflops=... openblas=... onednn=... bf16=...
+//                                       each of the step's products alone, with the chosen
+//                                       kernels and with each library (GFLOP/s)
 //   gemm_step seconds_per_epoch=...     the products back to back, `steps` times
 //   train_step seconds_per_epoch=...    Network.trainStep on random data, `steps` times
 //   overhead ratio=train_step/gemm_step
@@ -23,11 +28,20 @@ import Glibc
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
 var modelText = "dfn2"
+var precision = Precision.fp32, library = GEMMLibrary.openblas
 var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {
     if a == "--model", let v = argv.popFirst() {
         modelText = v
+        continue
+    }
+    if a == "--precision", let v = argv.popFirst(), let p = Precision(rawValue: v) {
+        precision = p
+        continue
+    }
+    if a == "--gemm", let v = argv.popFirst(), let l = GEMMLibrary(rawValue: v) {
+        library = l
         continue
     }
     // --optimizer sgd|sgd-momentum|adam|adamw|rmsprop: the update the train_step loop uses.
@@ -44,7 +58,7 @@ while let a = argv.popFirst() {
         continue
     }
     guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 else {
-        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC\n")
+        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto\n")
         exit(64)
     }
     opts[key] = n
@@ -52,7 +66,14 @@ while let a = argv.popFirst() {
 func FileHandle_stderr(_ s: String) { fputs(s, stderr) }
 
 let (n, h, d, c, steps, repeats) = (opts["batch"]!, opts["hidden"]!, opts["inputs"]!, opts["classes"]!, opts["steps"]!, opts["repeats"]!)
-BLAS.setThreads(opts["threads"]!)
+MatMul.setThreads(opts["threads"]!)
+func configure(_ p: Precision, _ l: GEMMLibrary) {
+    do { try MatMul.configure(precision: p, library: l) } catch {
+        FileHandle_stderr("bnbench: error: \(error)\n")
+        exit(64)
+    }
+}
+configure(precision, library)
 
 func now() -> Double {
     var ts = timespec()
@@ -95,15 +116,31 @@ do {
 //   forward: (n,in) x W -> (n,out), W stored (in,out) [inOut] or (out,in) used transposed [outIn]
 //   dW:      (n,out)^T x (n,in) -> (out,in) [outIn], or (n,in)^T x (n,out) -> (in,out) [inOut]
 //   dx:      (n,out) x W -> (n,in), skipped for the first layer
-struct Shape { let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: Int; let k: Int; let a: Matrix<Float>; let b: Matrix<Float>; let out: Matrix<Float> }
+//   conv, per example: forward W (O, Ckk) x col (Ckk, P); dW += dY (O, P) x col^T; dcol = W^T x dY
+struct Shape {
+    let name: String; let tA: Bool; let tB: Bool; let m: Int; let n: Int; let k: Int; let a: Matrix<Float>; let b: Matrix<Float>; let out: Matrix<Float>
+    var repeats = 1  // calls per step (a convolution's products run once per example)
+}
 let x = randomMatrix(n, d)
 var shapes: [Shape] = []
 var input = x
 for layer in net.layers {
+    if let conv = layer as? Conv2D<Float> {
+        let i = conv.weight.name.split(separator: ".").first.map(String.init) ?? "?"
+        let (o, p, ckk) = (conv.output.c, conv.output.h * conv.output.w, conv.weight.value.cols)
+        let w = conv.weight.value, col = randomMatrix(ckk, p), dy = randomMatrix(o, p)
+        shapes.append(Shape(name: "conv\(i)_forward", tA: false, tB: false, m: o, n: p, k: ckk, a: w, b: col, out: Matrix(rows: o, cols: p), repeats: n))
+        shapes.append(Shape(name: "conv\(i)_dweight", tA: false, tB: true, m: o, n: ckk, k: p, a: dy, b: col, out: Matrix(rows: o, cols: ckk), repeats: n))
+        if conv.computesInputGradient {
+            shapes.append(Shape(name: "conv\(i)_dinput", tA: true, tB: false, m: ckk, n: p, k: o, a: w, b: dy, out: Matrix(rows: ckk, cols: p), repeats: n))
+        }
+        continue
+    }
     guard let dense = layer as? Dense<Float> else { continue }
     // Named by the layer's index in the spec, as its tensors are (dfn2: fc0 and fc3).
     let i = dense.weight.name.split(separator: ".").first.map(String.init) ?? "?"
     let (fin, fout) = (dense.inFeatures, dense.outFeatures)
+    if input.cols != fin { input = randomMatrix(n, fin) }  // after convolutions and pooling
     let w = dense.weight.value, inOut = dense.weightLayout == .inOut
     let dz = randomMatrix(n, fout)
     shapes.append(Shape(name: "fc\(i)_forward", tA: false, tB: !inOut, m: n, n: fout, k: fin, a: input, b: w, out: Matrix(rows: n, cols: fout)))
@@ -120,14 +157,26 @@ for layer in net.layers {
 func run(_ s: Shape) {
     Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
 }
-let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k }
-print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) blas_core=\(BLAS.coreName) flops_per_step=\(flopsPerStep)")
-for s in shapes {
-    let reps = 200
+let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k * $1.repeats }
+let dnnl = OneDNN.shared
+print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) blas_core=\(BLAS.coreName) onednn=\(dnnl.map { "\($0.version)/\($0.isaName)" } ?? "none") flops_per_step=\(flopsPerStep)")
+// Each product alone: with the chosen kernels, then with each library (when available).
+func gflops(_ s: Shape, _ p: Precision, _ l: GEMMLibrary) -> Double {
+    configure(p, l)
+    let reps = max(1, Int(2e8 / Double(2 * s.m * s.n * s.k)))
     let t = best { for _ in 0..<reps { run(s) } }
-    let flops = Double(2 * s.m * s.n * s.k * reps)
-    print("gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) gflops=\(String(format: "%.1f", flops / t / 1e9))")
+    return Double(2 * s.m * s.n * s.k * reps) / t / 1e9
 }
+for s in shapes {
+    var line = "gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) calls_per_step=\(s.repeats) gflops=\(String(format: "%.1f", gflops(s, precision, library)))"
+    line += " openblas=\(String(format: "%.1f", gflops(s, .fp32, .openblas)))"
+    if let dnnl {
+        line += " onednn=\(String(format: "%.1f", gflops(s, .fp32, .onednn)))"
+        if dnnl.hasBF16 { line += " bf16=\(String(format: "%.1f", gflops(s, .bf16, .onednn)))" }
+    }
+    print(line)
+}
+configure(precision, library)
 optimizerSettings.learningRate = optimizerSettings.kind == .sgd ? 0.01 : 1e-3
 let sgd = optimizerSettings.make(Float.self)
 let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
@@ -139,7 +188,7 @@ func timeOnce(_ body: @escaping () -> Void) -> Double {
     body()
     return now() - t0
 }
-let runGemmStep = { for _ in 0..<steps { for s in shapes { run(s) } } }
+let runGemmStep = { for _ in 0..<steps { for s in shapes { for _ in 0..<s.repeats { run(s) } } } }
 let runTrainStep = { for _ in 0..<steps { _ = net.trainStep(x, labels: labels, optimizer: sgd) } }
 runGemmStep()
 runTrainStep()
@@ -165,6 +214,17 @@ if let symbol = dlsym(nil, "malloc_count_window") {
 
 let sq = opts["square"]!
 let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
+configure(.fp32, .openblas)
 let tsq = best { Float.gemm(transA: false, transB: false, m: sq, n: sq, k: sq, alpha: 1, a: A.data, lda: sq, b: B.data, ldb: sq, beta: 0, c: C.data, ldc: sq) }
 let squareFlops = 2 * Double(sq) * Double(sq) * Double(sq)
-print("gemm_square n=\(sq) gflops=\(String(format: "%.1f", squareFlops / tsq / 1e9))")
+var squareLine = "gemm_square n=\(sq) gflops=\(String(format: "%.1f", squareFlops / tsq / 1e9))"
+// The machine's measured peaks, one per kernel family (oneDNN float32 and bf16 when present).
+if let dnnl {
+    configure(.fp32, .onednn)
+    squareLine += " onednn=\(String(format: "%.1f", squareFlops / best { run(Shape(name: "", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)) } / 1e9))"
+    if dnnl.hasBF16 {
+        configure(.bf16, .onednn)
+        squareLine += " bf16=\(String(format: "%.1f", squareFlops / best { run(Shape(name: "", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)) } / 1e9))"
+    }
+}
+print(squareLine)

@@ -10,6 +10,8 @@ extension BatchNorm1D.RunningVariance: ExpressibleByArgument {}
 extension ShuffleMode: ExpressibleByArgument {}
 extension OptimizerSettings.Kind: ExpressibleByArgument {}
 extension WeightDecayScope: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
+extension GEMMLibrary: ExpressibleByArgument {}
 extension LRSchedule.Kind: ExpressibleByArgument {}
 extension EarlyStopping.Monitor: ExpressibleByArgument {}
 extension LogFormat: ExpressibleByArgument {}
@@ -108,6 +110,12 @@ struct TrainingOptions: ParsableArguments {
 
     @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see the README). Default: 1.")
     var threads: Int?
+
+    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; README: Precision). Default: fp32.", valueName: "fp32|bf16"))
+    var precision: Precision?
+
+    @Option(help: ArgumentHelp("Library for the float32 products: auto (oneDNN for large products, OpenBLAS for small, as measured faster), openblas or onednn. Default: auto.", valueName: "auto|openblas|onednn"))
+    var gemm: GEMMLibrary?
 }
 
 struct OptimizerOptions: ParsableArguments {
@@ -306,6 +314,8 @@ struct BNTrain: ParsableCommand {
         if let v = m.initFrom { s.append(S(.initialization) { $0.initialization = "from:" + v }) }
         if let v = t.seed { s.append(S(.seed) { $0.seed = v }) }
         if let v = t.threads { s.append(S(.threads) { $0.threads = v }) }
+        if let v = t.precision { s.append(S(.precision) { $0.precision = v }) }
+        if let v = t.gemm { s.append(S(.gemm) { $0.gemm = v }) }
         if let v = d.evalBatch { s.append(S(.evalBatch) { $0.evalBatch = v }) }
         return s
     }

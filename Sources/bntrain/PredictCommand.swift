@@ -31,7 +31,8 @@ struct PredictCommand: ParsableCommand {
 
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
-        BLAS.setThreads(threads)
+        MatMul.setThreads(threads)
+        try? MatMul.configure(precision: .fp32, library: .auto)
         let (_, net, stored) = try loadModel(model)
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {

@@ -38,7 +38,10 @@ struct TrainingRun {
         }
         let initFrom = try command.modelOptions.initFrom.map { (checkpoint: try readCheckpoint($0, flag: "--init-from"), path: $0) }
 
-        BLAS.setThreads(config.threads)
+        MatMul.setThreads(config.threads)
+        do { try MatMul.configure(precision: config.precision, library: config.gemm) } catch {
+            throw fail("\(config.precision == .bf16 ? "--precision bf16" : "--gemm \(config.gemm.rawValue)"): \(error)", code: ExitStatus.usage)
+        }
         let clock = ContinuousClock()
         let loadStarted = clock.now
         let (folder, dataset) = try DataLocation.load(config.data)

@@ -1,0 +1,115 @@
+import COpenBLAS
+
+/// The arithmetic of the float32 matrix products (`Float.gemm`, which every layer calls).
+public enum Precision: String, CaseIterable, Sendable {
+    /// float32 inputs, float32 accumulation.
+    case fp32
+    /// Mixed precision: A and B rounded to bf16, products accumulated in float32 (oneDNN's
+    /// dnnl_gemm_bf16bf16f32, as PyTorch's CPU autocast). Everything else (weights, BN
+    /// statistics, loss, optimizer state) stays float32.
+    case bf16
+}
+
+/// Which library runs the float32 products.
+public enum GEMMLibrary: String, CaseIterable, Sendable {
+    /// OpenBLAS for every product.
+    case openblas
+    /// oneDNN's dnnl_sgemm for every product.
+    case onednn
+    /// Per product shape: oneDNN from `MatMul.oneDNNThreshold` multiply-adds up, OpenBLAS below
+    /// (what measured faster at each preset's shapes; see Scripts/bench --gemm).
+    case auto
+}
+
+/// Process-wide choice of kernels for `Float.gemm`. Set once, before training, by the
+/// executable (`--precision`, `--gemm`); the layers never see it. Double (the checks) always
+/// runs OpenBLAS's dgemm.
+public enum MatMul {
+    nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
+    nonisolated(unsafe) public private(set) static var library: GEMMLibrary = .openblas
+    /// `auto` sends a product to oneDNN when m n k is at least this.
+    public static let oneDNNThreshold = 1 << 20
+
+    /// bf16 copies of A and B, grown to the largest product seen and then reused: the
+    /// training step converts into them without allocating.
+    nonisolated(unsafe) static var scratchA = Scratch(), scratchB = Scratch()
+    struct Scratch {
+        var data = UnsafeMutablePointer<UInt16>.allocate(capacity: 1)
+        var capacity = 1
+        mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt16> {
+            if n > capacity {
+                data.deallocate()
+                data = .allocate(capacity: n)
+                capacity = n
+            }
+            return data
+        }
+    }
+
+    public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
+        case oneDNNMissing(String), noBF16(String)
+        public var description: String {
+            switch self {
+            case let .oneDNNMissing(what): return "\(what) needs oneDNN (libdnnl.so.2), which is not installed; install it (apt-get install libdnnl-dev, or Scripts/setup) or use --precision fp32 --gemm openblas"
+            case let .noBF16(isa): return "--precision bf16 needs a CPU with bf16 instructions (AVX512-BF16 or AMX); this one offers oneDNN only \(isa), where bf16 products would run slower than float32; use --precision fp32"
+            }
+        }
+    }
+
+    /// Chooses the kernels. `auto` without oneDNN falls back to OpenBLAS; an explicit oneDNN
+    /// or bf16 without the library, or bf16 on a CPU without bf16 instructions, is refused.
+    public static func configure(precision p: Precision, library l: GEMMLibrary) throws {
+        let dnnl = OneDNN.shared
+        if p == .bf16 {
+            guard let dnnl else { throw ConfigurationError.oneDNNMissing("--precision bf16") }
+            guard dnnl.hasBF16 else { throw ConfigurationError.noBF16(dnnl.isaName) }
+        }
+        if l == .onednn && dnnl == nil { throw ConfigurationError.oneDNNMissing("--gemm onednn") }
+        precision = p
+        library = (l == .auto && dnnl == nil) ? .openblas : l
+    }
+
+    /// Thread count for both libraries (OpenBLAS's pool and oneDNN's OpenMP).
+    public static func setThreads(_ n: Int) {
+        BLAS.setThreads(n)
+        OneDNN.shared?.setThreads(n)
+    }
+
+    /// What runs, for the config record: openblas, onednn, onednn-bf16, or for auto
+    /// onednn-from-1048576+openblas (oneDNN from that many multiply-adds, OpenBLAS below).
+    public static var kernels: String {
+        switch (precision, library) {
+        case (.bf16, _): return "onednn-bf16"
+        case (.fp32, .openblas): return "openblas"
+        case (.fp32, .onednn): return "onednn"
+        case (.fp32, .auto): return "onednn-from-\(oneDNNThreshold)+openblas"
+        }
+    }
+
+    /// Row-major float32 C = alpha op(A) op(B) + beta C through the chosen kernels.
+    public static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        if precision == .bf16, let dnnl = OneDNN.shared, k > 0 {
+            // op(A) is (m, k): stored (k, m) when transposed. Converted contiguous, so the
+            // leading dimension becomes the stored column count.
+            let (ar, ac) = transA ? (k, m) : (m, k), (br, bc) = transB ? (n, k) : (k, n)
+            let a16 = scratchA.reserve(ar * ac), b16 = scratchB.reserve(br * bc)
+            BFloat16.convert(a, rows: ar, cols: ac, ld: lda, into: a16)
+            BFloat16.convert(b, rows: br, cols: bc, ld: ldb, into: b16)
+            let status = dnnl.gemmBF16(transA, transB, m, n, k, alpha, a16, ac, b16, bc, beta, c, ldc)
+            precondition(status == 0, "dnnl_gemm_bf16bf16f32 failed (status \(status)) at m=\(m) n=\(n) k=\(k)")
+            return
+        }
+        if library == .onednn || (library == .auto && m * n * k >= oneDNNThreshold), let dnnl = OneDNN.shared, k > 0 {
+            let status = dnnl.sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            precondition(status == 0, "dnnl_sgemm failed (status \(status)) at m=\(m) n=\(n) k=\(k)")
+            return
+        }
+        cblas_sgemm(
+            CblasRowMajor, cblasTranspose(transA), cblasTranspose(transB),
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+}

@@ -1,0 +1,107 @@
+import BNCore
+import XCTest
+
+/// The bf16 conversion, and every product path (OpenBLAS, oneDNN float32, oneDNN bf16)
+/// against a float32 reference. The oneDNN paths are skipped, saying why, where the library
+/// or the CPU's bf16 instructions are missing.
+final class MatMulTests: XCTestCase {
+    override func tearDown() {
+        try? MatMul.configure(precision: .fp32, library: .openblas)
+    }
+
+    func testBFloat16RoundsToNearestEven() {
+        let cases: [(UInt32, UInt16)] = [
+            (0x3F80_0000, 0x3F80),  // 1 is exact
+            (0x3F80_7FFF, 0x3F80),  // below half: down
+            (0x3F80_8000, 0x3F80),  // tie, kept bit even: stays
+            (0x3F81_8000, 0x3F82),  // tie, kept bit odd: up to even
+            (0x3F80_8001, 0x3F81),  // above half: up
+            (0xBF81_8000, 0xBF82),  // negative values round the magnitude
+            (0x7F7F_FFFF, 0x7F80),  // the largest float rounds to infinity
+            (0x7F80_0000, 0x7F80), (0xFF80_0000, 0xFF80),  // infinities stay
+            (0x0000_0001, 0x0000),  // the smallest subnormal rounds to zero
+        ]
+        for (bits, expected) in cases {
+            XCTAssertEqual(BFloat16.fromFloat(Float(bitPattern: bits)), expected, String(bits, radix: 16))
+        }
+        let nan = BFloat16.fromFloat(Float(bitPattern: 0x7F80_0001))  // a NaN whose payload is all low bits
+        XCTAssertTrue(BFloat16.toFloat(nan).isNaN, "a NaN must not round to infinity")
+        XCTAssertEqual(BFloat16.toFloat(0x3FC0), 1.5)
+        // The 16-lane conversion gives the scalar rule's bits (37 values: two blocks and a tail).
+        var r = TestRandom(3)
+        var values: [Float] = (0..<37).map { _ in Float(r.matrix(1, 1, as: Double.self).data[0] * 1000) }
+        values[3] = .nan
+        values[20] = .infinity
+        values[21] = Float(bitPattern: 0x3F81_8000)
+        var out = [UInt16](repeating: 0, count: 37)
+        BFloat16.convert(values, &out, 37)
+        XCTAssertEqual(out, values.map(BFloat16.fromFloat))
+    }
+
+    /// C = alpha op(A) op(B) + beta C for all transpose combinations, strided A and B, in Double.
+    func reference(_ tA: Bool, _ tB: Bool, _ m: Int, _ n: Int, _ k: Int, _ a: [Float], _ lda: Int, _ b: [Float], _ ldb: Int, _ c: [Float], alpha: Double, beta: Double) -> [Double] {
+        var out = [Double](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(tA ? a[p * lda + i] : a[i * lda + p]) * Double(tB ? b[j * ldb + p] : b[p * ldb + j]) }
+                out[i * n + j] = alpha * s + beta * Double(c[i * n + j])
+            }
+        }
+        return out
+    }
+
+    /// max |got - want| / max |want|: products of random inputs are compared at the scale of
+    /// the result (single elements near zero would make an element-wise relative error meaningless).
+    func relativeError(_ got: [Float], _ want: [Double]) -> Double {
+        let scale = want.map(abs).max()!
+        return zip(got, want).map { abs(Double($0) - $1) }.max()! / scale
+    }
+
+    func check(_ precision: Precision, _ library: GEMMLibrary, tolerance: Double, file: StaticString = #filePath, line: UInt = #line) throws {
+        try MatMul.configure(precision: precision, library: library)
+        var r = TestRandom(11)
+        for (tA, tB) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (m, n, k) in [(7, 33, 19), (64, 200, 784), (150, 100, 16)] {
+                let (ar, ac) = tA ? (k, m) : (m, k), (br, bc) = tB ? (n, k) : (k, n)
+                let lda = ac + 3, ldb = bc + 1  // strided: the conversion must honour the row stride
+                let a = r.matrix(ar, lda, as: Float.self).toArray(), b = r.matrix(br, ldb, as: Float.self).toArray()
+                let c0 = r.matrix(m, n, as: Float.self).toArray()
+                var c = c0
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        c.withUnsafeMutableBufferPointer { pc in
+                            Float.gemm(transA: tA, transB: tB, m: m, n: n, k: k, alpha: 0.5, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: 0.25, c: pc.baseAddress!, ldc: n)
+                        }
+                    }
+                }
+                let err = relativeError(c, reference(tA, tB, m, n, k, a, lda, b, ldb, c0, alpha: 0.5, beta: 0.25))
+                XCTAssertLessThan(err, tolerance, "\(precision) \(library) tA=\(tA) tB=\(tB) \(m)x\(n)x\(k)", file: file, line: line)
+                if precision == .bf16 { XCTAssertGreaterThan(err, 1e-6, "bf16 rounding must be visible (else float32 ran)", file: file, line: line) }
+            }
+        }
+    }
+
+    func testOpenBLASAgainstTheReference() throws {
+        try check(.fp32, .openblas, tolerance: 1e-5)
+    }
+
+    func testOneDNNFloat32AgainstTheReference() throws {
+        guard OneDNN.shared != nil else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
+        try check(.fp32, .onednn, tolerance: 1e-5)
+        try check(.fp32, .auto, tolerance: 1e-5)
+    }
+
+    /// bf16 inputs (8 significant bits) with float32 accumulation: within bf16's rounding.
+    func testBF16AgainstTheFloat32Reference() throws {
+        guard let dnnl = OneDNN.shared else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
+        guard dnnl.hasBF16 else {
+            XCTAssertThrowsError(try MatMul.configure(precision: .bf16, library: .auto)) { e in
+                XCTAssertTrue("\(e)".contains("bf16 instructions"), "\(e)")
+            }
+            throw XCTSkip("this CPU has no bf16 instructions (oneDNN: \(dnnl.isaName)); checked that bf16 is refused")
+        }
+        try check(.bf16, .auto, tolerance: 1e-2)
+        XCTAssertEqual(MatMul.kernels, "onednn-bf16")
+    }
+}
