@@ -6,7 +6,10 @@ public enum Precision: String, CaseIterable, Sendable {
     case fp32
     /// Mixed precision: A and B rounded to bf16, products accumulated in float32 (oneDNN's
     /// dnnl_gemm_bf16bf16f32, as PyTorch's CPU autocast). Everything else (weights, BN
-    /// statistics, loss, optimizer state) stays float32.
+    /// statistics, loss, optimizer state) stays float32. Products smaller than
+    /// `MatMul.oneDNNThreshold` multiply-adds stay float32: there, converting the inputs
+    /// costs more than bf16 saves (lenet-bn's per-example convolutions ran at 20-70 GFLOP/s in
+    /// bf16 against 170-190 in float32; `bnbench --model lenet-bn` prints both).
     case bf16
 }
 
@@ -75,11 +78,12 @@ public enum MatMul {
         OneDNN.shared?.setThreads(n)
     }
 
-    /// What runs, for the config record: openblas, onednn, onednn-bf16, or for auto
-    /// onednn-from-1048576+openblas (oneDNN from that many multiply-adds, OpenBLAS below).
+    /// What runs, for the config record: openblas, onednn, or for auto
+    /// onednn-from-1048576+openblas (oneDNN from that many multiply-adds, OpenBLAS below);
+    /// bf16: onednn-bf16-from-1048576+openblas (bf16 from that size, float32 OpenBLAS below).
     public static var kernels: String {
         switch (precision, library) {
-        case (.bf16, _): return "onednn-bf16"
+        case (.bf16, _): return "onednn-bf16-from-\(oneDNNThreshold)+openblas"
         case (.fp32, .openblas): return "openblas"
         case (.fp32, .onednn): return "onednn"
         case (.fp32, .auto): return "onednn-from-\(oneDNNThreshold)+openblas"
@@ -92,7 +96,7 @@ public enum MatMul {
         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        if precision == .bf16, let dnnl = OneDNN.shared, k > 0 {
+        if precision == .bf16, m * n * k >= oneDNNThreshold, let dnnl = OneDNN.shared {
             // op(A) is (m, k): stored (k, m) when transposed. Converted contiguous, so the
             // leading dimension becomes the stored column count.
             let (ar, ac) = transA ? (k, m) : (m, k), (br, bc) = transB ? (n, k) : (k, n)
