@@ -71,7 +71,10 @@ public struct RunConfig: Equatable, Sendable {
     /// Matrix-product arithmetic (bf16 mixed precision changes results: kept on resume).
     public var precision = Precision.fp32
     /// Which library runs the float32 products (speed only; may change between invocations).
-    public var gemm = GEMMLibrary.auto
+    /// OpenBLAS by default: oneDNN 2.6's gemm allocates its packing buffer on every call, so
+    /// only OpenBLAS keeps the training step free of allocations, and oneDNN's gain measured
+    /// small (README: Precision and kernels).
+    public var gemm = GEMMLibrary.openblas
     public var evalBatch = 1000
 
     public init() {}

@@ -28,7 +28,7 @@ import Glibc
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
 var modelText = "dfn2"
-var precision = Precision.fp32, library = GEMMLibrary.auto  // bntrain's defaults
+var precision = Precision.fp32, library = GEMMLibrary.openblas  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {

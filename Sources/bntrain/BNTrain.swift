@@ -114,7 +114,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; README: Precision). Default: fp32.", valueName: "fp32|bf16"))
     var precision: Precision?
 
-    @Option(help: ArgumentHelp("Library for the float32 products: auto (oneDNN for large products, OpenBLAS for small, as measured faster), openblas or onednn. Default: auto.", valueName: "auto|openblas|onednn"))
+    @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: openblas.", valueName: "auto|openblas|onednn"))
     var gemm: GEMMLibrary?
 }
 

@@ -24,7 +24,9 @@ public enum GEMMLibrary: String, CaseIterable, Sendable {
     case auto
 }
 
-/// Process-wide choice of kernels for `Float.gemm`. Set once, before training, by the
+/// Process-wide choice of kernels for `Float.gemm`. OpenBLAS runs without allocating; oneDNN
+/// 2.6's gemm functions (float32 and bf16) allocate and free a packing buffer on every call,
+/// so a step through oneDNN makes one heap allocation per oneDNN product. Set once, before training, by the
 /// executable (`--precision`, `--gemm`); the layers never see it. Double (the checks) always
 /// runs OpenBLAS's dgemm.
 public enum MatMul {
