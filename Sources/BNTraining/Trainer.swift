@@ -210,7 +210,7 @@ public final class Trainer {
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
             ("kernels", .string(MatMul.kernels)), ("blas_core", .string(BLAS.coreName)),
-            ("onednn", .string(OneDNN.shared.map { "\($0.version)/\($0.isaName)" } ?? "none")), ("load_seconds", .number(loadSeconds, digits: 3)),
+            ("onednn", .string(OneDNN.summary)), ("load_seconds", .number(loadSeconds, digits: 3)),
         ]
         return Record("config", fields)
     }

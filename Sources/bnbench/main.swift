@@ -159,7 +159,7 @@ func run(_ s: Shape) {
 }
 let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k * $1.repeats }
 let dnnl = OneDNN.shared
-print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) blas_core=\(BLAS.coreName) onednn=\(dnnl.map { "\($0.version)/\($0.isaName)" } ?? "none") flops_per_step=\(flopsPerStep)")
+print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) blas_core=\(BLAS.coreName) onednn=\(OneDNN.summary) flops_per_step=\(flopsPerStep)")
 // Each product alone: with the chosen kernels, then with each library (when available).
 func gflops(_ s: Shape, _ p: Precision, _ l: GEMMLibrary) -> Double {
     configure(p, l)
@@ -214,17 +214,18 @@ if let symbol = dlsym(nil, "malloc_count_window") {
 
 let sq = opts["square"]!
 let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
+let square = Shape(name: "square", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)
 configure(.fp32, .openblas)
-let tsq = best { Float.gemm(transA: false, transB: false, m: sq, n: sq, k: sq, alpha: 1, a: A.data, lda: sq, b: B.data, ldb: sq, beta: 0, c: C.data, ldc: sq) }
+let tsq = best { run(square) }
 let squareFlops = 2 * Double(sq) * Double(sq) * Double(sq)
 var squareLine = "gemm_square n=\(sq) gflops=\(String(format: "%.1f", squareFlops / tsq / 1e9))"
 // The machine's measured peaks, one per kernel family (oneDNN float32 and bf16 when present).
 if let dnnl {
     configure(.fp32, .onednn)
-    squareLine += " onednn=\(String(format: "%.1f", squareFlops / best { run(Shape(name: "", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)) } / 1e9))"
+    squareLine += " onednn=\(String(format: "%.1f", squareFlops / best { run(square) } / 1e9))"
     if dnnl.hasBF16 {
         configure(.bf16, .onednn)
-        squareLine += " bf16=\(String(format: "%.1f", squareFlops / best { run(Shape(name: "", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)) } / 1e9))"
+        squareLine += " bf16=\(String(format: "%.1f", squareFlops / best { run(square) } / 1e9))"
     }
 }
 print(squareLine)

@@ -35,7 +35,6 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
         MatMul.setThreads(threads)
-        try? MatMul.configure(precision: .fp32, library: .auto)
         let (checkpoint, net, stored) = try loadModel(model)
         var dataFlag = data
         if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }

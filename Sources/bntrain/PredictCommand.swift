@@ -32,7 +32,6 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         BLASKernel.reexecIfUndetected(threads: threads)
         MatMul.setThreads(threads)
-        try? MatMul.configure(precision: .fp32, library: .auto)
         let (_, net, stored) = try loadModel(model)
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {

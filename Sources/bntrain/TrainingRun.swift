@@ -40,7 +40,7 @@ struct TrainingRun {
 
         MatMul.setThreads(config.threads)
         do { try MatMul.configure(precision: config.precision, library: config.gemm) } catch {
-            throw fail("\(config.precision == .bf16 ? "--precision bf16" : "--gemm \(config.gemm.rawValue)"): \(error)", code: ExitStatus.usage)
+            throw fail("\(error)", code: ExitStatus.usage)  // the message names the flag
         }
         let clock = ContinuousClock()
         let loadStarted = clock.now

@@ -175,11 +175,12 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
     /// (sum g', sum g' xhat) with g' = dy, or dy where y > 0 and 0 elsewhere when y is given.
     @inlinable
     static func gradientSums(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ n: Int, mean mu: T, istd inv: T) -> (T, T) {
+        var s1: T = 0, s2: T = 0
+        var i = 0
         if T.self == Float.self {
             let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fyr = y.map { UnsafeRawPointer($0) }
             let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
             var a1 = SIMD16<Float>(), a2 = SIMD16<Float>()
-            var i = 0
             while i + 16 <= n {
                 var g = fd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
                 if let fyr { g.replace(with: 0, where: .!(fyr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) .> 0)) }
@@ -187,23 +188,14 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
                 a2 += g * ((fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi)
                 i += 16
             }
-            var s1 = a1.sum(), s2 = a2.sum()
-            let pd = dy.withMemoryRebound(to: Float.self, capacity: n) { $0 }, px = x.withMemoryRebound(to: Float.self, capacity: n) { $0 }
-            let py = y.map { p in p.withMemoryRebound(to: Float.self, capacity: n) { $0 } }
-            let (m, v) = (Float(mu), Float(inv))
-            while i < n {
-                let g: Float = (py.map { $0[i] > 0 } ?? true) ? pd[i] : 0
-                s1 += g
-                s2 += g * ((px[i] - m) * v)
-                i += 1
-            }
-            return (T(s1), T(s2))
+            (s1, s2) = (T(a1.sum()), T(a2.sum()))
         }
-        var s1: T = 0, s2: T = 0
-        for i in 0..<n {
+        // The tail (all of it for Double), continuing the lane sums as Elementwise.sum does.
+        while i < n {
             let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
             s1 += g
             s2 += g * ((x[i] - mu) * inv)
+            i += 1
         }
         return (s1, s2)
     }

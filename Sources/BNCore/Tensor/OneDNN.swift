@@ -51,7 +51,10 @@ public final class OneDNN: @unchecked Sendable {
     }
 
     /// Whether the CPU has bf16 dot-product instructions oneDNN uses (AVX512-BF16 or AMX).
-    public var hasBF16: Bool { isa & 0xe7 == 0xe7 && isa != 0x407 }
+    public var hasBF16: Bool { isa & 0xe7 == 0xe7 }
+
+    /// "2.6.3/avx512_core_bf16", or "none" without the library (for records).
+    public static var summary: String { shared.map { "\($0.version)/\($0.isaName)" } ?? "none" }
     /// Whether oneDNN found AMX tiles (Intel Sapphire Rapids and later).
     public var hasAMX: Bool { isa & 0x3e7 == 0x3e7 }
     /// The instruction set oneDNN dispatches to, by name.
