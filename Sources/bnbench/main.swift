@@ -1,7 +1,7 @@
 // bnbench: how close the training step is to its matrix products.
 //
 //   bnbench [--model dfn2] [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
-//           [--precision fp32|bf16] [--gemm openblas|onednn|auto]
+//           [--precision fp32|bf16] [--gemm openblas|onednn|auto] [--shapes 1|0]
 //
 // The products are those the model's Dense and Conv2D layers run in one training step, read
 // off the built network (each layer's forward, weight gradient and, except for the first
@@ -17,6 +17,7 @@
 //   overhead ratio=train_step/gemm_step
 //   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
 // Each figure is the best of `repeats` runs (least disturbed by the rest of the machine).
+// --shapes 0 skips the per-shape and square lines (a quick A/B of the step between builds).
 import BNCore
 import BNPlatform
 import Foundation
@@ -26,7 +27,7 @@ BLASKernel.reexecIfUndetected()
 import Glibc
 #endif
 
-var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048]
+var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1]
 var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
@@ -57,7 +58,7 @@ while let a = argv.popFirst() {
         }
         continue
     }
-    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 else {
+    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 || (key == "shapes" && n == 0) else {
         FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto\n")
         exit(64)
     }
@@ -167,7 +168,7 @@ func gflops(_ s: Shape, _ p: Precision, _ l: GEMMLibrary) -> Double {
     let t = best { for _ in 0..<reps { run(s) } }
     return Double(2 * s.m * s.n * s.k * reps) / t / 1e9
 }
-for s in shapes {
+for s in shapes where opts["shapes"]! != 0 {
     var line = "gemm shape=\(s.name) m=\(s.m) n=\(s.n) k=\(s.k) calls_per_step=\(s.repeats) gflops=\(String(format: "%.1f", gflops(s, precision, library)))"
     line += " openblas=\(String(format: "%.1f", gflops(s, .fp32, .openblas)))"
     if let dnnl {
@@ -212,6 +213,7 @@ if let symbol = dlsym(nil, "malloc_count_window") {
     window(0)
 }
 
+guard opts["shapes"]! != 0 else { exit(0) }
 let sq = opts["square"]!
 let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
 let square = Shape(name: "square", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)

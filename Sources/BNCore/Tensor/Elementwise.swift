@@ -133,4 +133,54 @@ public enum Elementwise {
         for i in 0..<n { s += (a[i] - mu) * (a[i] - mu) }
         return s
     }
+
+    // Short runs (a convolution's rows are 10 to 30 values): memcpy/memset calls cost more
+    // than the copy there, so Float moves 16, 8, 4 lanes and then single values inline.
+
+    /// d[i] = s[i] for i < n.
+    @inlinable @inline(__always)
+    public static func copyRun<T: BLASScalar>(_ s: UnsafePointer<T>, _ d: UnsafeMutablePointer<T>, _ n: Int) {
+        guard T.self == Float.self else { d.update(from: s, count: n); return }
+        let rs = UnsafeRawPointer(s), rd = UnsafeMutableRawPointer(d)
+        var i = 0
+        while i + 16 <= n { rd.storeBytes(of: rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self), toByteOffset: 4 * i, as: SIMD16<Float>.self); i += 16 }
+        if i + 8 <= n { rd.storeBytes(of: rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), toByteOffset: 4 * i, as: SIMD8<Float>.self); i += 8 }
+        if i + 4 <= n { rd.storeBytes(of: rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self), toByteOffset: 4 * i, as: SIMD4<Float>.self); i += 4 }
+        while i < n { d[i] = s[i]; i += 1 }
+    }
+
+    /// d[i] += s[i] for i < n (each element one addition, so the result is the plain loop's).
+    @inlinable @inline(__always)
+    public static func addRun<T: BLASScalar>(_ s: UnsafePointer<T>, _ d: UnsafeMutablePointer<T>, _ n: Int) {
+        var i = 0
+        if T.self == Float.self {
+            let rs = UnsafeRawPointer(s), rd = UnsafeMutableRawPointer(d)
+            while i + 16 <= n {
+                let v = rd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) + rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+                rd.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD16<Float>.self)
+                i += 16
+            }
+            if i + 8 <= n {
+                let v = rd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) + rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                rd.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                i += 8
+            }
+            if i + 4 <= n {
+                let v = rd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self) + rs.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)
+                rd.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD4<Float>.self)
+                i += 4
+            }
+        }
+        while i < n { d[i] += s[i]; i += 1 }
+    }
+
+    /// d[i] = 0 for i < n.
+    @inlinable @inline(__always)
+    public static func zeroRun<T: BLASScalar>(_ d: UnsafeMutablePointer<T>, _ n: Int) {
+        guard T.self == Float.self else { d.update(repeating: 0, count: n); return }
+        let rd = UnsafeMutableRawPointer(d)
+        var i = 0
+        while i + 16 <= n { rd.storeBytes(of: SIMD16<Float>(), toByteOffset: 4 * i, as: SIMD16<Float>.self); i += 16 }
+        while i < n { d[i] = 0; i += 1 }
+    }
 }
