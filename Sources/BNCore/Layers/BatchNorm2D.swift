@@ -114,13 +114,13 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         let n = dy.rows, C = shape.c, hw = shape.h * shape.w
         inputGrad.resize(rows: n)
         let m = T(n * hw)
+        let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
         for c in 0..<C {
             let mu = mean.data[c], inv = istd.data[c]
-            let relu: (gamma: T, beta: T)? = fusedReLU ? (gamma.value.data[c], beta.value.data[c]) : nil
             var sdy: T = 0, sdyx: T = 0
             for e in 0..<n {
                 let o = (e * C + c) * hw
-                let (a, b) = Self.gradientSums(dy.data + o, x.data + o, hw, mean: mu, istd: inv, relu: relu)
+                let (a, b) = Self.gradientSums(dy.data + o, x.data + o, y.map { $0 + o }, hw, mean: mu, istd: inv)
                 sdy += a
                 sdyx += b
             }
@@ -130,7 +130,7 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             let k = gamma.value.data[c] * inv, a = sdy / m, bq = sdyx / m
             for e in 0..<n {
                 let o = (e * C + c) * hw
-                Self.inputGradient(dy.data + o, x.data + o, inputGrad.data + o, hw, mean: mu, istd: inv, relu: relu, k: k, a: a, bq: bq)
+                Self.inputGradient(dy.data + o, x.data + o, y.map { $0 + o }, inputGrad.data + o, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
             }
         }
         return inputGrad
@@ -172,34 +172,29 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         }
     }
 
-    /// (sum g', sum g' xhat) with g' = dy, or, with the fused ReLU, dy where the forward's
-    /// y = gamma xhat + beta was > 0 and 0 elsewhere. The mask is recomputed from x with the
-    /// forward's expression (the same bits as reading y back, without a third input stream).
+    /// (sum g', sum g' xhat) with g' = dy, or dy where y > 0 and 0 elsewhere when y is given.
     @inlinable
-    static func gradientSums(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ n: Int, mean mu: T, istd inv: T, relu: (gamma: T, beta: T)?) -> (T, T) {
+    static func gradientSums(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ n: Int, mean mu: T, istd inv: T) -> (T, T) {
         var s1: T = 0, s2: T = 0
         var i = 0
         if T.self == Float.self {
-            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x)
+            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fyr = y.map { UnsafeRawPointer($0) }
             let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
-            let vg = SIMD16<Float>(repeating: Float(relu?.gamma ?? 0)), vb = SIMD16<Float>(repeating: Float(relu?.beta ?? 0))
             var a1 = SIMD16<Float>(), a2 = SIMD16<Float>()
             while i + 16 <= n {
                 var g = fd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-                let t = (fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi
-                if relu != nil { g.replace(with: 0, where: .!(vg * t + vb .> 0)) }
+                if let fyr { g.replace(with: 0, where: .!(fyr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) .> 0)) }
                 a1 += g
-                a2 += g * t
+                a2 += g * ((fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi)
                 i += 16
             }
             (s1, s2) = (T(a1.sum()), T(a2.sum()))
         }
         // The tail (all of it for Double), continuing the lane sums as Elementwise.sum does.
         while i < n {
-            let t = (x[i] - mu) * inv
-            let g: T = (relu.map { $0.gamma * t + $0.beta > 0 } ?? true) ? dy[i] : 0
+            let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
             s1 += g
-            s2 += g * t
+            s2 += g * ((x[i] - mu) * inv)
             i += 1
         }
         return (s1, s2)
@@ -207,25 +202,23 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
 
     /// dx = k (g' - a - xhat bq), k = gamma istd, a = sum g' / M, bq = sum(g' xhat) / M.
     @inlinable
-    static func inputGradient(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ dx: UnsafeMutablePointer<T>, _ n: Int, mean mu: T, istd inv: T, relu: (gamma: T, beta: T)?, k: T, a: T, bq: T) {
+    static func inputGradient(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ dx: UnsafeMutablePointer<T>, _ n: Int, mean mu: T, istd inv: T, k: T, a: T, bq: T) {
         var i = 0
         if T.self == Float.self {
-            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fo = UnsafeMutableRawPointer(dx)
+            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fyr = y.map { UnsafeRawPointer($0) }, fo = UnsafeMutableRawPointer(dx)
             let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
-            let vg = SIMD16<Float>(repeating: Float(relu?.gamma ?? 0)), vbeta = SIMD16<Float>(repeating: Float(relu?.beta ?? 0))
             let vk = SIMD16<Float>(repeating: Float(k)), va = SIMD16<Float>(repeating: Float(a)), vb = SIMD16<Float>(repeating: Float(bq))
             while i + 16 <= n {
                 var g = fd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
+                if let fyr { g.replace(with: 0, where: .!(fyr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) .> 0)) }
                 let t = (fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi
-                if relu != nil { g.replace(with: 0, where: .!(vg * t + vbeta .> 0)) }
                 fo.storeBytes(of: vk * (g - va - t * vb), toByteOffset: 4 * i, as: SIMD16<Float>.self)
                 i += 16
             }
         }
         while i < n {
-            let t = (x[i] - mu) * inv
-            let g: T = (relu.map { $0.gamma * t + $0.beta > 0 } ?? true) ? dy[i] : 0
-            dx[i] = k * (g - a - t * bq)
+            let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
+            dx[i] = k * (g - a - ((x[i] - mu) * inv) * bq)
             i += 1
         }
     }

@@ -78,14 +78,14 @@ public final class Conv2D<T: BLASScalar>: Layer {
                         let y = s * i + u - pd
                         let dst = row + i * OW
                         if y < 0 || y >= H {
-                            Elementwise.zeroRun(dst, OW)
+                            dst.update(repeating: 0, count: OW)
                             continue
                         }
-                        if lo > 0 { Elementwise.zeroRun(dst, lo) }
-                        if hi < OW { Elementwise.zeroRun(dst + hi, OW - hi) }
+                        if lo > 0 { dst.update(repeating: 0, count: lo) }
+                        if hi < OW { (dst + hi).update(repeating: 0, count: OW - hi) }
                         let src = x + (c * H + y) * W + v - pd
                         if s == 1 {
-                            if hi > lo { Elementwise.copyRun(src + lo, dst + lo, hi - lo) }
+                            if hi > lo { (dst + lo).update(from: src + lo, count: hi - lo) }
                         } else {
                             for j in lo..<hi { dst[j] = src[s * j] }
                         }
@@ -113,7 +113,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
                         if y < 0 || y >= H { continue }
                         let dst = dx + (c * H + y) * W + v - pd, src = row + i * OW
                         if s == 1 {
-                            if hi > lo { Elementwise.addRun(src + lo, dst + lo, hi - lo) }
+                            for j in lo..<hi { dst[j] += src[j] }
                         } else {
                             for j in lo..<hi { dst[s * j] += src[j] }
                         }
@@ -157,6 +157,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
         dw.update(repeating: 0, count: o * ckk)
         db.update(repeating: 0, count: o)
         inputGrad.resize(rows: n)
+        if computesInputGradient { inputGrad.data.update(repeating: 0, count: n * input.count) }
         for e in 0..<n {
             let g = dy.data + e * o * p, col = cols.data + e * ckk * p
             for oc in 0..<o { db[oc] += Elementwise.sum(g + oc * p, p) }
@@ -165,10 +166,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
             guard computesInputGradient else { continue }
             // dcol (Ckk, P) = W^T (Ckk, O) x dY (O, P), folded into dx.
             T.gemm(transA: true, transB: false, m: ckk, n: p, k: o, alpha: 1, a: weight.value.data, lda: ckk, b: g, ldb: p, beta: 0, c: dcol.data, ldc: p)
-            // dx of this example zeroed just before the fold, so both passes stay in cache.
-            let dx = inputGrad.data + e * input.count
-            Elementwise.zeroRun(dx, input.count)
-            col2im(dcol.data, dx)
+            col2im(dcol.data, inputGrad.data + e * input.count)
         }
         return inputGrad
     }

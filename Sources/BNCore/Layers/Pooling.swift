@@ -112,12 +112,11 @@ public final class Pool2D<T: BLASScalar>: Layer {
         precondition(dy.rows == out.rows && dy.cols == output.count, "pooling backward: shape mismatch")
         let n = dy.rows
         inputGrad.resize(rows: n)
+        inputGrad.data.update(repeating: 0, count: n * input.count)
         let (H, W, OH, OW, s, kh, kw) = (input.h, input.w, output.h, output.w, stride, kernelH, kernelW)
         let inv = 1 / T(kh * kw)
         for e in 0..<n {
             let g = dy.data + e * output.count, dx = inputGrad.data + e * input.count
-            // Zeroed one example at a time, so the scatter below finds it in cache.
-            dx.update(repeating: 0, count: input.count)
             if kind == .max {
                 for o in 0..<output.count { dx[Int(argmax[e * output.count + o])] += g[o] }
                 continue
