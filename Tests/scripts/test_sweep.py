@@ -1,5 +1,6 @@
 """Scripts/sweep (grid expansion, skip-finished, summary, multi-host path) and Scripts/plot."""
 import csv
+import fcntl
 import importlib.machinery
 import importlib.util
 import json
@@ -100,6 +101,24 @@ def test_sweep_runs_summarises_and_skips_finished(tmp_path, tiny, bntrain):
     (out / "runs" / runs[3] / "stdout").write_text('{"kind":"config"}\n')
     third = run_sweep(out, tiny)
     assert third.returncode == 0 and "7 already finished, 1 to run" in third.stderr, third.stderr
+
+
+def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, tiny, bntrain):
+    """While a sweep holds DIR/.sweep.lock, another one in DIR exits 64 naming it and touches
+    nothing; once the lock is released the folder is usable again."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with open(out / ".sweep.lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242\n")
+        holder.flush()
+        r = run_sweep(out, tiny)
+        assert r.returncode == 64, r.stderr
+        assert "another sweep (pid 4242) is running in" in r.stderr and "--out" in r.stderr
+        assert not (out / "runs").exists() and not (out / "summary.csv").exists()
+    r = run_sweep(out, tiny)
+    assert r.returncode == 0, r.stderr
+    assert (out / ".sweep.lock").read_text().strip().isdigit()
 
 
 def test_sweep_over_models_with_and_without_batchnorm(tmp_path, tiny, bntrain):
