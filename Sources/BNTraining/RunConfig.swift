@@ -75,7 +75,9 @@ public struct RunConfig: Equatable, Sendable {
     /// only OpenBLAS keeps the training step free of allocations, and oneDNN's gain measured
     /// small (README: Precision and kernels).
     public var gemm = GEMMLibrary.openblas
-    public var evalBatch = 1000
+    /// Images per test/validation batch; 0 = automatic (`Trainer.automaticEvalBatch`: up to
+    /// 1000, fewer for wide convolutional nets). Memory and speed only: results do not depend on it.
+    public var evalBatch = 0
 
     public init() {}
 
@@ -190,7 +192,7 @@ public struct RunConfig: Equatable, Sendable {
         if !(bnMomentum >= 0 && bnMomentum < 1) { return p(.bnMomentum, "must be in [0, 1) (got \(bnMomentum)); it is the decay of the running average, 0.9 matches PyTorch's momentum=0.1") }
         if !(bnEps.isFinite && bnEps > 0) { return p(.bnEps, "must be a positive finite number (got \(bnEps))") }
         if threads < 1 || threads > 1024 { return p(.threads, "must be from 1 to 1024 (got \(threads))") }
-        if evalBatch < 1 || evalBatch > 1 << 24 { return p(.evalBatch, "must be from 1 to \(1 << 24) (got \(evalBatch))") }
+        if evalBatch < 0 || evalBatch > 1 << 24 { return p(.evalBatch, "must be from 1 to \(1 << 24), or 0 for automatic (got \(evalBatch))") }
         if !initialization.hasPrefix("from:") && Initializer(rawValue: initialization) == nil {
             return p(.initialization, "must be one of \(Initializer.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(initialization)')")
         }

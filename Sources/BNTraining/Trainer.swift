@@ -31,6 +31,8 @@ public final class Trainer {
     public let outputs: RunOutputs
     public let dataset: Dataset
     public let spec: ModelSpec
+    /// Images per test/validation batch: --eval-batch, or `automaticEvalBatch` when not given.
+    public let evalBatch: Int
     public let network: Network<Float>
     public let optimizer: any Optimizer<Float>
     /// Where the run resumes (nil for a fresh run).
@@ -97,7 +99,8 @@ public final class Trainer {
         }
         // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
         // cannot overflow: it is computed in Double).
-        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes, batch: config.batch, evalBatch: min(config.evalBatch, max(dataset.test.count, valIndices.count)))
+        evalBatch = config.evalBatch > 0 ? config.evalBatch : Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
+        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes, batch: config.batch, evalBatch: min(evalBatch, max(dataset.test.count, valIndices.count)))
         let available = Memory.physicalBytes
         if needed > Double(available) / 2 {
             throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller batch", code: ExitStatus.usage)
@@ -174,6 +177,12 @@ public final class Trainer {
         }
     }
 
+    /// The evaluation batch when --eval-batch is not given (`Evaluation.automaticBatch`).
+    public static func automaticEvalBatch(spec: ModelSpec, inputs: Int, image: ImageShape?, classes: Int) -> Int {
+        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 1000 }
+        return Evaluation.automaticBatch(floatsPerImage: rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) })
+    }
+
     /// Bytes the model needs beyond the dataset: weights and gradients (3 copies with the
     /// optimizer's scratch), and per example of a training or evaluation batch about four
     /// buffers of each layer's width (output, input gradient, cached values).
@@ -244,8 +253,8 @@ public final class Trainer {
         let clock = ContinuousClock()
         let c = config
         let trainBatches = MinibatchSampler(split: dataset.train, indices: trainIndices, batchSize: c.batch)
-        let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(c.evalBatch, valIndices.count))
-        let testBatches = SequentialBatches(split: dataset.test, batchSize: min(c.evalBatch, dataset.test.count))
+        let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(evalBatch, valIndices.count))
+        let testBatches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch, dataset.test.count))
         try sink.emit(configRecord)
         let stepsPerEpoch = trainBatches.batchCount
         let metricsFile = try outputs.metrics.map {

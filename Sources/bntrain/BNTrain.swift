@@ -195,7 +195,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Example order each epoch: epoch (a fresh seeded shuffle) or none (file order). Default: epoch.", valueName: "epoch|none"))
     var shuffle: ShuffleMode?
 
-    @Option(help: "Batch size of the test and validation passes (memory only; results do not depend on it). Default: \(defaults.evalBatch).")
+    @Option(help: "Batch size of the test and validation passes (memory and speed only; results do not depend on it). Default (or 0): automatic, 1000 images or fewer for wide convolutional nets (activations within 128 MiB).")
     var evalBatch: Int?
 }
 

@@ -25,11 +25,11 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "BLAS threads.")
     var threads = 1
 
-    @Option(help: "Batch size of the pass (memory only).")
-    var evalBatch = 1000
+    @Option(help: "Batch size of the pass (memory and speed only). Default: automatic, 1000 images or fewer for wide convolutional nets.")
+    var evalBatch: Int?
 
     func validate() throws {
-        guard threads >= 1, evalBatch >= 1 else { throw ValidationError("--threads and --eval-batch must be at least 1") }
+        guard threads >= 1, evalBatch.map({ $0 >= 1 }) ?? true else { throw ValidationError("--threads and --eval-batch must be at least 1") }
     }
 
     func run() throws {
@@ -45,7 +45,7 @@ struct EvalCommand: ParsableCommand {
         do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
             throw fail(e.description + " (the model has \(stored.classes) classes)", code: ExitStatus.dataError)
         }
-        let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch, dataset.test.count))
+        let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch ?? Evaluation.automaticBatch(net), dataset.test.count))
         let c = stored.classes
         let result = Evaluation.run(net, batches, confusion: true)
         let confusion = result.confusion!

@@ -77,6 +77,31 @@ final class TrainerTests: XCTestCase {
         XCTAssertNotEqual(stable(try run(other)), stable(a), "the seed matters")
     }
 
+    /// The automatic evaluation batch: 1000 images for the fully connected presets and
+    /// lenet-bn, fewer for cnn (its activations kept within 128 MiB); and the records of a run
+    /// do not depend on the evaluation batch (automatic, 1, 7 or 1000 here), only memory does.
+    func testEvaluationBatchIsAutomaticAndDoesNotChangeResults() throws {
+        let mnist = ImageShape(1, 28, 28)
+        func auto(_ preset: String) throws -> Int {
+            try Trainer.automaticEvalBatch(spec: ModelSpec.parse(preset), inputs: 784, image: mnist, classes: 10)
+        }
+        XCTAssertEqual(try auto("dfn2"), 1000)
+        XCTAssertEqual(try auto("mlp"), 1000)
+        XCTAssertEqual(try auto("lenet-bn"), 1000)
+        let cnn = try auto("cnn")
+        XCTAssert(cnn >= 100 && cnn <= 200, "cnn: \(cnn) images per evaluation batch")
+        XCTAssertEqual(Evaluation.automaticBatch(floatsPerImage: 1e9), 32, "never fewer than 32")
+        XCTAssertEqual(Evaluation.automaticBatch(floatsPerImage: 0), 1000)
+
+        let model = "conv4k3-bn-relu-maxpool2-dropout0.2-fc8-bn-relu-fc"
+        var c = config(model, epochs: 2)
+        let automatic = try run(c)
+        for b in [1, 7, 1000] {
+            c.evalBatch = b
+            XCTAssertEqual(stable(try run(c)), stable(automatic), "--eval-batch \(b)")
+        }
+    }
+
     /// An interrupted run (mid-epoch, with dropout) resumed from its checkpoint ends with the
     /// same weights, statistics and records as an uninterrupted one, bit for bit.
     func testResumeMidEpochWithDropoutIsBitForBit() throws {

@@ -95,7 +95,8 @@ final class HostileInputTests: XCTestCase {
         assertOneLineError(try timed(["--data", data, "--batch", "9223372036854775807"]), code: 64, mentions: ["--batch"])
         assertOneLineError(try timed(["--data", data, "--model", "fc1048576-fc1048576-fc"]), code: 64, mentions: ["--model", "GiB", "more than half of this machine"])
         assertOneLineError(try timed(["--data", data, "--model", "fc99999999-fc"]), code: 64, mentions: ["fcN needs a width"])
-        assertOneLineError(try timed(["--data", data, "--eval-batch", "0"]), code: 64, mentions: ["--eval-batch"])
+        assertOneLineError(try timed(["--data", data, "--eval-batch=-1"]), code: 64, mentions: ["--eval-batch", "or 0 for automatic"])
+        assertOneLineError(try timed(["--data", data, "--eval-batch", "16777217"]), code: 64, mentions: ["--eval-batch", "must be from 1 to 16777216"])
     }
 
     // 4. A huge sparse checkpoint is refused from its header, without reading its data.
