@@ -1,7 +1,7 @@
 // bnbench: how close the training step is to its matrix products.
 //
 //   bnbench [--model dfn2] [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
-//           [--precision fp32|bf16] [--gemm openblas|onednn|auto] [--shapes 1|0]
+//           [--precision fp32|bf16] [--gemm openblas|onednn|auto] [--shapes 1|0] [--breakdown 0|1]
 //
 // The products are those the model's Dense and Conv2D layers run in one training step, read
 // off the built network (each layer's forward, weight gradient and, except for the first
@@ -27,7 +27,7 @@ BLASKernel.reexecIfUndetected()
 import Glibc
 #endif
 
-var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1]
+var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0]
 var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
@@ -58,7 +58,7 @@ while let a = argv.popFirst() {
         }
         continue
     }
-    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 || (key == "shapes" && n == 0) else {
+    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 || ((key == "shapes" || key == "breakdown") && n == 0) else {
         FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto\n")
         exit(64)
     }
@@ -201,6 +201,52 @@ for _ in 0..<repeats {
 print("gemm_step seconds_per_epoch=\(String(format: "%.4f", gemmStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / gemmStep / 1e9))")
 print("train_step seconds_per_epoch=\(String(format: "%.4f", trainStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / trainStep / 1e9))")
 print("overhead ratio=\(String(format: "%.3f", trainStep / gemmStep))")
+
+// Where the step's time goes, layer by layer (the unfused path: forward, loss, backward,
+// then the optimizer over every parameter), `steps` steps after a warm-up, best of repeats:
+//   layer index=I name=N forward_ms=... backward_ms=...   (per step)
+//   layer name=loss ms=...   layer name=optimizer ms=...
+// With --breakdown 1 (off by default: it times each layer separately, so the fused SGD
+// update is not what runs here).
+if opts["breakdown"]! != 0 {
+    let L = net.layers.count
+    var fwd = [Double](repeating: .infinity, count: L), bwd = fwd
+    var lossTime = Double.infinity, optTime = Double.infinity
+    let optimizer = optimizerSettings.make(Float.self)
+    for r in 0...repeats {
+        var f = [Double](repeating: 0, count: L), b = f, lt = 0.0, ot = 0.0
+        for _ in 0..<steps {
+            var h = x
+            for (i, layer) in net.layers.enumerated() {
+                let t0 = now()
+                h = layer.forward(h, training: true)
+                f[i] += now() - t0
+            }
+            var t0 = now()
+            _ = net.loss.forwardBackward(logits: h, labels: labels)
+            lt += now() - t0
+            var g = net.loss.logitsGrad
+            for i in stride(from: L - 1, through: 0, by: -1) {
+                t0 = now()
+                g = net.layers[i].backward(g)
+                b[i] += now() - t0
+            }
+            t0 = now()
+            optimizer.step(net.parameters)
+            ot += now() - t0
+        }
+        guard r > 0 else { continue }  // the first round warms up
+        for i in 0..<L { fwd[i] = min(fwd[i], f[i]); bwd[i] = min(bwd[i], b[i]) }
+        lossTime = min(lossTime, lt)
+        optTime = min(optTime, ot)
+    }
+    func ms(_ t: Double) -> String { String(format: "%.3f", 1000 * t / Double(steps)) }
+    for (i, layer) in net.layers.enumerated() {
+        print("layer index=\(i) name=\(String(describing: type(of: layer)).split(separator: "<").first ?? "?") width=\(layer.outFeatures) forward_ms=\(ms(fwd[i])) backward_ms=\(ms(bwd[i]))")
+    }
+    print("layer name=loss ms=\(ms(lossTime))")
+    print("layer name=optimizer kind=\(optimizerSettings.kind.rawValue) ms=\(ms(optTime))")
+}
 
 // Allocation check. When Tests/python/support/malloc_count.c is preloaded it exports
 // malloc_count_window(on); bracket `steps` more training steps (all warmed up above) with it,
