@@ -43,11 +43,6 @@ public enum Evaluation {
         max(32, min(1000, Int(Double(128 << 20) / 4 / max(floatsPerImage, 1))))
     }
 
-    /// The same for a built network (bntrain eval and predict).
-    public static func automaticBatch(_ net: Network<Float>) -> Int {
-        automaticBatch(floatsPerImage: net.layers.reduce(Double(net.layers.first?.inFeatures ?? 0)) { $0 + Double($1.outFeatures) })
-    }
-
     /// Arg-max predictions and their softmax probabilities for each row of `logits`.
     public static func predictions(_ logits: Matrix<Float>) -> [(label: Int, probability: Double)] {
         (0..<logits.rows).map { i in

@@ -177,7 +177,8 @@ public final class Trainer {
         }
     }
 
-    /// The evaluation batch when --eval-batch is not given (`Evaluation.automaticBatch`).
+    /// The evaluation batch when --eval-batch is not given (`Evaluation.automaticBatch` of the
+    /// spec's layer widths): training, `eval` and `predict` all choose with this.
     public static func automaticEvalBatch(spec: ModelSpec, inputs: Int, image: ImageShape?, classes: Int) -> Int {
         guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 1000 }
         return Evaluation.automaticBatch(floatsPerImage: rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) })

@@ -45,7 +45,7 @@ struct EvalCommand: ParsableCommand {
         do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
             throw fail(e.description + " (the model has \(stored.classes) classes)", code: ExitStatus.dataError)
         }
-        let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch ?? Evaluation.automaticBatch(net), dataset.test.count))
+        let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch ?? Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes), dataset.test.count))
         let c = stored.classes
         let result = Evaluation.run(net, batches, confusion: true)
         let confusion = result.confusion!

@@ -45,7 +45,7 @@ struct PredictCommand: ParsableCommand {
             throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
         }
         let view = Matrix<Float>(viewOf: set.pixels)
-        let chunk = Evaluation.automaticBatch(net)
+        let chunk = Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes)
         var out = logFormat == .csv ? "index,label,prob\n" : ""
         for start in stride(from: 0, to: set.count, by: chunk) {
             let n = min(chunk, set.count - start)
