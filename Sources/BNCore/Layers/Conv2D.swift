@@ -16,6 +16,11 @@ public struct ImageShape: Equatable, Sendable, CustomStringConvertible {
 ///     dW += dY_n (O, P) x col_n^T (P, C k k),   db = sum dY,   dcol = W^T (C k k, O) x dY_n,
 /// and col2im adds dcol back into dx. The columns of every example are kept from the forward
 /// (sized once, reused), so backward does not unfold again.
+///
+/// Conv2D<Float> runs instead on oneDNN's direct convolution primitives when they are
+/// available and chosen (`MatMul.convolution`, `--conv`): one plan per batch size, built on
+/// first use (`OneDNNConvolution`), about 1.4x faster than im2col at cnn's 32->64 layer and
+/// 2.8x in bf16. Double (the gradient checks) always runs im2col.
 public final class Conv2D<T: BLASScalar>: Layer {
     public let input: ImageShape, output: ImageShape
     public let kernel: Int, stride: Int, padding: Int
@@ -31,6 +36,24 @@ public final class Conv2D<T: BLASScalar>: Layer {
     @usableFromInline let inputGrad: Matrix<T>
     @usableFromInline let dcol: Matrix<T>  // (1, C k k * OH OW) scratch
     @usableFromInline var rows = 0
+
+    /// Overrides `MatMul.convolution` for this layer (tests compare the two paths).
+    public var kernels: ConvolutionKernels?
+    /// oneDNN plans by batch size (training, the last short batch, evaluation), at most
+    /// `maxPlans`; the plan the last forward ran, which its backward runs too (nil: im2col).
+    @usableFromInline var plans: [OneDNNConvolution] = []
+    @usableFromInline var activePlan: OneDNNConvolution?
+    @usableFromInline var planPrecision = Precision.fp32
+    /// Set when oneDNN could not build this layer's convolution: it stays on im2col.
+    @usableFromInline var oneDNNFailed = false
+    static var maxPlans: Int { 4 }
+
+    /// What the last forward ran on: "im2col", or oneDNN's implementations ("jit:avx512_core",
+    /// forward first), for summaries and tests.
+    public var lastImplementation: String {
+        guard let p = activePlan else { return "im2col" }
+        return (p.bf16 ? "bf16 " : "") + p.implementations.joined(separator: ",")
+    }
 
     public init(input: ImageShape, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, name: String) {
         precondition(kernel >= 1 && stride >= 1 && padding >= 0 && input.h + 2 * padding >= kernel && input.w + 2 * padding >= kernel, "convolution does not fit its input")
@@ -124,6 +147,32 @@ public final class Conv2D<T: BLASScalar>: Layer {
         }
     }
 
+    /// The oneDNN plan for a batch of n (built on first use), or nil for im2col: Double, or
+    /// im2col chosen, or oneDNN missing or unable to build this convolution.
+    @usableFromInline
+    func oneDNNPlan(batch n: Int, training: Bool) -> OneDNNConvolution? {
+        let choice = kernels ?? MatMul.convolution
+        guard T.self == Float.self, choice != .im2col, !oneDNNFailed, let api = OneDNN.shared?.primitives,
+              choice == .onednn || input.c * kernel * kernel >= ConvolutionKernels.oneDNNMinimumTaps
+        else { return nil }
+        if planPrecision != MatMul.precision { plans.removeAll(); planPrecision = MatMul.precision }
+        if let p = plans.first(where: { $0.batch == n && ($0.backward || !training) && $0.inputGradient == computesInputGradient }) {
+            return p
+        }
+        func build(bf16: Bool) throws -> OneDNNConvolution {
+            try OneDNNConvolution(api: api, input: input, output: output, kernel: kernel, stride: stride, padding: padding, batch: n, inputGradient: computesInputGradient, backward: training, bf16: bf16)
+        }
+        // bf16 where the library has fast bf16 kernels for this shape, else float32.
+        guard let p = (MatMul.precision == .bf16 ? try? build(bf16: true) : nil) ?? (try? build(bf16: false)) else {
+            oneDNNFailed = true
+            return nil
+        }
+        plans.removeAll { $0.batch == n }
+        if plans.count >= Self.maxPlans { plans.removeFirst() }
+        plans.append(p)
+        return p
+    }
+
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
@@ -131,6 +180,12 @@ public final class Conv2D<T: BLASScalar>: Layer {
         precondition(x.cols == input.count, "Conv2D expects \(input) = \(input.count) values per example, got \(x.cols)")
         let n = x.rows, ckk = input.c * kernel * kernel, p = output.h * output.w, o = output.c
         rows = n
+        activePlan = oneDNNPlan(batch: n, training: training)
+        if let plan = activePlan {
+            out.resize(rows: n)
+            plan.forward(x: Self.float(x.data), weight: Self.float(weight.value.data), bias: Self.float(bias.value.data), y: Self.float(out.data))
+            return out
+        }
         // Training keeps every example's columns for backward; evaluation (large batches)
         // reuses one example's worth.
         if training { cols.resize(rows: n) }
@@ -154,9 +209,14 @@ public final class Conv2D<T: BLASScalar>: Layer {
         precondition(dy.rows == rows && dy.cols == output.count, "Conv2D.backward: dy shape does not match the forward pass")
         let n = dy.rows, ckk = input.c * kernel * kernel, p = output.h * output.w, o = output.c
         let dw = weight.grad.data, db = bias.grad.data
+        inputGrad.resize(rows: n)
+        if let plan = activePlan {
+            plan.backward(dy: Self.float(dy.data), weight: Self.float(weight.value.data), weightGrad: Self.float(dw), biasGrad: Self.float(db),
+                          inputGrad: computesInputGradient ? Self.float(inputGrad.data) : nil)
+            return inputGrad
+        }
         dw.update(repeating: 0, count: o * ckk)
         db.update(repeating: 0, count: o)
-        inputGrad.resize(rows: n)
         if computesInputGradient { inputGrad.data.update(repeating: 0, count: n * input.count) }
         for e in 0..<n {
             let g = dy.data + e * o * p, col = cols.data + e * ckk * p
@@ -169,6 +229,14 @@ public final class Conv2D<T: BLASScalar>: Layer {
             col2im(dcol.data, inputGrad.data + e * input.count)
         }
         return inputGrad
+    }
+}
+
+extension Conv2D {
+    /// The same storage as Float (only called when T is Float).
+    @inlinable @inline(__always)
+    static func float(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
     }
 }
 

@@ -24,6 +24,23 @@ public enum GEMMLibrary: String, CaseIterable, Sendable {
     case auto
 }
 
+/// How Conv2D<Float> computes its forward and backward.
+public enum ConvolutionKernels: String, CaseIterable, Sendable {
+    /// oneDNN's direct convolution primitives (`Conv2DOneDNN.swift`) for every convolution
+    /// with at least `oneDNNMinimumTaps` multiply-adds per output value (C k k), im2col for
+    /// thinner ones, or im2col throughout without libdnnl. A thin convolution such as cnn's
+    /// first (1 channel, 3x3: 9) is bound by moving its wide output, and the reorders between
+    /// oneDNN's blocked layout and NCHW cost more than its products save (1.31 against 0.86 ms
+    /// per step, bnbench --breakdown 1); lenet-bn's first (25) gains (0.62 against 0.82 ms).
+    case auto
+    /// oneDNN's direct convolution primitives for every convolution; refused without libdnnl.
+    case onednn
+    /// im2col/col2im with `Float.gemm` per example (allocation-free; the only path for Double).
+    case im2col
+
+    public static let oneDNNMinimumTaps = 16
+}
+
 /// Process-wide choice of kernels for `Float.gemm`. OpenBLAS runs without allocating; oneDNN
 /// 2.6's gemm functions (float32 and bf16) allocate and free a packing buffer on every call,
 /// so a step through oneDNN makes one heap allocation per oneDNN product. Set once, before training, by the
@@ -32,6 +49,8 @@ public enum GEMMLibrary: String, CaseIterable, Sendable {
 public enum MatMul {
     nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
     nonisolated(unsafe) public private(set) static var library: GEMMLibrary = .openblas
+    /// What float32 convolutions run on; `.auto` only when oneDNN's primitives are there.
+    nonisolated(unsafe) public private(set) static var convolution: ConvolutionKernels = OneDNN.shared?.primitives != nil ? .auto : .im2col
     /// `auto` sends a product to oneDNN when m n k is at least this.
     public static let oneDNNThreshold = 1 << 20
 
@@ -63,8 +82,9 @@ public enum MatMul {
 
     /// Chooses the kernels. `auto` without oneDNN falls back to OpenBLAS; an explicit oneDNN
     /// or bf16 without the library, or bf16 on a CPU without bf16 instructions, is refused.
-    public static func configure(precision p: Precision, library l: GEMMLibrary) throws {
+    public static func configure(precision p: Precision, library l: GEMMLibrary, convolution c: ConvolutionKernels = .auto) throws {
         let dnnl = OneDNN.shared
+        if c == .onednn && dnnl?.primitives == nil { throw ConfigurationError.oneDNNMissing("--conv onednn") }
         if p == .bf16 {
             guard let dnnl else { throw ConfigurationError.oneDNNMissing("--precision bf16") }
             guard dnnl.hasBF16 else { throw ConfigurationError.noBF16(dnnl.isaName) }
@@ -72,6 +92,7 @@ public enum MatMul {
         if l == .onednn && dnnl == nil { throw ConfigurationError.oneDNNMissing("--gemm onednn") }
         precision = p
         library = (l == .auto && dnnl == nil) ? .openblas : l
+        convolution = dnnl?.primitives == nil ? .im2col : c
     }
 
     /// Thread count for both libraries (OpenBLAS's pool and oneDNN's OpenMP).

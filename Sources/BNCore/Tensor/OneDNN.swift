@@ -29,6 +29,8 @@ public final class OneDNN: @unchecked Sendable {
     /// dnnl_get_effective_cpu_isa(): a bit set; AVX512-BF16 (0xe7) and AMX (0x3e7) contain
     /// the AVX-512 core bits.
     public let isa: Int32
+    /// The convolution and reorder primitives (nil if this libdnnl lacks them).
+    let primitives: OneDNNPrimitives?
 
     /// The library, or nil when it is not installed (or lacks a symbol).
     public static let shared: OneDNN? = OneDNN()
@@ -42,6 +44,7 @@ public final class OneDNN: @unchecked Sendable {
         bf16Function = unsafeBitCast(b, to: BF16GEMM.self)
         setThreadsFunction = dlsym(handle, "omp_set_num_threads").map { unsafeBitCast($0, to: SetThreads.self) }
         isa = unsafeBitCast(i, to: ISA.self)()
+        primitives = OneDNNPrimitives(handle: handle)
         // dnnl_version_t begins with three ints: major, minor, patch.
         if let p = unsafeBitCast(v, to: Version.self)() {
             version = "\(p[0]).\(p[1]).\(p[2])"
