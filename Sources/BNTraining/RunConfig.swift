@@ -75,6 +75,9 @@ public struct RunConfig: Equatable, Sendable {
     /// only OpenBLAS keeps the training step free of allocations, and oneDNN's gain measured
     /// small (README: Precision and kernels).
     public var gemm = GEMMLibrary.openblas
+    /// How float32 convolutions run (speed only; may change between invocations): oneDNN's
+    /// direct convolutions where they measured faster, or im2col (allocation-free).
+    public var conv = ConvolutionKernels.auto
     /// Images per test/validation batch; 0 = automatic (`Trainer.automaticEvalBatch`: up to
     /// 1000, fewer for wide convolutional nets). Memory and speed only: results do not depend on it.
     public var evalBatch = 0
@@ -90,7 +93,7 @@ public struct RunConfig: Equatable, Sendable {
         case hidden
         case trainLimit = "train_limit", valSplit = "val_split", shuffle
         case batchNorm = "batchnorm", bnMomentum = "bn_momentum", bnEps = "bn_eps", bnRunningVar = "bn_running_var"
-        case initialization = "init", seed, threads, precision, gemm, evalBatch = "eval_batch"
+        case initialization = "init", seed, threads, precision, gemm, conv, evalBatch = "eval_batch"
 
         /// The flag that sets this key.
         public var flag: String {
@@ -106,7 +109,7 @@ public struct RunConfig: Equatable, Sendable {
             switch self {
             // Observing (tracing, step-wise evaluation) never changes training: a resumed run
             // keeps the checkpoint's settings unless given new ones.
-            case .epochs, .threads, .gemm, .evalBatch, .data, .trace, .traceEvery, .traceExamples, .evalEvery: return false
+            case .epochs, .threads, .gemm, .conv, .evalBatch, .data, .trace, .traceEvery, .traceExamples, .evalEvery: return false
             default: return true
             }
         }
@@ -305,6 +308,7 @@ extension RunConfig: Codable {
         try c.encode(threads, forKey: .threads)
         try c.encode(precision.rawValue, forKey: .precision)
         try c.encode(gemm.rawValue, forKey: .gemm)
+        try c.encode(conv.rawValue, forKey: .conv)
         try c.encode(evalBatch, forKey: .evalBatch)
     }
 
@@ -387,6 +391,10 @@ extension RunConfig: Codable {
         if let s = try c.decodeIfPresent(String.self, forKey: .gemm) {
             guard let v = GEMMLibrary(rawValue: s) else { throw bad(.gemm, "is '\(s)', expected auto, openblas or onednn") }
             gemm = v
+        }
+        if let s = try c.decodeIfPresent(String.self, forKey: .conv) {
+            guard let v = ConvolutionKernels(rawValue: s) else { throw bad(.conv, "is '\(s)', expected auto, onednn or im2col") }
+            conv = v
         }
         evalBatch = try c.decodeIfPresent(Int.self, forKey: .evalBatch) ?? evalBatch
     }

@@ -219,7 +219,7 @@ public final class Trainer {
         fields += config.fields.filter { $0.0 != RunConfig.CodingKeys.data.rawValue && $0.0 != RunConfig.CodingKeys.evalBatch.rawValue }
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
-            ("kernels", .string(MatMul.kernels)), ("blas_core", .string(BLAS.coreName)),
+            ("kernels", .string(MatMul.kernels)), ("conv_kernels", .string(MatMul.convolution.rawValue)), ("blas_core", .string(BLAS.coreName)),
             ("onednn", .string(OneDNN.summary)), ("load_seconds", .number(loadSeconds, digits: 3)),
         ]
         return Record("config", fields)

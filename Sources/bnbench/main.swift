@@ -1,7 +1,7 @@
 // bnbench: how close the training step is to its matrix products.
 //
 //   bnbench [--model dfn2] [--batch 64] [--hidden 200] [--inputs 784] [--classes 10] [--steps 313] [--threads 1] [--repeats 5]
-//           [--precision fp32|bf16] [--gemm openblas|onednn|auto] [--shapes 1|0] [--breakdown 0|1]
+//           [--precision fp32|bf16] [--gemm openblas|onednn|auto] [--conv auto|onednn|im2col] [--shapes 1|0] [--breakdown 0|1]
 //
 // The products are those the model's Dense and Conv2D layers run in one training step, read
 // off the built network (each layer's forward, weight gradient and, except for the first
@@ -29,7 +29,7 @@ import Glibc
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0]
 var modelText = "dfn2"
-var precision = Precision.fp32, library = GEMMLibrary.openblas  // bntrain's defaults
+var precision = Precision.fp32, library = GEMMLibrary.openblas, convolution = ConvolutionKernels.auto  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {
@@ -43,6 +43,10 @@ while let a = argv.popFirst() {
     }
     if a == "--gemm", let v = argv.popFirst(), let l = GEMMLibrary(rawValue: v) {
         library = l
+        continue
+    }
+    if a == "--conv", let v = argv.popFirst(), let k = ConvolutionKernels(rawValue: v) {
+        convolution = k
         continue
     }
     // --optimizer sgd|sgd-momentum|adam|adamw|rmsprop: the update the train_step loop uses.
@@ -59,7 +63,7 @@ while let a = argv.popFirst() {
         continue
     }
     guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 || ((key == "shapes" || key == "breakdown") && n == 0) else {
-        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto\n")
+        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto, --conv auto|onednn|im2col\n")
         exit(64)
     }
     opts[key] = n
@@ -69,7 +73,7 @@ func FileHandle_stderr(_ s: String) { fputs(s, stderr) }
 let (n, h, d, c, steps, repeats) = (opts["batch"]!, opts["hidden"]!, opts["inputs"]!, opts["classes"]!, opts["steps"]!, opts["repeats"]!)
 MatMul.setThreads(opts["threads"]!)
 func configure(_ p: Precision, _ l: GEMMLibrary) {
-    do { try MatMul.configure(precision: p, library: l) } catch {
+    do { try MatMul.configure(precision: p, library: l, convolution: convolution) } catch {
         FileHandle_stderr("bnbench: error: \(error)\n")
         exit(64)
     }
@@ -160,7 +164,7 @@ func run(_ s: Shape) {
 }
 let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k * $1.repeats }
 let dnnl = OneDNN.shared
-print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) blas_core=\(BLAS.coreName) onednn=\(OneDNN.summary) flops_per_step=\(flopsPerStep)")
+print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) conv=\(MatMul.convolution.rawValue) blas_core=\(BLAS.coreName) onednn=\(OneDNN.summary) flops_per_step=\(flopsPerStep)")
 // Each product alone: with the chosen kernels, then with each library (when available).
 func gflops(_ s: Shape, _ p: Precision, _ l: GEMMLibrary) -> Double {
     configure(p, l)

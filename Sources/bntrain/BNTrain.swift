@@ -12,6 +12,7 @@ extension OptimizerSettings.Kind: ExpressibleByArgument {}
 extension WeightDecayScope: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
 extension GEMMLibrary: ExpressibleByArgument {}
+extension ConvolutionKernels: ExpressibleByArgument {}
 extension LRSchedule.Kind: ExpressibleByArgument {}
 extension EarlyStopping.Monitor: ExpressibleByArgument {}
 extension LogFormat: ExpressibleByArgument {}
@@ -116,6 +117,9 @@ struct TrainingOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: openblas.", valueName: "auto|openblas|onednn"))
     var gemm: GEMMLibrary?
+
+    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN's direct convolutions where measured faster, im2col for thin ones), onednn, or im2col (sgemm per example; allocation-free). Default: auto.", valueName: "auto|onednn|im2col"))
+    var conv: ConvolutionKernels?
 }
 
 struct OptimizerOptions: ParsableArguments {
@@ -316,6 +320,7 @@ struct BNTrain: ParsableCommand {
         if let v = t.threads { s.append(S(.threads) { $0.threads = v }) }
         if let v = t.precision { s.append(S(.precision) { $0.precision = v }) }
         if let v = t.gemm { s.append(S(.gemm) { $0.gemm = v }) }
+        if let v = t.conv { s.append(S(.conv) { $0.conv = v }) }
         if let v = d.evalBatch { s.append(S(.evalBatch) { $0.evalBatch = v }) }
         return s
     }

@@ -46,7 +46,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
     @usableFromInline var planPrecision = Precision.fp32
     /// Set when oneDNN could not build this layer's convolution: it stays on im2col.
     @usableFromInline var oneDNNFailed = false
-    static var maxPlans: Int { 4 }
+    static var maxPlans: Int { 6 }
 
     /// What the last forward ran on: "im2col", or oneDNN's implementations ("jit:avx512_core",
     /// forward first), for summaries and tests.
