@@ -245,11 +245,19 @@ if opts["breakdown"]! != 0 {
         optTime = min(optTime, ot)
     }
     func ms(_ t: Double) -> String { String(format: "%.3f", 1000 * t / Double(steps)) }
+    var productLayers = 0.0
     for (i, layer) in net.layers.enumerated() {
-        print("layer index=\(i) name=\(String(describing: type(of: layer)).split(separator: "<").first ?? "?") width=\(layer.outFeatures) forward_ms=\(ms(fwd[i])) backward_ms=\(ms(bwd[i]))")
+        var line = "layer index=\(i) name=\(String(describing: type(of: layer)).split(separator: "<").first ?? "?") width=\(layer.outFeatures) forward_ms=\(ms(fwd[i])) backward_ms=\(ms(bwd[i]))"
+        if let conv = layer as? Conv2D<Float> { line += " kernels=\(conv.lastImplementation.replacingOccurrences(of: " ", with: "_"))" }
+        if layer is Conv2D<Float> || layer is Dense<Float> { productLayers += fwd[i] + bwd[i] }
+        print(line)
     }
     print("layer name=loss ms=\(ms(lossTime))")
     print("layer name=optimizer kind=\(optimizerSettings.kind.rawValue) ms=\(ms(optTime))")
+    // The share of the step in the layers whose work is products (convolution and fc: their
+    // products or oneDNN primitives, with bias, reorders and im2col), whatever runs them.
+    let total = fwd.reduce(0, +) + bwd.reduce(0, +) + lossTime + optTime
+    print("product_layers share=\(String(format: "%.3f", productLayers / total)) ms=\(ms(productLayers)) step_ms=\(ms(total))")
 }
 
 // Allocation check. When Tests/python/support/malloc_count.c is preloaded it exports

@@ -73,6 +73,25 @@ final class ConvOneDNNTests: XCTestCase {
         }
     }
 
+    /// `auto` runs a 3x3 stride-1 convolution in Winograd's F(4x4, 3x3): within float32
+    /// rounding of the Double path too (it rounds differently from the direct convolution, so
+    /// the bound is looser than above but still ~1e-6 at cnn's shape); other kernels or strides
+    /// stay direct.
+    func testAutoUsesWinogradForThreeByThreeWithinFloatRounding() {
+        let (f, d) = pair(ImageShape(32, 14, 14), out: 64, k: 3, s: 1, p: 0, kernels: .auto, seed: 12)
+        let errors = compare(f, d, batch: 8, seed: 13)
+        XCTAssertTrue(f.lastImplementation.contains("wino"), f.lastImplementation)
+        for (name, e) in errors { XCTAssertLessThan(e, 5e-6, name) }
+        let (g, gd) = pair(ImageShape(32, 14, 14), out: 64, k: 3, s: 2, p: 1, kernels: .auto, seed: 12)
+        for (name, e) in compare(g, gd, batch: 2, seed: 13) { XCTAssertLessThan(e, 2e-6, name) }
+        XCTAssertFalse(g.lastImplementation.contains("wino"), g.lastImplementation)
+        XCTAssertFalse(g.lastImplementation == "im2col")
+        // A thin convolution (C k k = 9) stays on im2col.
+        let (h, _) = pair(ImageShape(1, 10, 10), out: 32, k: 3, s: 1, p: 0, kernels: .auto, seed: 12)
+        _ = h.forward(Matrix<Float>(rows: 2, cols: 100), training: false)
+        XCTAssertEqual(h.lastImplementation, "im2col")
+    }
+
     func testIm2colChoiceIsHonouredAndAgrees() {
         let (f, d) = pair(ImageShape(4, 8, 8), out: 8, k: 3, s: 1, p: 1, kernels: .im2col, seed: 3)
         let errors = compare(f, d, batch: 4, seed: 4)

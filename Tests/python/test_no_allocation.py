@@ -47,13 +47,14 @@ def test_training_step_allocates_nothing(tmp_path, model, optimizer, kernels):
 @pytest.mark.parametrize("model", ["lenet-bn", "cnn"])
 def test_onednn_convolutions_allocate_only_bookkeeping(tmp_path, model):
     """The default convolutions (oneDNN's primitives): every buffer is the layer's, sized once;
-    what the library allocates per execution is its argument map, a few small blocks. Bounded
-    here so that a tensor- or scratchpad-sized allocation per step would fail."""
+    what the library allocates per execution is bookkeeping: its argument map (blocks of at
+    most 120 bytes) and, for Winograd, one 1,568-byte block (measured). Bounded here so that an
+    activation- or scratchpad-sized allocation per step (100 KB and up) would fail."""
     steps = 10
     c, out = window(tmp_path, model, "adam", [], steps)
     assert "conv=auto" in out, out[:300]
     if c["window_allocations"] == 0:
         pytest.skip("no oneDNN here: the convolutions ran im2col")
-    assert c["window_max_bytes"] <= 512, f"{model}: an allocation of {c['window_max_bytes']} bytes inside the training steps"
+    assert c["window_max_bytes"] <= 4096, f"{model}: an allocation of {c['window_max_bytes']} bytes inside the training steps"
     per_step = c["window_allocations"] / steps
     assert per_step <= 300, f"{model}: {per_step} allocations per step"

@@ -159,11 +159,15 @@ public final class Conv2D<T: BLASScalar>: Layer {
         if let p = plans.first(where: { $0.batch == n && ($0.backward || !training) && $0.inputGradient == computesInputGradient }) {
             return p
         }
-        func build(bf16: Bool) throws -> OneDNNConvolution {
-            try OneDNNConvolution(api: api, input: input, output: output, kernel: kernel, stride: stride, padding: padding, batch: n, inputGradient: computesInputGradient, backward: training, bf16: bf16)
+        func build(bf16: Bool, winograd: Bool = false) throws -> OneDNNConvolution {
+            try OneDNNConvolution(api: api, input: input, output: output, kernel: kernel, stride: stride, padding: padding, batch: n, inputGradient: computesInputGradient, backward: training, bf16: bf16, winograd: winograd)
         }
-        // bf16 where the library has fast bf16 kernels for this shape, else float32.
-        guard let p = (MatMul.precision == .bf16 ? try? build(bf16: true) : nil) ?? (try? build(bf16: false)) else {
+        // bf16 where the library has fast bf16 kernels for this shape; else, with `auto`, a
+        // 3x3 stride-1 convolution in Winograd's F(4x4, 3x3) where the library has it; else
+        // the direct float32 convolution.
+        let bf16 = MatMul.precision == .bf16 ? try? build(bf16: true) : nil
+        let winograd = bf16 == nil && choice == .auto && kernel == 3 && stride == 1 ? try? build(bf16: false, winograd: true) : nil
+        guard let p = bf16 ?? winograd ?? (try? build(bf16: false)) else {
             oneDNNFailed = true
             return nil
         }

@@ -57,12 +57,13 @@ final class OneDNNConvolution {
 
     /// Builds the primitives for `batch` examples, or throws when the library cannot (or, in
     /// bf16, would only offer a slow gemm or reference implementation).
-    init(api: API, input: ImageShape, output: ImageShape, kernel: Int, stride: Int, padding: Int, batch: Int, inputGradient: Bool, backward: Bool, bf16: Bool) throws {
+    init(api: API, input: ImageShape, output: ImageShape, kernel: Int, stride: Int, padding: Int, batch: Int, inputGradient: Bool, backward: Bool, bf16: Bool, winograd: Bool = false) throws {
         self.api = api
         self.batch = batch
         self.backward = backward
         self.inputGradient = inputGradient
         self.bf16 = bf16
+        let algorithm = winograd ? API.convolutionWinograd : API.convolutionDirect
         let dt = bf16 ? API.bf16 : API.f32
         let xDims = [Int64(batch), Int64(input.c), Int64(input.h), Int64(input.w)]
         let wDims = [Int64(output.c), Int64(input.c), Int64(kernel), Int64(kernel)]
@@ -112,7 +113,7 @@ final class OneDNNConvolution {
         let src = try desc(xDims, dt, API.tagAny), wts = try desc(wDims, dt, API.tagAny)
         let dst = try desc(yDims, API.f32, API.tagAny)
         let forwardPD = try primitiveDesc("forward", hint: nil) { d in
-            api.convForwardDesc(d, API.forwardTraining, API.convolutionDirect, src, wts, self.bUser.desc, dst, strides, pads, pads)
+            api.convForwardDesc(d, API.forwardTraining, algorithm, src, wts, self.bUser.desc, dst, strides, pads, pads)
         }
         impls.append(api.implementation(forwardPD))
         let srcMem = try operand(API.querySrc, of: forwardPD, user: xUser, into: &forwardSteps, scratch: &fScratch)
@@ -127,7 +128,7 @@ final class OneDNNConvolution {
             if inputGradient {
                 let dsrc = try desc(xDims, API.f32, API.tagAny), wd = try desc(wDims, dt, API.tagAny)
                 let pd = try primitiveDesc("backward data", hint: forwardPD) { d in
-                    api.convBackwardDataDesc(d, API.convolutionDirect, dsrc, wd, ddst, strides, pads, pads)
+                    api.convBackwardDataDesc(d, algorithm, dsrc, wd, ddst, strides, pads, pads)
                 }
                 impls.append(api.implementation(pd))
                 let dyMem = try operand(API.queryDiffDst, of: pd, user: dyUser, into: &backwardSteps, scratch: &bScratch)
@@ -142,7 +143,7 @@ final class OneDNNConvolution {
             // Backward weights and bias.
             let srcW = try desc(xDims, dt, API.tagAny), dw = try desc(wDims, API.f32, API.tagAny)
             let pd = try primitiveDesc("backward weights", hint: forwardPD) { d in
-                api.convBackwardWeightsDesc(d, API.convolutionDirect, srcW, dw, self.dbUser.desc, ddst, strides, pads, pads)
+                api.convBackwardWeightsDesc(d, algorithm, srcW, dw, self.dbUser.desc, ddst, strides, pads, pads)
             }
             impls.append(api.implementation(pd))
             let srcMemW = try reuse(API.querySrc, of: pd, candidates: [srcMem, xUser]) ?? operand(API.querySrc, of: pd, user: xUser, into: &backwardSteps, scratch: &bScratch)

@@ -36,7 +36,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
     static let f32: Int32 = 3, bf16: Int32 = 2
     static let tagAny: Int32 = 1, tagX: Int32 = 2, tagNCHW: Int32 = 5  // nchw == oihw == abcd
     static let forwardTraining: Int32 = 64
-    static let convolutionDirect: Int32 = 1
+    static let convolutionDirect: Int32 = 1, convolutionWinograd: Int32 = 2
     static let scratchpadUser: Int32 = 1
     static let queryImplInfo: Int32 = 8, querySrc: Int32 = 129, queryDiffSrc: Int32 = 130, queryWeights: Int32 = 131
     static let queryDiffWeights: Int32 = 132, queryDst: Int32 = 133, queryDiffDst: Int32 = 134, queryScratchpad: Int32 = 136
