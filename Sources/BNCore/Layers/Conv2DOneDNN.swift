@@ -1,5 +1,6 @@
-/// Conv2D's forward and backward for one batch size through oneDNN's direct convolution
-/// primitives (`jit:avx512_core` and `jit_bf16:avx512_core_bf16` on this project's CPUs).
+/// Conv2D's forward and backward for one batch size through oneDNN's convolution primitives:
+/// the direct convolution (`jit:avx512_core`, or `jit_bf16:avx512_core_bf16` with bf16 inputs)
+/// or, when asked, Winograd's F(4x4, 3x3) (`jit_wino_4x3:avx512_core`, 3x3 stride 1 only).
 ///
 /// The layer keeps PyTorch's layouts: x and y as (N, C, H, W), the weight as (O, C, k, k), the
 /// bias as (O). oneDNN's fast kernels want blocked layouts (nChw16c: 16 channels innermost),
