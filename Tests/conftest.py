@@ -83,23 +83,33 @@ def tiny(tmp_path):
     return d
 
 
-def torch_epoch_losses(model, x, y, epochs, batch, lr):
-    """Plain SGD over (x, y) in file order (bntrain's --shuffle none): each epoch's mean loss,
-    weighted by batch size as bntrain's train_loss is."""
+def torch_epoch(net, opt, x, y, batch, shuffler=None, before_step=None):
+    """One epoch of minibatch training over (x, y) in file order (bntrain's --shuffle none):
+    the mean loss, weighted by batch size as bntrain's train_loss is. With `shuffler` (a
+    torch.Generator) the rows inside every batch are reordered (same examples, another
+    summation order); `before_step(k)` runs before batch k (a per-step rate, say)."""
     import torch
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(epochs):
-        total = 0.0
-        for s in range(0, len(x), batch):
-            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y[s:s + batch])
-        losses.append(total / len(x))
-    return losses
+    net.train()
+    total = 0.0
+    for k, s in enumerate(range(0, len(x), batch)):
+        if before_step is not None:
+            before_step(k)
+        xb, yb = x[s:s + batch], y[s:s + batch]
+        if shuffler is not None:
+            order = torch.randperm(len(yb), generator=shuffler)
+            xb, yb = xb[order], yb[order]
+        loss = torch.nn.functional.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(yb)
+    return total / len(x)
+
+
+def torch_epoch_losses(model, x, y, epochs, batch, lr):
+    """Plain SGD over (x, y) in file order: each epoch's mean loss."""
+    import torch
+    return torch_losses(model, torch.optim.SGD(model.parameters(), lr=lr), x, y, epochs, batch)
 
 
 def torch_losses(net, opt, x, y, epochs, batch, permute=None):
@@ -107,20 +117,5 @@ def torch_losses(net, opt, x, y, epochs, batch, permute=None):
     `permute` (a seed), the rows inside every batch are reordered (same examples, another
     summation order: PyTorch's own rounding-level spread)."""
     import torch
-    g = torch.Generator().manual_seed(permute or 0)
-    out = []
-    net.train()
-    for _ in range(epochs):
-        total = 0.0
-        for s in range(0, len(x), batch):
-            xb, yb = x[s:s + batch], y[s:s + batch]
-            if permute is not None:
-                order = torch.randperm(len(yb), generator=g)
-                xb, yb = xb[order], yb[order]
-            loss = torch.nn.functional.cross_entropy(net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(yb)
-        out.append(total / len(x))
-    return out
+    g = torch.Generator().manual_seed(permute) if permute is not None else None
+    return [torch_epoch(net, opt, x, y, batch, g) for _ in range(epochs)]

@@ -118,7 +118,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: openblas.", valueName: "auto|openblas|onednn"))
     var gemm: GEMMLibrary?
 
-    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN's direct convolutions where measured faster, im2col for thin ones), onednn, or im2col (sgemm per example; allocation-free). Default: auto.", valueName: "auto|onednn|im2col"))
+    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN: Winograd for 3x3 stride 1, direct otherwise; im2col for thin ones and without oneDNN), onednn (oneDNN's direct convolution throughout), or im2col (sgemm per example; allocation-free). Default: auto.", valueName: "auto|onednn|im2col"))
     var conv: ConvolutionKernels?
 }
 

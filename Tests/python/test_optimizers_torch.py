@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, read_idx, run, scaled
+from conftest import REPO, read_idx, run, scaled, torch_epoch
 
 sys.path.insert(0, str(REPO / "Scripts" / "reference"))
 import bntrain_torch  # noqa: E402
@@ -103,25 +103,14 @@ def torch_run(model, case, x, y, val, epochs, batch, dtype, seed=11, permute=Non
     elif case == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=0, threshold=1e-4)
     steps = math.ceil(len(x) / batch)
-    shuffler = torch.Generator().manual_seed(permute or 0)
+    shuffler = torch.Generator().manual_seed(permute) if permute is not None else None
     losses, rates = [], []
     for e in range(epochs):
-        net.train()
         base = opt.param_groups[0]["lr"]
-        total = 0.0
-        for k, s in enumerate(range(0, len(x), batch)):
-            if warmup_epochs:  # linear warmup per step on top of the per-epoch schedule
-                opt.param_groups[0]["lr"] = base * min(1.0, (e * steps + k + 1) / (warmup_epochs * steps))
-            xb, yb = x[s:s + batch], y[s:s + batch]
-            if permute is not None:
-                order = torch.randperm(len(yb), generator=shuffler)
-                xb, yb = xb[order], yb[order]
-            loss = torch.nn.functional.cross_entropy(net(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(yb)
-        losses.append(total / len(x))
+
+        def warmup(k):  # linear warmup per step on top of the per-epoch schedule
+            opt.param_groups[0]["lr"] = base * min(1.0, (e * steps + k + 1) / (warmup_epochs * steps))
+        losses.append(torch_epoch(net, opt, x, y, batch, shuffler, warmup if warmup_epochs else None))
         rates.append(opt.param_groups[0]["lr"])
         opt.param_groups[0]["lr"] = base
         if case == "plateau":

@@ -158,11 +158,11 @@ public final class Conv2D<T: BLASScalar>: Layer {
               choice == .onednn || input.c * kernel * kernel >= ConvolutionKernels.oneDNNMinimumTaps
         else { return nil }
         if planPrecision != MatMul.precision { plans.removeAll(); planPrecision = MatMul.precision }
-        if let p = plans.first(where: { $0.batch == n && ($0.backward || !training) && $0.inputGradient == computesInputGradient }) {
+        if let p = plans.first(where: { $0.batch == n && ($0.trains || !training) && $0.inputGradient == computesInputGradient }) {
             return p
         }
         func build(bf16: Bool, winograd: Bool = false) throws -> OneDNNConvolution {
-            try OneDNNConvolution(api: api, input: input, output: output, kernel: kernel, stride: stride, padding: padding, batch: n, inputGradient: computesInputGradient, backward: training, bf16: bf16, winograd: winograd)
+            try OneDNNConvolution(api: api, input: input, output: output, kernel: kernel, stride: stride, padding: padding, batch: n, inputGradient: computesInputGradient, trains: training, bf16: bf16, winograd: winograd)
         }
         // bf16 where the library has fast bf16 kernels for this shape; else, with `auto`, a
         // 3x3 stride-1 convolution in Winograd's F(4x4, 3x3) where the library has it; else

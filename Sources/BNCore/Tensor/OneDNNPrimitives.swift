@@ -30,7 +30,8 @@ final class OneDNNPrimitives: @unchecked Sendable {
     typealias CreateMemory = @convention(c) (UnsafeMutablePointer<Handle?>, UnsafeRawPointer, Handle?, UnsafeMutableRawPointer?) -> Int32
     typealias SetHandle = @convention(c) (Handle?, UnsafeMutableRawPointer?) -> Int32
     typealias Execute = @convention(c) (Handle?, Handle?, Int32, UnsafeRawPointer) -> Int32
-    typealias Destroy = @convention(c) (Handle?) -> Int32
+    /// dnnl_*_destroy and dnnl_stream_wait: one handle in, a status out.
+    typealias HandleCall = @convention(c) (Handle?) -> Int32
 
     // dnnl_types.h (2.6)
     static let f32: Int32 = 3, bf16: Int32 = 2
@@ -60,8 +61,8 @@ final class OneDNNPrimitives: @unchecked Sendable {
     let createMemory: CreateMemory
     let setHandle: SetHandle
     let execute: Execute
-    let destroyPrimitive: Destroy, destroyPrimitiveDesc: Destroy, destroyMemory: Destroy
-    let waitStream: Destroy
+    let destroyPrimitive: HandleCall, destroyPrimitiveDesc: HandleCall, destroyMemory: HandleCall
+    let waitStream: HandleCall
     /// One CPU engine and one in-order stream for the process; primitive attributes that
     /// make every primitive take its scratchpad from the caller (so executing allocates no
     /// workspace: the layer sizes it once).
@@ -89,10 +90,10 @@ final class OneDNNPrimitives: @unchecked Sendable {
               let createMemory = sym("dnnl_memory_create", CreateMemory.self),
               let setHandle = sym("dnnl_memory_set_data_handle", SetHandle.self),
               let execute = sym("dnnl_primitive_execute", Execute.self),
-              let destroyPrimitive = sym("dnnl_primitive_destroy", Destroy.self),
-              let destroyPrimitiveDesc = sym("dnnl_primitive_desc_destroy", Destroy.self),
-              let destroyMemory = sym("dnnl_memory_destroy", Destroy.self),
-              let waitStream = sym("dnnl_stream_wait", Destroy.self)
+              let destroyPrimitive = sym("dnnl_primitive_destroy", HandleCall.self),
+              let destroyPrimitiveDesc = sym("dnnl_primitive_desc_destroy", HandleCall.self),
+              let destroyMemory = sym("dnnl_memory_destroy", HandleCall.self),
+              let waitStream = sym("dnnl_stream_wait", HandleCall.self)
         else { return nil }
         var engine: Handle?, stream: Handle?, attr: Handle?
         guard createEngine(&engine, 1, 0) == 0, let engine,  // dnnl_cpu
