@@ -109,4 +109,51 @@ final class MatMulTests: XCTestCase {
         try check(.bf16, .auto, tolerance: 1e-2)
         XCTAssertEqual(MatMul.kernels, "onednn-bf16-from-\(MatMul.oneDNNThreshold)+openblas")
     }
+
+    /// The bf16 matmul plans round A and B to bf16 (nearest even) and accumulate in float32:
+    /// against a Double product of the rounded inputs they differ only by float32 summation
+    /// (1e-5), for every transpose, stride, plain and accumulated (beta 0 and 1) product and
+    /// an exact alpha; a learning-rate-like alpha (folded into one operand's rounding) stays
+    /// within bf16's rounding of the float32 product. One plan per shape is reused.
+    func testBF16MatMulPlansRoundTheInputsAndAccumulateInFloat32() throws {
+        guard let dnnl = OneDNN.shared, dnnl.hasBF16 else { throw XCTSkip("needs oneDNN with bf16 instructions") }
+        try MatMul.configure(precision: .bf16, library: .auto)
+        defer { try? MatMul.configure(precision: .fp32, library: .openblas) }
+        var r = TestRandom(5)
+        let rounded = { (v: [Float]) in v.map { BFloat16.toFloat(BFloat16.fromFloat($0)) } }
+        for (tA, tB) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (m, n, k) in [(64, 200, 784), (784, 200, 64), (130, 90, 100)] {
+                let (ar, ac) = tA ? (k, m) : (m, k), (br, bc) = tB ? (n, k) : (k, n)
+                let lda = ac + 5, ldb = bc + 2
+                let a = r.matrix(ar, lda, as: Float.self).toArray(), b = r.matrix(br, ldb, as: Float.self).toArray()
+                let c0 = r.matrix(m, n, as: Float.self).toArray()
+                for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (0.5, 1), (-0.01, 1), (-0.01, 0)] {
+                    var c = c0
+                    for _ in 0..<2 {  // the second call reuses the plan and must give the same
+                        c = c0
+                        a.withUnsafeBufferPointer { pa in
+                            b.withUnsafeBufferPointer { pb in
+                                c.withUnsafeMutableBufferPointer { pc in
+                                    Float.gemm(transA: tA, transB: tB, m: m, n: n, k: k, alpha: alpha, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: beta, c: pc.baseAddress!, ldc: n)
+                                }
+                            }
+                        }
+                    }
+                    let name = "tA=\(tA) tB=\(tB) \(m)x\(n)x\(k) alpha=\(alpha) beta=\(beta)"
+                    let exactScale = alpha == 1 || alpha == 0.5
+                    if exactScale {
+                        let want = reference(tA, tB, m, n, k, rounded(a), lda, rounded(b), ldb, c0, alpha: Double(alpha), beta: Double(beta))
+                        XCTAssertLessThan(relativeError(c, want), 1e-5, "inputs rounded to bf16, float32 accumulation: \(name)")
+                    }
+                    let exact = reference(tA, tB, m, n, k, a, lda, b, ldb, c0, alpha: Double(alpha), beta: Double(beta))
+                    let err = relativeError(c, exact)
+                    XCTAssertLessThan(err, 1e-2, name)
+                    XCTAssertGreaterThan(err, 1e-6, "bf16 rounding must be visible: \(name)")
+                }
+            }
+        }
+        let implementations = MatMul.bf16Implementations
+        XCTAssertFalse(implementations.isEmpty)
+        XCTAssertFalse(implementations.contains { $0.contains("ref") }, "\(implementations)")
+    }
 }

@@ -59,8 +59,27 @@ public enum MatMul {
     /// `auto` sends a product to oneDNN when m n k is at least this.
     public static let oneDNNThreshold = 1 << 20
 
-    /// bf16 copies of A and B, grown to the largest product seen and then reused: the
-    /// training step converts into them without allocating.
+    /// bf16 products run as oneDNN matmul plans, one per product shape, built on first use
+    /// (a training run has a handful of shapes; past `maxBF16Plans` the gemm function runs).
+    /// A shape the library cannot plan is remembered as nil.
+    nonisolated(unsafe) static var bf16Plans: [OneDNNMatMul.Key: OneDNNMatMul?] = [:]
+    static let maxBF16Plans = 64
+
+    static func bf16Plan(_ key: OneDNNMatMul.Key, _ dnnl: OneDNN) -> OneDNNMatMul? {
+        if let p = bf16Plans[key] { return p }
+        guard bf16Plans.count < maxBF16Plans, let api = dnnl.primitives else { return nil }
+        let p = try? OneDNNMatMul(api: api, key: key)
+        bf16Plans[key] = p
+        return p
+    }
+
+    /// The implementations of the bf16 matmul plans built so far (for records and bnbench).
+    public static var bf16Implementations: [String] {
+        Array(Set(bf16Plans.values.compactMap { $0?.implementation })).sorted()
+    }
+
+    /// bf16 copies of A and B for the gemm function, grown to the largest product seen and
+    /// then reused.
     nonisolated(unsafe) static var scratchA = Scratch(), scratchB = Scratch()
     struct Scratch {
         var data = UnsafeMutablePointer<UInt16>.allocate(capacity: 1)
@@ -125,6 +144,12 @@ public enum MatMul {
     ) {
         if m == 0 || n == 0 { return }
         if precision == .bf16, m * n * k >= oneDNNThreshold, let dnnl = OneDNN.shared {
+            let key = OneDNNMatMul.Key(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: beta.bitPattern, scaled: alpha != 1)
+            if let p = bf16Plan(key, dnnl) {
+                p.run(alpha: alpha, a: a, b: b, c: c)
+                return
+            }
+            // No matmul plan (the library lacks one, or too many shapes): the gemm function.
             // op(A) is (m, k): stored (k, m) when transposed. Converted contiguous, so the
             // leading dimension becomes the stored column count.
             let (ar, ac) = transA ? (k, m) : (m, k), (br, bc) = transB ? (n, k) : (k, n)

@@ -2,12 +2,12 @@
 import Glibc
 #endif
 
-/// oneDNN 2.6's primitive API (convolutions and reorders), looked up with dlsym like the
+/// oneDNN 2.6's primitive API (convolutions, matrix products and reorders), looked up with dlsym like the
 /// products in `OneDNN`, so nothing here is needed at build time.
 ///
 /// The C types are handled opaquely: handles (`dnnl_engine_t`, `dnnl_primitive_desc_t`, ...)
-/// are `OpaquePointer`s; `dnnl_memory_desc_t` (696 bytes in 2.6) and `dnnl_convolution_desc_t`
-/// (5,976 bytes) are only ever written by the library, into buffers of `memoryDescBytes` and
+/// are `OpaquePointer`s; `dnnl_memory_desc_t` (696 bytes in 2.6), `dnnl_convolution_desc_t`
+/// (5,976 bytes) and `dnnl_matmul_desc_t` are only ever written by the library, into buffers of `memoryDescBytes` and
 /// `opDescBytes`; `dnnl_dims_t` is int64_t[12]; `dnnl_exec_arg_t` is { int arg; void *memory; }
 /// (16 bytes: the pointer at offset 8). The enum values below are 2.6's (dnnl_types.h).
 final class OneDNNPrimitives: @unchecked Sendable {
@@ -15,6 +15,12 @@ final class OneDNNPrimitives: @unchecked Sendable {
     typealias CreateEngine = @convention(c) (UnsafeMutablePointer<Handle?>, Int32, Int) -> Int32
     typealias CreateStream = @convention(c) (UnsafeMutablePointer<Handle?>, Handle?, UInt32) -> Int32
     typealias DescByTag = @convention(c) (UnsafeMutableRawPointer, Int32, UnsafePointer<Int64>, Int32, Int32) -> Int32
+    typealias DescByStrides = @convention(c) (UnsafeMutableRawPointer, Int32, UnsafePointer<Int64>, Int32, UnsafePointer<Int64>) -> Int32
+    typealias MatMulDesc = @convention(c) (UnsafeMutableRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer?, UnsafeRawPointer) -> Int32
+    typealias SetOutputScales = @convention(c) (Handle?, Int64, Int32, UnsafePointer<Float>) -> Int32
+    typealias CreatePostOps = @convention(c) (UnsafeMutablePointer<Handle?>) -> Int32
+    typealias AppendSum = @convention(c) (Handle?, Float) -> Int32
+    typealias SetPostOps = @convention(c) (Handle?, Handle?) -> Int32
     typealias ConvForwardDesc = @convention(c) (UnsafeMutableRawPointer, Int32, Int32, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer?, UnsafeRawPointer, UnsafePointer<Int64>, UnsafePointer<Int64>, UnsafePointer<Int64>) -> Int32
     typealias ConvBackwardDataDesc = @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafePointer<Int64>, UnsafePointer<Int64>, UnsafePointer<Int64>) -> Int32
     typealias ConvBackwardWeightsDesc = @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer?, UnsafeRawPointer, UnsafePointer<Int64>, UnsafePointer<Int64>, UnsafePointer<Int64>) -> Int32
@@ -43,10 +49,20 @@ final class OneDNNPrimitives: @unchecked Sendable {
     static let queryDiffWeights: Int32 = 132, queryDst: Int32 = 133, queryDiffDst: Int32 = 134, queryScratchpad: Int32 = 136
     static let argSrc: Int32 = 1, argDst: Int32 = 17, argWeights: Int32 = 33, argBias: Int32 = 41
     static let argDiffSrc: Int32 = 129, argDiffDst: Int32 = 145, argDiffWeights: Int32 = 161, argDiffBias: Int32 = 169
-    static let argScratchpad: Int32 = 80, argFrom: Int32 = 1, argTo: Int32 = 17
+    static let argScratchpad: Int32 = 80, argFrom: Int32 = 1, argTo: Int32 = 17, argOutputScales: Int32 = 513
+    /// DNNL_RUNTIME_F32_VAL: an output scale given at execution (a quiet NaN's bit pattern).
+    static let runtimeScale = Float(bitPattern: 0x7fc0_00d0)
     static let memoryDescBytes = 1024, opDescBytes = 8192
 
     let descByTag: DescByTag
+    let descByStrides: DescByStrides
+    let matmulDesc: MatMulDesc
+    let createAttr: CreateAttr
+    let setOutputScales: SetOutputScales
+    let createPostOps: CreatePostOps
+    let appendSum: AppendSum
+    let setPostOps: SetPostOps
+    let destroyAttr: HandleCall, destroyPostOps: HandleCall
     let convForwardDesc: ConvForwardDesc
     let convBackwardDataDesc: ConvBackwardDataDesc
     let convBackwardWeightsDesc: ConvBackwardWeightsDesc
@@ -76,6 +92,14 @@ final class OneDNNPrimitives: @unchecked Sendable {
               let createStream = sym("dnnl_stream_create", CreateStream.self),
               let createAttr = sym("dnnl_primitive_attr_create", CreateAttr.self),
               let descByTag = sym("dnnl_memory_desc_init_by_tag", DescByTag.self),
+              let descByStrides = sym("dnnl_memory_desc_init_by_strides", DescByStrides.self),
+              let matmulDesc = sym("dnnl_matmul_desc_init", MatMulDesc.self),
+              let setOutputScales = sym("dnnl_primitive_attr_set_output_scales", SetOutputScales.self),
+              let createPostOps = sym("dnnl_post_ops_create", CreatePostOps.self),
+              let appendSum = sym("dnnl_post_ops_append_sum", AppendSum.self),
+              let setPostOps = sym("dnnl_primitive_attr_set_post_ops", SetPostOps.self),
+              let destroyAttr = sym("dnnl_primitive_attr_destroy", HandleCall.self),
+              let destroyPostOps = sym("dnnl_post_ops_destroy", HandleCall.self),
               let convForwardDesc = sym("dnnl_convolution_forward_desc_init", ConvForwardDesc.self),
               let convBackwardDataDesc = sym("dnnl_convolution_backward_data_desc_init", ConvBackwardDataDesc.self),
               let convBackwardWeightsDesc = sym("dnnl_convolution_backward_weights_desc_init", ConvBackwardWeightsDesc.self),
@@ -102,6 +126,14 @@ final class OneDNNPrimitives: @unchecked Sendable {
         else { return nil }
         (self.engine, self.stream, userScratchpad) = (engine, stream, attr)
         self.descByTag = descByTag
+        self.descByStrides = descByStrides
+        self.matmulDesc = matmulDesc
+        self.createAttr = createAttr
+        self.setOutputScales = setOutputScales
+        self.createPostOps = createPostOps
+        self.appendSum = appendSum
+        self.setPostOps = setPostOps
+        (self.destroyAttr, self.destroyPostOps) = (destroyAttr, destroyPostOps)
         self.convForwardDesc = convForwardDesc
         self.convBackwardDataDesc = convBackwardDataDesc
         self.convBackwardWeightsDesc = convBackwardWeightsDesc
