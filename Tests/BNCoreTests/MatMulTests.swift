@@ -1,4 +1,5 @@
 import BNCore
+import RealModule
 import XCTest
 
 /// The bf16 conversion, and every product path (OpenBLAS, oneDNN float32, oneDNN bf16)
@@ -155,5 +156,47 @@ final class MatMulTests: XCTestCase {
         let implementations = MatMul.bf16Implementations
         XCTAssertFalse(implementations.isEmpty)
         XCTAssertFalse(implementations.contains { $0.contains("ref") }, "\(implementations)")
+    }
+
+    /// Dense's bf16 forward runs the bias and the sigmoid in the matmul's epilogue: y is
+    /// sigmoid(bf16(x) bf16(W) + b) within float32 summation and the library's logistic (1e-5
+    /// absolute), in both weight layouts; a layer below the bf16 threshold runs float32 and
+    /// gives exactly the float32 layer's output.
+    func testDenseBF16ForwardFusesBiasAndSigmoid() throws {
+        guard let dnnl = OneDNN.shared, dnnl.hasBF16 else { throw XCTSkip("needs oneDNN with bf16 instructions") }
+        defer { try? MatMul.configure(precision: .fp32, library: .openblas) }
+        var r = TestRandom(9)
+        let round = { (v: Float) in Double(BFloat16.toFloat(BFloat16.fromFloat(v))) }
+        for (inF, outF, act, layout) in [(784, 200, Dense<Float>.Activation.sigmoid, Dense<Float>.WeightLayout.inOut), (784, 200, .identity, .outIn), (300, 120, .sigmoid, .outIn), (20, 10, .sigmoid, .inOut)] {
+            let dense = Dense<Float>(inFeatures: inF, outFeatures: outF, activation: act, weightLayout: layout, name: "fc")
+            let w = r.matrix(dense.weight.value.rows, dense.weight.value.cols, scale: 0.05, as: Float.self)
+            dense.weight.value.data.update(from: w.data, count: w.count)
+            let bias = r.matrix(1, outF, as: Float.self)
+            dense.bias.value.data.update(from: bias.data, count: outF)
+            let x = r.matrix(64, inF, as: Float.self)
+            try MatMul.configure(precision: .fp32, library: .openblas)
+            let y32 = dense.forward(x, training: true).toArray()
+            try MatMul.configure(precision: .bf16, library: .auto)
+            let y16 = dense.forward(x, training: true).toArray()
+            let name = "\(inF)->\(outF) \(act) \(layout)"
+            guard 64 * inF * outF >= MatMul.oneDNNThreshold else {
+                XCTAssertEqual(y16, y32, "below the threshold bf16 runs float32: \(name)")
+                continue
+            }
+            var worst = 0.0
+            for i in 0..<64 {
+                for j in 0..<outF {
+                    var z = Double(bias.data[j])
+                    for p in 0..<inF {
+                        let wv = layout == .inOut ? w.data[p * outF + j] : w.data[j * inF + p]
+                        z += round(x.data[i * inF + p]) * round(wv)
+                    }
+                    let want = act == .sigmoid ? 1 / (1 + Double.exp(-z)) : z
+                    worst = max(worst, abs(Double(y16[i * outF + j]) - want))
+                }
+            }
+            XCTAssertLessThan(worst, 1e-5, name)
+            XCTAssertNotEqual(y16, y32, "bf16 ran: \(name)")
+        }
     }
 }

@@ -58,9 +58,18 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         input = x
         output.resize(rows: n)
         let transposedWeight = weightLayout == .outIn
+        let ldb = transposedWeight ? inFeatures : d
+        // bf16: the bias and sigmoid ride in the matmul's epilogue (one pass over y).
+        if T.self == Float.self, MatMul.biasProduct(
+            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures, a: Self.float(x.data), lda: inFeatures,
+            b: Self.float(weight.value.data), ldb: ldb, bias: Self.float(bias.value.data), sigmoid: activation == .sigmoid,
+            c: UnsafeMutableRawPointer(output.data).assumingMemoryBound(to: Float.self), ldc: d)
+        {
+            return output
+        }
         T.gemm(
             transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures,
-            alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: transposedWeight ? inFeatures : d,
+            alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: ldb,
             beta: 0, c: output.data, ldc: d)
         switch activation {
         case .identity: Elementwise.addBias(output.data, bias: bias.value.data, rows: n, cols: d)
@@ -68,6 +77,9 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         }
         return output
     }
+
+    @inlinable
+    static func float(_ p: UnsafeMutablePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
 
     /// Writes dL/dW and dL/db; returns dL/dx.
     @_specialize(where T == Float)

@@ -137,6 +137,22 @@ public enum MatMul {
         }
     }
 
+    /// C = op(A) op(B) + bias (broadcast over rows), through the sigmoid when asked, as one
+    /// bf16 matmul with the bias and sigmoid in its epilogue. Runs only under bf16 for a
+    /// product of at least `oneDNNThreshold` multiply-adds that oneDNN can plan; returns false
+    /// otherwise, and the caller runs `sgemm` and its own bias pass (as float32 always does).
+    public static func biasProduct(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>, sigmoid: Bool, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) -> Bool {
+        guard precision == .bf16, m > 0, n > 0, m * n * k >= oneDNNThreshold, let dnnl = OneDNN.shared else { return false }
+        var key = OneDNNMatMul.Key(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: 0, scaled: false)
+        key.epilogue = sigmoid ? .biasSigmoid : .bias
+        guard let p = bf16Plan(key, dnnl) else { return false }
+        p.run(alpha: 1, a: a, b: b, c: c, bias: bias)
+        return true
+    }
+
     /// Row-major float32 C = alpha op(A) op(B) + beta C through the chosen kernels.
     public static func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,

@@ -24,7 +24,14 @@ final class OneDNNMatMul {
         let beta: UInt32
         /// Whether alpha differs from 1.
         let scaled: Bool
+        /// What follows the product in the same pass (Dense's forward).
+        var epilogue: Epilogue = .none
     }
+
+    /// C = op(A) op(B) + b (b: (1, n) broadcast over rows), optionally through the logistic
+    /// sigmoid, in the matmul's own pass over C (Dense's forward: its separate bias and
+    /// sigmoid pass took 15-20 us per dfn2 step, the fused one about 3).
+    enum Epilogue: UInt8, Hashable { case none, bias, biasSigmoid }
 
     typealias API = OneDNNPrimitives
     let plan: OneDNNPlan
@@ -33,6 +40,7 @@ final class OneDNNMatMul {
     private var steps: [OneDNNPlan.Step] = []
     private let a32: OneDNNPlan.Memory, b32: OneDNNPlan.Memory, c32: OneDNNPlan.Memory
     private let scale: UnsafeMutablePointer<Float>?
+    private let bias32: OneDNNPlan.Memory?
 
     init(api: API, key: Key) throws {
         let plan = OneDNNPlan(api: api)
@@ -63,21 +71,25 @@ final class OneDNNMatMul {
         try plan.addReorder(from: a32, to: a16, attr: scaleA ? scaledAttr : nil, scale: scaleA ? scaleMemory : nil, into: &steps, scratch: &scratch)
         try plan.addReorder(from: b32, to: b16, attr: scaleA ? nil : scaledAttr, scale: scaleA ? nil : scaleMemory, into: &steps, scratch: &scratch)
         let beta = Float(bitPattern: key.beta)
-        let attr = try plan.attributes(runtimeScale: false, sum: beta == 0 ? nil : beta)
-        let (src, wts, dst) = (a16.desc, b16.desc, c32.desc)
-        let pd = try plan.primitiveDesc("matmul", attr: attr, hint: nil) { d in api.matmulDesc(d, src, wts, nil, dst) }
+        let attr = try plan.attributes(runtimeScale: false, sum: beta == 0 ? nil : beta, sigmoid: key.epilogue == .biasSigmoid)
+        bias32 = key.epilogue == .none ? nil : try plan.user(plan.desc([1, n], API.f32, strides: [n, 1]))
+        let (src, wts, dst, bias) = (a16.desc, b16.desc, c32.desc, bias32?.desc)
+        let pd = try plan.primitiveDesc("matmul", attr: attr, hint: nil) { d in api.matmulDesc(d, src, wts, bias, dst) }
         implementation = api.implementation(pd)
         if implementation.contains("ref") { throw OneDNNPlan.BuildError.unsupported("bf16 matmul only as \(implementation)") }
-        try plan.addStep(pd, [(API.argSrc, a16), (API.argWeights, b16), (API.argDst, c32)], into: &steps, scratch: &scratch)
+        var args = [(API.argSrc, a16), (API.argWeights, b16), (API.argDst, c32)]
+        if let bias32 { args.append((API.argBias, bias32)) }
+        try plan.addStep(pd, args, into: &steps, scratch: &scratch)
         try plan.attachScratchpad(scratch, to: &steps)
     }
 
     /// C = alpha op(A) op(B) + beta C for this plan's shape (alpha must be 1 unless the plan
-    /// was built scaled).
-    func run(alpha: Float, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+    /// was built scaled), then the epilogue with `bias` ((1, n); needed unless `.none`).
+    func run(alpha: Float, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil) {
         plan.set(a32, a)
         plan.set(b32, b)
         plan.set(c32, c)
+        if let bias32, let bias { plan.set(bias32, bias) }
         scale?.pointee = alpha
         plan.run(steps, "bf16 matmul")
     }

@@ -51,9 +51,9 @@ final class OneDNNPlan {
     }
 
     /// Primitive attributes: the scratchpad from the caller, and optionally an output scale
-    /// given at each execution (`API.argOutputScales`) and an accumulation into the
-    /// destination (dst = result + sum * dst).
-    func attributes(runtimeScale: Bool, sum: Float?) throws -> Handle {
+    /// given at each execution (`API.argOutputScales`), an accumulation into the destination
+    /// (dst = result + sum * dst) and a logistic sigmoid applied last.
+    func attributes(runtimeScale: Bool, sum: Float?, sigmoid: Bool = false) throws -> Handle {
         var attr: Handle?
         guard api.createAttr(&attr) == 0, let attr else { throw BuildError.unsupported("attributes") }
         attrs.append(attr)
@@ -62,11 +62,13 @@ final class OneDNNPlan {
             var scale = API.runtimeScale
             guard api.setOutputScales(attr, 1, 0, &scale) == 0 else { throw BuildError.unsupported("runtime output scale") }
         }
-        if let sum {
+        if sum != nil || sigmoid {
             var ops: Handle?
             guard api.createPostOps(&ops) == 0, let ops else { throw BuildError.unsupported("post-ops") }
             defer { _ = api.destroyPostOps(ops) }
-            guard api.appendSum(ops, sum) == 0, api.setPostOps(attr, ops) == 0 else { throw BuildError.unsupported("sum post-op") }
+            if let sum, api.appendSum(ops, sum) != 0 { throw BuildError.unsupported("sum post-op") }
+            if sigmoid, api.appendEltwise(ops, 1, API.eltwiseLogistic, 0, 0) != 0 { throw BuildError.unsupported("sigmoid post-op") }
+            guard api.setPostOps(attr, ops) == 0 else { throw BuildError.unsupported("post-ops") }
         }
         return attr
     }

@@ -20,6 +20,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
     typealias SetOutputScales = @convention(c) (Handle?, Int64, Int32, UnsafePointer<Float>) -> Int32
     typealias CreatePostOps = @convention(c) (UnsafeMutablePointer<Handle?>) -> Int32
     typealias AppendSum = @convention(c) (Handle?, Float) -> Int32
+    typealias AppendEltwise = @convention(c) (Handle?, Float, Int32, Float, Float) -> Int32
     typealias SetPostOps = @convention(c) (Handle?, Handle?) -> Int32
     typealias ConvForwardDesc = @convention(c) (UnsafeMutableRawPointer, Int32, Int32, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer?, UnsafeRawPointer, UnsafePointer<Int64>, UnsafePointer<Int64>, UnsafePointer<Int64>) -> Int32
     typealias ConvBackwardDataDesc = @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, UnsafeRawPointer, UnsafeRawPointer, UnsafePointer<Int64>, UnsafePointer<Int64>, UnsafePointer<Int64>) -> Int32
@@ -44,6 +45,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
     static let tagAny: Int32 = 1, tagX: Int32 = 2, tagNCHW: Int32 = 5  // nchw == oihw == abcd
     static let forwardTraining: Int32 = 64
     static let convolutionDirect: Int32 = 1, convolutionWinograd: Int32 = 2
+    static let eltwiseLogistic: Int32 = 0xaf
     static let scratchpadUser: Int32 = 1
     static let queryImplInfo: Int32 = 8, querySrc: Int32 = 129, queryDiffSrc: Int32 = 130, queryWeights: Int32 = 131
     static let queryDiffWeights: Int32 = 132, queryDst: Int32 = 133, queryDiffDst: Int32 = 134, queryScratchpad: Int32 = 136
@@ -61,6 +63,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
     let setOutputScales: SetOutputScales
     let createPostOps: CreatePostOps
     let appendSum: AppendSum
+    let appendEltwise: AppendEltwise
     let setPostOps: SetPostOps
     let destroyAttr: HandleCall, destroyPostOps: HandleCall
     let convForwardDesc: ConvForwardDesc
@@ -97,6 +100,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
               let setOutputScales = sym("dnnl_primitive_attr_set_output_scales", SetOutputScales.self),
               let createPostOps = sym("dnnl_post_ops_create", CreatePostOps.self),
               let appendSum = sym("dnnl_post_ops_append_sum", AppendSum.self),
+              let appendEltwise = sym("dnnl_post_ops_append_eltwise", AppendEltwise.self),
               let setPostOps = sym("dnnl_primitive_attr_set_post_ops", SetPostOps.self),
               let destroyAttr = sym("dnnl_primitive_attr_destroy", HandleCall.self),
               let destroyPostOps = sym("dnnl_post_ops_destroy", HandleCall.self),
@@ -132,6 +136,7 @@ final class OneDNNPrimitives: @unchecked Sendable {
         self.setOutputScales = setOutputScales
         self.createPostOps = createPostOps
         self.appendSum = appendSum
+        self.appendEltwise = appendEltwise
         self.setPostOps = setPostOps
         (self.destroyAttr, self.destroyPostOps) = (destroyAttr, destroyPostOps)
         self.convForwardDesc = convForwardDesc
