@@ -5,7 +5,7 @@ public enum Precision: String, CaseIterable, Sendable {
     /// float32 inputs, float32 accumulation.
     case fp32
     /// Mixed precision: A and B rounded to bf16, products accumulated in float32 (oneDNN's
-    /// dnnl_gemm_bf16bf16f32, as PyTorch's CPU autocast). Everything else (weights, BN
+    /// matmul primitive, one plan per product shape: `OneDNNMatMul`; as PyTorch's CPU autocast). Everything else (weights, BN
     /// statistics, loss, optimizer state) stays float32. Products smaller than
     /// `MatMul.oneDNNThreshold` multiply-adds stay float32: there, converting the inputs
     /// costs more than bf16 saves (lenet-bn's per-example convolutions ran at 20-70 GFLOP/s in
@@ -47,8 +47,9 @@ public enum ConvolutionKernels: String, CaseIterable, Sendable {
 }
 
 /// Process-wide choice of kernels for `Float.gemm`. OpenBLAS runs without allocating; oneDNN
-/// 2.6's gemm functions (float32 and bf16) allocate and free a packing buffer on every call,
-/// so a step through oneDNN makes one heap allocation per oneDNN product. Set once, before training, by the
+/// 2.6's float32 gemm function allocates and frees a packing buffer on every call, so a step
+/// through it makes one heap allocation per oneDNN product; bf16 products run matmul plans
+/// that allocate only the library's small argument maps. Set once, before training, by the
 /// executable (`--precision`, `--gemm`); the layers never see it. Double (the checks) always
 /// runs OpenBLAS's dgemm.
 public enum MatMul {

@@ -10,11 +10,11 @@
 /// product rounds alpha B to bf16 instead of B, one rounding either way.
 ///
 /// Against `dnnl_gemm_bf16bf16f32` on float32 inputs converted by `BFloat16.convert` (the
-/// previous path), at dfn2's first layer (64x784 by 784x200) this ran the product in 0.053 ms
-/// against 0.13 (`Scripts/bench`-free measurement in the README): the library's reorders use
-/// the CPU's bf16 conversion instructions, the matmul (`brg:avx512_core_bf16`, or AMX's
-/// kernel) packs nothing per call, and its workspace is the plan's scratchpad, so a run
-/// allocates only the library's small argument map.
+/// previous path, still the fallback), dfn2's first layer took 0.071 ms forward instead of
+/// 0.128 (`bnbench --model dfn2 --breakdown 1 --precision bf16`, Zen 5): the library's
+/// reorders use the CPU's bf16 conversion instructions (W, 784x200: 8 us), the matmul
+/// (`brg:avx512_core_bf16`, or AMX's kernel) packs nothing per call, and its workspace is the
+/// plan's scratchpad, so a run allocates only the library's small argument map.
 final class OneDNNMatMul {
     /// A product's shape; one plan each.
     struct Key: Hashable {
