@@ -60,10 +60,9 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         let transposedWeight = weightLayout == .outIn
         let ldb = transposedWeight ? inFeatures : d
         // bf16: the bias and sigmoid ride in the matmul's epilogue (one pass over y).
-        if T.self == Float.self, MatMul.biasProduct(
-            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures, a: Self.float(x.data), lda: inFeatures,
-            b: Self.float(weight.value.data), ldb: ldb, bias: Self.float(bias.value.data), sigmoid: activation == .sigmoid,
-            c: UnsafeMutableRawPointer(output.data).assumingMemoryBound(to: Float.self), ldc: d)
+        if T.gemmBias(
+            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures, a: x.data, lda: inFeatures,
+            b: weight.value.data, ldb: ldb, bias: bias.value.data, sigmoid: activation == .sigmoid, c: output.data, ldc: d)
         {
             return output
         }
@@ -77,9 +76,6 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         }
         return output
     }
-
-    @inlinable
-    static func float(_ p: UnsafeMutablePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
 
     /// Writes dL/dW and dL/db; returns dL/dx.
     @_specialize(where T == Float)

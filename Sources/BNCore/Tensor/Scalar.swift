@@ -15,6 +15,22 @@ public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
 
     /// `y += alpha * x` over `n` contiguous elements.
     static func axpy(n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>)
+
+    /// `C = op(A) op(B) + bias` (bias (1, n) broadcast over rows), through the logistic sigmoid
+    /// when asked, as one product with the bias and sigmoid in its epilogue; false when the
+    /// configured kernels have no such product (float32 and Double: always), and the caller
+    /// runs `gemm` and its own bias pass.
+    static func gemmBias(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+        b: UnsafePointer<Self>, ldb: Int, bias: UnsafePointer<Self>, sigmoid: Bool, c: UnsafeMutablePointer<Self>, ldc: Int) -> Bool
+}
+
+extension BLASScalar {
+    @inlinable
+    public static func gemmBias(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+        b: UnsafePointer<Self>, ldb: Int, bias: UnsafePointer<Self>, sigmoid: Bool, c: UnsafeMutablePointer<Self>, ldc: Int
+    ) -> Bool { false }
 }
 
 @inlinable
@@ -35,6 +51,15 @@ extension Float: BLASScalar {
     @inlinable
     public static func axpy(n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
+    }
+
+    /// Under bf16, a oneDNN matmul with the bias and sigmoid as post-ops (`MatMul.biasProduct`).
+    @inlinable
+    public static func gemmBias(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>, sigmoid: Bool, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) -> Bool {
+        MatMul.biasProduct(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, sigmoid: sigmoid, c: c, ldc: ldc)
     }
 }
 
