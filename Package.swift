@@ -17,10 +17,13 @@ let package = Package(
         // C shims over system libraries (Debian: zlib1g-dev, libopenblas-dev).
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // Element-wise float32 kernels in C (vectorized by clang, AVX-512 clones chosen at load).
+        // -fno-math-errno: sqrtf sets no errno, so its loops vectorize (sqrtps).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-fno-math-errno"])]),
         // Layers, loss, optimizer, network, RNG, gradient checker. No file or network I/O.
         .target(
             name: "BNCore",
-            dependencies: ["COpenBLAS", .product(name: "RealModule", package: "swift-numerics")]
+            dependencies: ["COpenBLAS", "CKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
         // IDX files (raw or gzipped) -> Float datasets; minibatches.
         .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),

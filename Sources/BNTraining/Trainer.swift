@@ -220,7 +220,7 @@ public final class Trainer {
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
             ("kernels", .string(MatMul.kernels)), ("conv_kernels", .string(MatMul.convolution.rawValue)), ("blas_core", .string(BLAS.coreName)),
-            ("onednn", .string(OneDNN.summary)), ("load_seconds", .number(loadSeconds, digits: 3)),
+            ("onednn", .string(OneDNN.summary)), ("elementwise", .string(ElementwiseKernels.isa)), ("load_seconds", .number(loadSeconds, digits: 3)),
         ]
         return Record("config", fields)
     }

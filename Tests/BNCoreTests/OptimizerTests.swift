@@ -28,6 +28,14 @@ final class OptimizerTests: XCTestCase {
         for (x, y) in zip(a, b) { for (u, v) in zip(x, y) { XCTAssertEqual(u, v, accuracy: tol, file: file, line: line) } }
     }
 
+    /// Equal bit for bit; a failure names the first differing element (not two long arrays).
+    func assertSameBits(_ a: [Float], _ b: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
+        if let j = a.indices.first(where: { j in j < b.count && a[j].bitPattern != b[j].bitPattern }) {
+            XCTFail("\(what): element \(j) is \(a[j]), expected \(b[j])", file: file, line: line)
+        }
+    }
+
     func testPlainSGD() {
         assertClose(twoSteps(settings(.sgd, lr: 0.1)), [[0.95, -2.025], [0.9, -2.05]])
     }
@@ -50,12 +58,13 @@ final class OptimizerTests: XCTestCase {
         assertClose(twoSteps(settings(.adam, lr: 0.1)), [[0.9, -2.1], [0.8, -2.2]], 1e-7)
     }
 
-    /// Float Adam/AdamW run 16 lanes at a time: the same bits as the scalar rule written out
-    /// here, on 37 values (two SIMD blocks and a tail), over three steps with weight decay.
+    /// Float Adam/AdamW run vectorized C (CKernels, AVX-512 where the CPU has it): the same
+    /// bits as the scalar rule written out here, on 37 and 1037 values (full vectors and a
+    /// tail), over three steps with weight decay.
     func testFloatAdamMatchesTheScalarRule() {
         for kind in [OptimizerSettings.Kind.adam, .adamw] {
+          for n in [37, 1037] {
             var r = TestRandom(40)
-            let n = 37
             let p = Parameter<Float>(name: "w", value: r.matrix(1, n))
             var w = p.value.toArray(), m = [Float](repeating: 0, count: n), v = m
             let s = settings(kind, lr: 0.01) { $0.weightDecay = 0.05 }
@@ -73,7 +82,47 @@ final class OptimizerTests: XCTestCase {
                     v[j] = b2 * v[j] + (1 - b2) * d * d
                     w[j] = w[j] * shrink - lr / bc1 * m[j] / (v[j].squareRoot() / bc2.squareRoot() + e)
                 }
-                XCTAssertEqual(p.value.toArray(), w, "\(kind) step \(t)")
+                assertSameBits(p.value.toArray(), w, "\(kind) n \(n) step \(t)")
+            }
+          }
+        }
+    }
+
+    /// Float RMSprop (with and without momentum) and SGD with momentum, Nesterov and weight
+    /// decay run vectorized C too: the same bits as the scalar rules written out here.
+    func testFloatRMSpropAndMomentumSGDMatchTheScalarRules() {
+        let cases: [(OptimizerSettings.Kind, Double, Bool)] = [(.rmsprop, 0, false), (.rmsprop, 0.9, false), (.sgd, 0.9, false), (.sgd, 0.9, true), (.sgd, 0, false)]
+        for (kind, momentum, nesterov) in cases {
+            let n = 1037
+            var r = TestRandom(41)
+            let p = Parameter<Float>(name: "w", value: r.matrix(1, n))
+            var w = p.value.toArray(), v = [Float](repeating: 0, count: n), b = v
+            let s = settings(kind, lr: 0.01) { $0.weightDecay = 0.05; $0.momentum = momentum; $0.nesterov = nesterov }
+            let opt = s.make(Float.self)
+            let (a, lr, wd, e, mu) = (Float(s.alpha), Float(0.01), Float(0.05), Float(s.eps), Float(momentum))
+            for t in 1...3 {
+                let g: Matrix<Float> = r.matrix(1, n)
+                p.grad.copy(from: g)
+                opt.step([p])
+                for j in 0..<n {
+                    var d = g.data[j] + wd * w[j]
+                    if kind == .rmsprop {
+                        v[j] = a * v[j] + (1 - a) * d * d
+                        if mu != 0 {
+                            b[j] = mu * b[j] + d / (v[j].squareRoot() + e)
+                            w[j] -= lr * b[j]
+                        } else {
+                            w[j] -= lr * d / (v[j].squareRoot() + e)
+                        }
+                    } else {
+                        if mu != 0 {
+                            b[j] = t == 1 ? d : mu * b[j] + d
+                            d = nesterov ? d + mu * b[j] : b[j]
+                        }
+                        w[j] -= lr * d
+                    }
+                }
+                assertSameBits(p.value.toArray(), w, "\(kind) momentum \(momentum) nesterov \(nesterov) step \(t)")
             }
         }
     }

@@ -1,3 +1,4 @@
+import CKernels
 import RealModule
 
 /// Updates parameters from the gradients the layers wrote. Layers know nothing of it.
@@ -168,6 +169,11 @@ public final class MomentumSGD<T: BLASScalar>: Optimizer {
             let w = p.value.data, g = p.grad.data, b = slots.buffers[i][0], n = p.value.count
             let wd = decays(p, scope) ? weightDecay : 0
             let mu = momentum, lr = learningRate
+            if T.self == Float.self {
+                // C, vectorized; the loop below, rounded alike.
+                bn_momentum_sgd_f32(float32Buffer(w), float32Buffer(g), mu != 0 ? float32Buffer(b) : nil, n, float32(wd), float32(mu), float32(lr), first ? 1 : 0, nesterov ? 1 : 0)
+                continue
+            }
             for j in 0..<n {
                 var d = g[j] + wd * w[j]
                 if mu != 0 {
@@ -223,32 +229,19 @@ public final class Adam<T: BLASScalar>: Optimizer {
             let w = p.value.data, g = p.grad.data, m = slots.buffers[i][0], v = slots.buffers[i][1], n = p.value.count
             let wd = decays(p, scope) ? weightDecay : 0
             let coupled = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1
-            var j = 0
             if T.self == Float.self {
-                // 16 lanes at a time, each lane the scalar expression below (IEEE sqrt and
-                // division round the same in SIMD), so the result is the scalar loop's.
-                typealias V = SIMD16<Float>
-                let (pw, pg, pm, pv) = (UnsafeMutableRawPointer(w), UnsafeRawPointer(g), UnsafeMutableRawPointer(m), UnsafeMutableRawPointer(v))
-                let (vc, vb1, vb1c, vb2, vb2c) = (V(repeating: Float(coupled)), V(repeating: Float(b1)), V(repeating: Float(1 - b1)), V(repeating: Float(b2)), V(repeating: Float(1 - b2)))
-                let (vs, vst, vbc, ve) = (V(repeating: Float(shrink)), V(repeating: Float(stepSize)), V(repeating: Float(bc2Sqrt)), V(repeating: Float(e)))
-                while j + 16 <= n {
-                    let o = 4 * j
-                    let wj = pw.loadUnaligned(fromByteOffset: o, as: V.self)
-                    let d = pg.loadUnaligned(fromByteOffset: o, as: V.self) + vc * wj
-                    let mj = vb1 * pm.loadUnaligned(fromByteOffset: o, as: V.self) + vb1c * d
-                    let vj = vb2 * pv.loadUnaligned(fromByteOffset: o, as: V.self) + vb2c * d * d
-                    pm.storeBytes(of: mj, toByteOffset: o, as: V.self)
-                    pv.storeBytes(of: vj, toByteOffset: o, as: V.self)
-                    pw.storeBytes(of: wj * vs - vst * mj / (vj.squareRoot() / vbc + ve), toByteOffset: o, as: V.self)
-                    j += 16
-                }
+                // C, vectorized (Swift's SIMD16 squareRoot() ran 16 scalar sqrtss: 1.7 ns per
+                // parameter); the same expression, rounded alike (no contraction).
+                bn_adam_f32(float32Buffer(w), float32Buffer(g), float32Buffer(m), float32Buffer(v), n, float32(coupled), float32(b1), float32(1 - b1), float32(b2), float32(1 - b2), float32(shrink), float32(stepSize), float32(bc2Sqrt), float32(e))
+                continue
             }
-            while j < n {
+            for j in 0..<n {
                 let d = g[j] + coupled * w[j]
-                m[j] = b1 * m[j] + (1 - b1) * d
-                v[j] = b2 * v[j] + (1 - b2) * d * d
-                w[j] = w[j] * shrink - stepSize * m[j] / (v[j].squareRoot() / bc2Sqrt + e)
-                j += 1
+                let mj = b1 * m[j] + (1 - b1) * d
+                let vj = b2 * v[j] + (1 - b2) * d * d
+                m[j] = mj
+                v[j] = vj
+                w[j] = w[j] * shrink - stepSize * mj / (vj.squareRoot() / bc2Sqrt + e)
             }
         }
     }
@@ -289,6 +282,11 @@ public final class RMSprop<T: BLASScalar>: Optimizer {
         for (i, p) in parameters.enumerated() {
             let w = p.value.data, g = p.grad.data, v = slots.buffers[i][0], n = p.value.count
             let wd = decays(p, scope) ? weightDecay : 0
+            if T.self == Float.self {
+                // C, vectorized (square roots); the loops below, rounded alike.
+                bn_rmsprop_f32(float32Buffer(w), float32Buffer(g), float32Buffer(v), mu != 0 ? float32Buffer(slots.buffers[i][1]) : nil, n, float32(wd), float32(a), float32(1 - a), float32(mu), float32(lr), float32(e))
+                continue
+            }
             if mu != 0 {
                 let b = slots.buffers[i][1]
                 for j in 0..<n {
@@ -314,6 +312,13 @@ public final class RMSprop<T: BLASScalar>: Optimizer {
         steps = try loadSteps(state)
         try slots.load(state, parameters)
     }
+}
+
+/// A Float-specialised optimizer's scalar and buffers as the C kernels take them (callers
+/// check T == Float first).
+@inline(__always) func float32<T: BLASScalar>(_ x: T) -> Float { unsafeBitCast(x, to: Float.self) }
+@inline(__always) func float32Buffer<T: BLASScalar>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
 }
 
 /// The step count from a state dictionary: one non-negative integer.

@@ -1,0 +1,37 @@
+// Element-wise float32 kernels that Swift does not vectorize well (its SIMD types compile
+// square roots lane by lane). Each is a plain C loop that clang vectorizes, built for AVX-512
+// and for baseline x86-64 and chosen at load time (target_clones). Floating-point contraction
+// is off, so every lane rounds exactly as the scalar expression written here and as the Swift
+// reference loops: results do not depend on the vector width or the CPU.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+
+/// One Adam/AdamW step over n parameters (torch.optim.Adam, single tensor, no amsgrad):
+///     d = g + coupled w
+///     m = b1 m + omb1 d,   v = b2 v + omb2 d d
+///     w = w shrink - step m / (sqrt(v) / bc2sqrt + eps)
+/// with omb1 = 1 - b1, omb2 = 1 - b2 rounded to float by the caller, as the Swift loop does.
+void bn_adam_f32(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                 float coupled, float b1, float omb1, float b2, float omb2,
+                 float shrink, float step, float bc2sqrt, float eps);
+
+/// One RMSprop step (torch.optim.RMSprop, not centred), oma = 1 - alpha:
+///     d = g + wd w,   v = alpha v + oma d d
+///     b = mu b + d / (sqrt(v) + eps),  w = w - lr b            (b non-null: momentum)
+///     w = w - lr d / (sqrt(v) + eps)                          (b null)
+void bn_rmsprop_f32(float *restrict w, const float *restrict g, float *restrict v, float *restrict b, size_t n,
+                    float wd, float alpha, float oma, float mu, float lr, float eps);
+
+/// One SGD step with momentum mu (b non-null) and coupled weight decay wd (torch.optim.SGD,
+/// dampening 0):
+///     d = g + wd w;  b = d (first step) or mu b + d;  d = d + mu b (nesterov) or b;  w = w - lr d
+/// With b null: w = w - lr (g + wd w).
+void bn_momentum_sgd_f32(float *restrict w, const float *restrict g, float *restrict b, size_t n,
+                         float wd, float mu, float lr, int first, int nesterov);
+
+/// 1 if this process runs the AVX-512 clones (for the run's config record).
+int bn_kernels_avx512(void);
+
+#endif
