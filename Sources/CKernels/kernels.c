@@ -72,6 +72,122 @@ void bn_momentum_sgd_f32(float *restrict w, const float *restrict g, float *rest
     }
 }
 
+// ---- BatchNorm2D planes (see the header for the summation order) ----
+
+#define LANES 16
+
+static inline float lane_total(const float *acc) {
+    float s = 0;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+BN_CLONES
+float bn_planes_sum_f32(const float *x, size_t planes, size_t stride, size_t hw) {
+    float total = 0;
+    for (size_t e = 0; e < planes; e++) {
+        const float *p = x + e * stride;
+        float acc[LANES] = {0};
+        size_t i = 0;
+        for (; i + LANES <= hw; i += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += p[i + l];
+        float s = lane_total(acc);
+        for (; i < hw; i++) s += p[i];
+        total += s;
+    }
+    return total;
+}
+
+BN_CLONES
+float bn_planes_squared_deviation_f32(const float *x, size_t planes, size_t stride, size_t hw, float mu) {
+    float total = 0;
+    for (size_t e = 0; e < planes; e++) {
+        const float *p = x + e * stride;
+        float acc[LANES] = {0};
+        size_t i = 0;
+        for (; i + LANES <= hw; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                float d = p[i + l] - mu;
+                acc[l] += d * d;
+            }
+        float s = lane_total(acc);
+        for (; i < hw; i++) s += (p[i] - mu) * (p[i] - mu);
+        total += s;
+    }
+    return total;
+}
+
+BN_CLONES
+void bn_planes_normalize_f32(const float *x, float *y, size_t planes, size_t stride, size_t hw,
+                             float mu, float istd, float gamma, float beta, int relu) {
+    for (size_t e = 0; e < planes; e++) {
+        const float *p = x + e * stride;
+        float *q = y + e * stride;
+        if (relu) {
+            for (size_t i = 0; i < hw; i++) {
+                float v = gamma * ((p[i] - mu) * istd) + beta;
+                q[i] = v > 0 ? v : 0;
+            }
+        } else {
+            for (size_t i = 0; i < hw; i++) q[i] = gamma * ((p[i] - mu) * istd) + beta;
+        }
+    }
+}
+
+BN_CLONES
+void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y, size_t planes, size_t stride,
+                                 size_t hw, float mu, float istd, float *sum_g, float *sum_gxhat) {
+    float t1 = 0, t2 = 0;
+    for (size_t e = 0; e < planes; e++) {
+        const float *d = dy + e * stride, *p = x + e * stride, *r = y ? y + e * stride : 0;
+        float a1[LANES] = {0}, a2[LANES] = {0};
+        size_t i = 0;
+        if (r) {
+            for (; i + LANES <= hw; i += LANES)
+                for (int l = 0; l < LANES; l++) {
+                    float g = r[i + l] > 0 ? d[i + l] : 0;
+                    a1[l] += g;
+                    a2[l] += g * ((p[i + l] - mu) * istd);
+                }
+        } else {
+            for (; i + LANES <= hw; i += LANES)
+                for (int l = 0; l < LANES; l++) {
+                    float g = d[i + l];
+                    a1[l] += g;
+                    a2[l] += g * ((p[i + l] - mu) * istd);
+                }
+        }
+        float s1 = lane_total(a1), s2 = lane_total(a2);
+        for (; i < hw; i++) {
+            float g = (!r || r[i] > 0) ? d[i] : 0;
+            s1 += g;
+            s2 += g * ((p[i] - mu) * istd);
+        }
+        t1 += s1;
+        t2 += s2;
+    }
+    *sum_g = t1;
+    *sum_gxhat = t2;
+}
+
+BN_CLONES
+void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *y, float *dx, size_t planes,
+                                  size_t stride, size_t hw, float mu, float istd, float k, float a, float bq) {
+    for (size_t e = 0; e < planes; e++) {
+        const float *d = dy + e * stride, *p = x + e * stride;
+        float *o = dx + e * stride;
+        if (y) {
+            const float *r = y + e * stride;
+            for (size_t i = 0; i < hw; i++) {
+                float g = r[i] > 0 ? d[i] : 0;
+                o[i] = k * (g - a - ((p[i] - mu) * istd) * bq);
+            }
+        } else {
+            for (size_t i = 0; i < hw; i++) o[i] = k * (d[i] - a - ((p[i] - mu) * istd) * bq);
+        }
+    }
+}
+
 int bn_kernels_avx512(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();

@@ -84,6 +84,45 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// Float BatchNorm2D runs C kernels (CKernels' bn_planes_*): its batch statistics and
+    /// output are the bits of the Swift reference written here (per-plane Elementwise.sum and
+    /// squaredDeviation, added in example order), and its gradients agree with Double's, on
+    /// planes of 25, 36 and 100 values (a tail only, whole 16-lane blocks and a tail, several).
+    func testFloatBatchNorm2DMatchesTheReference() {
+        var r = TestRandom(24)
+        for plane in [(5, 5), (6, 6), (10, 10)] {
+            let s = ImageShape(3, plane.0, plane.1), n = 5, hw = s.h * s.w
+            let f = BatchNorm2D<Float>(shape: s, name: "f"), d = BatchNorm2D<Double>(shape: s, name: "d")
+            let g: Matrix<Float> = r.matrix(1, 3, scale: 0.5, offset: 1), b: Matrix<Float> = r.matrix(1, 3, scale: 0.5)
+            f.gamma.value.copy(from: g)
+            f.beta.value.copy(from: b)
+            for j in 0..<3 { d.gamma.value.data[j] = Double(g.data[j]); d.beta.value.data[j] = Double(b.data[j]) }
+            let x: Matrix<Float> = r.matrix(n, s.count, scale: 2, offset: 0.3), dy: Matrix<Float> = r.matrix(n, s.count)
+            let y = f.forward(x, training: true)
+            for c in 0..<3 {
+                var sum: Float = 0, dev: Float = 0
+                for e in 0..<n { sum += Elementwise.sum(x.data + (e * 3 + c) * hw, hw) }
+                let mu = sum / Float(n * hw)
+                for e in 0..<n { dev += Elementwise.squaredDeviation(x.data + (e * 3 + c) * hw, hw, from: mu) }
+                let inv = 1 / (dev / Float(n * hw) + f.eps).squareRoot()
+                for e in 0..<n {
+                    for i in 0..<hw {
+                        let o = (e * 3 + c) * hw + i
+                        XCTAssertEqual(y.data[o].bitPattern, (g.data[c] * ((x.data[o] - mu) * inv) + b.data[c]).bitPattern, "y \(s) c\(c) e\(e) i\(i)")
+                    }
+                }
+            }
+            let xd = Matrix<Double>(rows: n, cols: s.count), dyd = Matrix<Double>(rows: n, cols: s.count)
+            for i in 0..<x.count { xd.data[i] = Double(x.data[i]); dyd.data[i] = Double(dy.data[i]) }
+            _ = d.forward(xd, training: true)
+            let dx = f.backward(dy).toArray(), dxd = d.backward(dyd).toArray()
+            XCTAssertLessThan(zip(dx, dxd).map { abs(Double($0) - $1) }.max()!, 1e-5, "dx \(s)")
+            for (a, e) in [(f.gamma.grad, d.gamma.grad), (f.beta.grad, d.beta.grad)] {
+                for j in 0..<3 { XCTAssertEqual(Double(a.data[j]), e.data[j], accuracy: 1e-4 * max(1, abs(e.data[j])), "parameter gradient \(s)") }
+            }
+        }
+    }
+
     /// The builder fuses a 2-D bn with its relu (and an fc with its sigmoid); training the fused
     /// network gives the unfused one's parameters bit for bit.
     func testFusedNetworkTrainsAsTheUnfusedOne() {

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Batch normalization over the channels of image batches (PyTorch's `nn.BatchNorm2d`): the
 /// statistics of channel c are taken over N, H and W (M = N H W values); otherwise exactly
 /// BatchNorm1D's math and conventions (biased variance to normalise, running averages with
@@ -81,20 +83,32 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         input = x
         let m = T(n * hw)
         let bessel: T = (runningVariance == .unbiased && n * hw > 1) ? m / (m - 1) : 1
+        let float = T.self == Float.self
         for c in 0..<C {
-            // Two passes (mean, then centred squares) for accuracy, each a SIMD reduction per row.
+            // Two passes (mean, then centred squares) for accuracy, each a 16-lane reduction
+            // per plane; Float runs the C kernels (AVX-512 where there is), the same bits as
+            // Elementwise.sum and squaredDeviation.
+            let xc = x.data + c * hw, yc = out.data + c * hw
             var s: T = 0
-            for e in 0..<n { s += Elementwise.sum(x.data + (e * C + c) * hw, hw) }
+            if float { s = T(Float(bn_planes_sum_f32(float32(xc), n, C * hw, hw))) } else {
+                for e in 0..<n { s += Elementwise.sum(xc + e * C * hw, hw) }
+            }
             let mu = s / m
             var v: T = 0
-            for e in 0..<n { v += Elementwise.squaredDeviation(x.data + (e * C + c) * hw, hw, from: mu) }
+            if float { v = T(Float(bn_planes_squared_deviation_f32(float32(xc), n, C * hw, hw, float32(mu)))) } else {
+                for e in 0..<n { v += Elementwise.squaredDeviation(xc + e * C * hw, hw, from: mu) }
+            }
             v /= m
             let inv = 1 / (v + eps).squareRoot()
             mean.data[c] = mu
             istd.data[c] = inv
-            for e in 0..<n {
-                let o = (e * C + c) * hw
-                Self.normalize(x.data + o, out.data + o, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
+            if float {
+                bn_planes_normalize_f32(float32(xc), float32Buffer(yc), n, C * hw, hw, float32(mu), float32(inv), float32(g[c]), float32(b[c]), fusedReLU ? 1 : 0)
+            } else {
+                for e in 0..<n {
+                    let o = e * C * hw
+                    Self.normalize(xc + o, yc + o, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
+                }
             }
             let rm = runningMean.value.data, rv = runningVar.value.data
             rm[c] = momentum * rm[c] + (1 - momentum) * mu
@@ -115,31 +129,42 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         inputGrad.resize(rows: n)
         let m = T(n * hw)
         let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
+        let float = T.self == Float.self
         for c in 0..<C {
             let mu = mean.data[c], inv = istd.data[c]
+            let o = c * hw, yc = y.map { $0 + o }
             var sdy: T = 0, sdyx: T = 0
-            for e in 0..<n {
-                let o = (e * C + c) * hw
-                let (a, b) = Self.gradientSums(dy.data + o, x.data + o, y.map { $0 + o }, hw, mean: mu, istd: inv)
-                sdy += a
-                sdyx += b
+            if float {
+                var (s1, s2): (Float, Float) = (0, 0)
+                bn_planes_gradient_sums_f32(float32(dy.data + o), float32(x.data + o), yc.map { float32($0) }, n, C * hw, hw, float32(mu), float32(inv), &s1, &s2)
+                (sdy, sdyx) = (T(s1), T(s2))
+            } else {
+                for e in 0..<n {
+                    let (a, b) = Self.gradientSums(dy.data + o + e * C * hw, x.data + o + e * C * hw, yc.map { $0 + e * C * hw }, hw, mean: mu, istd: inv)
+                    sdy += a
+                    sdyx += b
+                }
             }
             beta.grad.data[c] = sdy
             gamma.grad.data[c] = sdyx
             guard computesInputGradient else { continue }
             let k = gamma.value.data[c] * inv, a = sdy / m, bq = sdyx / m
+            if float {
+                bn_planes_input_gradient_f32(float32(dy.data + o), float32(x.data + o), yc.map { float32($0) }, float32Buffer(inputGrad.data + o), n, C * hw, hw,
+                                             float32(mu), float32(inv), float32(k), float32(a), float32(bq))
+                continue
+            }
             for e in 0..<n {
-                let o = (e * C + c) * hw
-                Self.inputGradient(dy.data + o, x.data + o, y.map { $0 + o }, inputGrad.data + o, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
+                let q = o + e * C * hw
+                Self.inputGradient(dy.data + q, x.data + q, yc.map { $0 + e * C * hw }, inputGrad.data + q, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
             }
         }
         return inputGrad
     }
 
-    // Row kernels over one (example, channel) plane of n = H W values. Float runs in 16 SIMD
-    // lanes with the lane layout of Elementwise.sum/dot (so the sums equal those of the
-    // unfused layers bit for bit); Double, used by the checks, keeps the plain loops.
-    // xhat = (x - mu) istd is computed by the same expression everywhere.
+    // Row kernels over one (example, channel) plane of n = H W values, for Double (the checks):
+    // Float runs the C kernels (CKernels' bn_planes_*), whose 16-lane sums have the lane layout
+    // of Elementwise.sum/dot. xhat = (x - mu) istd is computed by the same expression everywhere.
 
     /// y = gamma xhat + beta, then max(y, 0) if relu (NaN -> 0, as the ReLU layer).
     @inlinable

@@ -314,13 +314,6 @@ public final class RMSprop<T: BLASScalar>: Optimizer {
     }
 }
 
-/// A Float-specialised optimizer's scalar and buffers as the C kernels take them (callers
-/// check T == Float first).
-@inline(__always) func float32<T: BLASScalar>(_ x: T) -> Float { unsafeBitCast(x, to: Float.self) }
-@inline(__always) func float32Buffer<T: BLASScalar>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
-    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
-}
-
 /// The step count from a state dictionary: one non-negative integer.
 func loadSteps<T: BLASScalar>(_ state: [String: [T]]) throws -> Int {
     guard let v = state["step"], v.count == 1, v[0] >= 0, v[0] < 1e15, v[0] == v[0].rounded() else {

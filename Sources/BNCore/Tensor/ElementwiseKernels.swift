@@ -13,3 +13,16 @@ public enum ElementwiseKernels {
         #endif
     }()
 }
+
+// A Float-specialised generic caller's scalars and buffers as the C kernels take them (callers
+// check T == Float first).
+@usableFromInline @inline(__always) func float32<T: BLASScalar>(_ x: T) -> Float { unsafeBitCast(x, to: Float.self) }
+@usableFromInline @inline(__always) func float32<T: BLASScalar>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+}
+@usableFromInline @inline(__always) func float32<T: BLASScalar>(_ p: UnsafeMutablePointer<T>) -> UnsafePointer<Float> {
+    UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+}
+@usableFromInline @inline(__always) func float32Buffer<T: BLASScalar>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+}

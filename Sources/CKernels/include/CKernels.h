@@ -31,6 +31,26 @@ void bn_rmsprop_f32(float *restrict w, const float *restrict g, float *restrict 
 void bn_momentum_sgd_f32(float *restrict w, const float *restrict g, float *restrict b, size_t n,
                          float wd, float mu, float lr, int first, int nesterov);
 
+// BatchNorm2D over one channel: `planes` planes of `hw` values, plane e at x + e * stride
+// (NCHW: stride = C H W). Sums run in 16 lanes (lane l takes the values at i = l mod 16 of
+// each full block of 16), the lanes are then added in order 0..15 and the tail after them, as
+// BNCore's Elementwise.sum/dot do (the same bits as Swift's SIMD16 loops); plane sums are
+// added in plane order.
+
+/// sum over the planes of x.
+float bn_planes_sum_f32(const float *x, size_t planes, size_t stride, size_t hw);
+/// sum over the planes of (x - mu)^2.
+float bn_planes_squared_deviation_f32(const float *x, size_t planes, size_t stride, size_t hw, float mu);
+/// y = gamma ((x - mu) istd) + beta, then max(y, 0) if relu (NaN -> 0).
+void bn_planes_normalize_f32(const float *x, float *y, size_t planes, size_t stride, size_t hw,
+                             float mu, float istd, float gamma, float beta, int relu);
+/// (sum g, sum g xhat), xhat = (x - mu) istd, g = dy, or with y non-null dy where y > 0 else 0.
+void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y, size_t planes, size_t stride,
+                                 size_t hw, float mu, float istd, float *sum_g, float *sum_gxhat);
+/// dx = k (g - a - xhat bq), g and xhat as above.
+void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *y, float *dx, size_t planes,
+                                  size_t stride, size_t hw, float mu, float istd, float k, float a, float bq);
+
 /// 1 if this process runs the AVX-512 clones (for the run's config record).
 int bn_kernels_avx512(void);
 
