@@ -26,7 +26,7 @@ let package = Package(
             dependencies: ["COpenBLAS", "CKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
         // IDX files (raw or gzipped) -> Float datasets; minibatches.
-        .target(name: "BNData", dependencies: ["CZlib", "BNCore"]),
+        .target(name: "BNData", dependencies: ["CZlib", "CKernels", "BNCore"]),
         // Model checkpoints in the safetensors format; atomic file writes.
         .target(name: "BNCheckpoint", dependencies: ["BNCore", "BNData"]),
         // Process-level platform fixes shared by the executables (OpenBLAS kernel selection).

@@ -188,6 +188,12 @@ void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *
     }
 }
 
+void bn_prefetch(const void *p, size_t bytes) {
+    const char *b = (const char *)p;
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 0, 3);
+    if (bytes) __builtin_prefetch(b + bytes - 1, 0, 3);
+}
+
 int bn_kernels_avx512(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();

@@ -51,6 +51,10 @@ void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y
 void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *y, float *dx, size_t planes,
                                   size_t stride, size_t hw, float mu, float istd, float k, float a, float bq);
 
+/// Asks the CPU to bring the `bytes` at p into its caches (one prefetch per 64-byte line),
+/// without waiting: the minibatch sampler's next rows, read while this step computes.
+void bn_prefetch(const void *p, size_t bytes);
+
 /// 1 if this process runs the AVX-512 clones (for the run's config record).
 int bn_kernels_avx512(void);
 
