@@ -4,7 +4,7 @@
 #pragma STDC FP_CONTRACT OFF
 
 #if defined(__x86_64__) && defined(__clang__)
-#define BN_CLONES __attribute__((target_clones("avx512f", "default")))
+#define BN_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
 #else
 #define BN_CLONES
 #endif
@@ -188,6 +188,59 @@ void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *
     }
 }
 
+// ---- Dropout ----
+
+BN_CLONES
+uint64_t bn_dropout_mask_f32(float *restrict mask, size_t n, uint64_t state, uint64_t threshold, float scale) {
+    const uint64_t gamma = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = state + (uint64_t)(i + 1) * gamma;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        mask[i] = z < threshold ? 0.0f : scale;
+    }
+    return state + (uint64_t)n * gamma;
+}
+
+BN_CLONES
+void bn_multiply_f32(const float *restrict a, const float *restrict b, float *restrict out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+// ---- Max pooling ----
+
+BN_CLONES
+void bn_maxpool2x2_f32(const float *restrict x, float *restrict y, int32_t *restrict argmax, size_t count,
+                       size_t channels, size_t H, size_t W, size_t OH, size_t OW) {
+    size_t in = channels * H * W, out = channels * OH * OW;
+    for (size_t e = 0; e < count; e++) {
+        const float *xe = x + e * in;
+        float *ye = y + e * out;
+        int32_t *ae = argmax + e * out;
+        for (size_t c = 0; c < channels; c++) {
+            for (size_t i = 0; i < OH; i++) {
+                size_t r0 = (c * H + 2 * i) * W, r1 = r0 + W;
+                float *yo = ye + (c * OH + i) * OW;
+                int32_t *ao = ae + (c * OH + i) * OW;
+                for (size_t j = 0; j < OW; j++) {
+                    size_t q = 2 * j;
+                    float best = xe[r0 + q];
+                    int32_t at = (int32_t)(r0 + q);
+                    float v = xe[r0 + q + 1];
+                    if (v > best) { best = v; at = (int32_t)(r0 + q + 1); }
+                    v = xe[r1 + q];
+                    if (v > best) { best = v; at = (int32_t)(r1 + q); }
+                    v = xe[r1 + q + 1];
+                    if (v > best) { best = v; at = (int32_t)(r1 + q + 1); }
+                    yo[j] = best;
+                    ao[j] = at;
+                }
+            }
+        }
+    }
+}
+
 void bn_prefetch(const void *p, size_t bytes) {
     const char *b = (const char *)p;
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 0, 3);
@@ -197,7 +250,7 @@ void bn_prefetch(const void *p, size_t bytes) {
 int bn_kernels_avx512(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return __builtin_cpu_supports("x86-64-v4") ? 1 : 0;
 #else
     return 0;
 #endif

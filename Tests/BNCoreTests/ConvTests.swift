@@ -147,6 +147,25 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// Float 2x2/2 max pooling runs in C: outputs and the gradient routing equal Double's on
+    /// values with ties (small integers), NaN and odd sizes (7x9: the last row and column dropped).
+    func testFloatMaxPoolMatchesDouble() {
+        var r = TestRandom(12)
+        for shape in [ImageShape(3, 8, 8), ImageShape(2, 7, 9), ImageShape(4, 26, 26)] {
+            let f = Pool2D<Float>(.max, input: shape, kernel: 2), d = Pool2D<Double>(.max, input: shape, kernel: 2)
+            let x = Matrix<Float>(rows: 3, cols: shape.count), xd = Matrix<Double>(rows: 3, cols: shape.count)
+            for i in 0..<x.count { x.data[i] = Float(Int(r.rng.nextNormal() * 2)) }
+            x.data[5] = .nan
+            x.data[x.count - 7] = .nan
+            for i in 0..<x.count { xd.data[i] = Double(x.data[i]) }
+            let y = f.forward(x, training: true).toArray(), yd = d.forward(xd, training: true).toArray()
+            XCTAssertEqual(y.map { $0.isNaN ? "nan" : "\($0)" }, yd.map { $0.isNaN ? "nan" : "\(Float($0))" }, "forward \(shape)")
+            let g: Matrix<Float> = r.matrix(3, f.output.count), gd = Matrix<Double>(rows: 3, cols: f.output.count)
+            for i in 0..<g.count { gd.data[i] = Double(g.data[i]) }
+            XCTAssertEqual(f.backward(g).toArray().map { Double($0) }, d.backward(gd).toArray(), "routing \(shape)")
+        }
+    }
+
     func testPoolingGradients() {
         // Distinct values (no ties) so the max's derivative is defined.
         var r = TestRandom(8)

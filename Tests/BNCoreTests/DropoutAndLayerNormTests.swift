@@ -49,6 +49,28 @@ final class DropoutTests: XCTestCase {
         let dx = d.backward(g).toArray()
         for i in 0..<60 { XCTAssertEqual(dx[i], y[i] == 0 ? 0 : g.data[i] * 2, accuracy: 1e-12) }
     }
+
+    /// Float dropout draws its mask in C (vectorized SplitMix64): the same mask as the
+    /// generator's next() loop, the stream left where n calls leave it, y = x m and dx = g m.
+    func testFloatMaskIsTheGeneratorsSequence() {
+        var r = TestRandom(3)
+        for p in [0.25, 0.5] {
+            let d = Dropout<Float>(probability: p, features: 1037, stream: RandomStream(SplitMix64(seed: 9)))
+            let x: Matrix<Float> = r.matrix(3, 1037), g: Matrix<Float> = r.matrix(3, 1037)
+            var reference = SplitMix64(seed: 9)
+            let t = UInt64(p * 18_446_744_073_709_551_616.0), s = Float(1 / (1 - p))
+            for step in 0..<2 {
+                let y = d.forward(x, training: true).toArray(), dx = d.backward(g).toArray()
+                for i in 0..<x.count {
+                    let m: Float = reference.next() < t ? 0 : s
+                    if y[i].bitPattern != (x.data[i] * m).bitPattern || dx[i].bitPattern != (g.data[i] * m).bitPattern {
+                        return XCTFail("p \(p) step \(step) element \(i): y \(y[i]) dx \(dx[i]), mask \(m)")
+                    }
+                }
+                XCTAssertEqual(d.stream.generator.state, reference.state, "p \(p) step \(step)")
+            }
+        }
+    }
 }
 
 final class LayerNormTests: XCTestCase {

@@ -1,3 +1,5 @@
+import CKernels
+
 /// A seeded random stream shared by the layers that draw random numbers while training
 /// (Dropout), owned by the network so that a checkpoint can save and restore its state.
 public final class RandomStream {
@@ -57,11 +59,20 @@ public final class Dropout<T: BLASScalar>: Layer {
         if !(freezeMask && mask.rows == x.rows) {
             mask.resize(rows: x.rows)
             let m = mask.data, t = threshold, s = scale
-            var g = stream.generator
-            for i in 0..<n { m[i] = g.next() < t ? 0 : s }
-            stream.generator = g
+            if T.self == Float.self {
+                // C, vectorized: value i takes the generator's (i+1)-th next(), as below.
+                stream.generator.state = bn_dropout_mask_f32(float32Buffer(m), n, stream.generator.state, t, float32(s))
+            } else {
+                var g = stream.generator
+                for i in 0..<n { m[i] = g.next() < t ? 0 : s }
+                stream.generator = g
+            }
         }
         let src = x.data, y = output.data, m = mask.data
+        if T.self == Float.self {
+            bn_multiply_f32(float32(src), float32(m), float32Buffer(y), n)
+            return output
+        }
         for i in 0..<n { y[i] = src[i] * m[i] }
         return output
     }
@@ -74,6 +85,10 @@ public final class Dropout<T: BLASScalar>: Layer {
         precondition(dy.rows == mask.rows && dy.cols == features, "Dropout.backward: shape mismatch")
         inputGrad.resize(rows: dy.rows)
         let g = dy.data, m = mask.data, dx = inputGrad.data
+        if T.self == Float.self {
+            bn_multiply_f32(float32(g), float32(m), float32Buffer(dx), dy.count)
+            return inputGrad
+        }
         for i in 0..<dy.count { dx[i] = g[i] * m[i] }
         return inputGrad
     }

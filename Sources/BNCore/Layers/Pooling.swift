@@ -1,3 +1,5 @@
+import CKernels
+
 /// 2-D pooling over k x k windows with stride s, no padding (PyTorch's `nn.MaxPool2d(k, s)`
 /// and `nn.AvgPool2d(k, s)`; global average pooling is the average over the whole H x W):
 ///     max: y[n, c, i, j] = max_{u, v < k} x[n, c, s i + u, s j + v]   (dx: dy to the argmax; the
@@ -52,7 +54,12 @@ public final class Pool2D<T: BLASScalar>: Layer {
         let inv = 1 / T(kh * kw)
         if kind == .max && kh == 2 && kw == 2 && s == 2 {
             // The common 2x2/2 max pool: two input rows per output row, no inner window loops.
-            // Ties go to the first in row-major order, as below.
+            // Ties go to the first in row-major order, as below. Float runs the same loop in C
+            // (vectorized, AVX-512 where there is).
+            if T.self == Float.self {
+                bn_maxpool2x2_f32(float32(x.data), float32Buffer(out.data), argmax, n, input.c, H, W, OH, OW)
+                return out
+            }
             for e in 0..<n {
                 let xe = x.data + e * input.count, ye = out.data + e * output.count, ae = argmax + e * output.count
                 for c in 0..<input.c {

@@ -1,12 +1,13 @@
 // Element-wise float32 kernels that Swift does not vectorize well (its SIMD types compile
-// square roots lane by lane). Each is a plain C loop that clang vectorizes, built for AVX-512
-// and for baseline x86-64 and chosen at load time (target_clones). Floating-point contraction
+// square roots lane by lane). Each is a plain C loop that clang vectorizes, built for x86-64-v4
+// (AVX-512) and for baseline x86-64 and chosen at load time (target_clones). Floating-point contraction
 // is off, so every lane rounds exactly as the scalar expression written here and as the Swift
 // reference loops: results do not depend on the vector width or the CPU.
 #ifndef CKERNELS_H
 #define CKERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /// One Adam/AdamW step over n parameters (torch.optim.Adam, single tensor, no amsgrad):
 ///     d = g + coupled w
@@ -51,11 +52,27 @@ void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y
 void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *y, float *dx, size_t planes,
                                   size_t stride, size_t hw, float mu, float istd, float k, float a, float bq);
 
+/// Dropout's mask from SplitMix64 (BNCore's generator): value i takes the generator's
+/// (i+1)-th output after `state`, z, and is 0 where z < threshold, else scale. Returns the
+/// state after n outputs (state + n * golden gamma), as n calls of SplitMix64.next() leave it.
+uint64_t bn_dropout_mask_f32(float *restrict mask, size_t n, uint64_t state, uint64_t threshold, float scale);
+
+/// out = a * b, element-wise.
+void bn_multiply_f32(const float *restrict a, const float *restrict b, float *restrict out, size_t n);
+
+/// 2x2 stride-2 max pooling of `count` examples of `channels` planes H x W into OH x OW
+/// (OH = H / 2, OW = W / 2): the largest of each window, ties to the first in row-major order
+/// (a NaN never replaces the current best); argmax holds its index within the example
+/// (c H W + row W + col), for the backward pass.
+void bn_maxpool2x2_f32(const float *restrict x, float *restrict y, int32_t *restrict argmax, size_t count,
+                       size_t channels, size_t H, size_t W, size_t OH, size_t OW);
+
 /// Asks the CPU to bring the `bytes` at p into its caches (one prefetch per 64-byte line),
 /// without waiting: the minibatch sampler's next rows, read while this step computes.
 void bn_prefetch(const void *p, size_t bytes);
 
-/// 1 if this process runs the AVX-512 clones (for the run's config record).
+/// 1 if this process runs the AVX-512 clones, x86-64-v4: AVX-512 F, BW, CD, DQ and VL (for the
+/// run's config record).
 int bn_kernels_avx512(void);
 
 #endif
