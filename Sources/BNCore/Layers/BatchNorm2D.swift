@@ -83,33 +83,17 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         input = x
         let m = T(n * hw)
         let bessel: T = (runningVariance == .unbiased && n * hw > 1) ? m / (m - 1) : 1
-        let float = T.self == Float.self
+        let stride = C * hw
         for c in 0..<C {
             // Two passes (mean, then centred squares) for accuracy, each a 16-lane reduction
-            // per plane; Float runs the C kernels (AVX-512 where there is), the same bits as
-            // Elementwise.sum and squaredDeviation.
-            let xc = x.data + c * hw, yc = out.data + c * hw
-            var s: T = 0
-            if float { s = T(Float(bn_planes_sum_f32(float32(xc), n, C * hw, hw))) } else {
-                for e in 0..<n { s += Elementwise.sum(xc + e * C * hw, hw) }
-            }
-            let mu = s / m
-            var v: T = 0
-            if float { v = T(Float(bn_planes_squared_deviation_f32(float32(xc), n, C * hw, hw, float32(mu)))) } else {
-                for e in 0..<n { v += Elementwise.squaredDeviation(xc + e * C * hw, hw, from: mu) }
-            }
-            v /= m
+            // per plane (see the plane kernels below).
+            let xc = x.data + c * hw
+            let mu = Self.planesSum(xc, n, stride, hw) / m
+            let v = Self.planesSquaredDeviation(xc, n, stride, hw, mean: mu) / m
             let inv = 1 / (v + eps).squareRoot()
             mean.data[c] = mu
             istd.data[c] = inv
-            if float {
-                bn_planes_normalize_f32(float32(xc), float32Buffer(yc), n, C * hw, hw, float32(mu), float32(inv), float32(g[c]), float32(b[c]), fusedReLU ? 1 : 0)
-            } else {
-                for e in 0..<n {
-                    let o = e * C * hw
-                    Self.normalize(xc + o, yc + o, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
-                }
-            }
+            Self.planesNormalize(xc, out.data + c * hw, n, stride, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
             let rm = runningMean.value.data, rv = runningVar.value.data
             rm[c] = momentum * rm[c] + (1 - momentum) * mu
             rv[c] = momentum * rv[c] + (1 - momentum) * v * bessel
@@ -129,62 +113,55 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         inputGrad.resize(rows: n)
         let m = T(n * hw)
         let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
-        let float = T.self == Float.self
+        let stride = C * hw
         for c in 0..<C {
             let mu = mean.data[c], inv = istd.data[c]
             let o = c * hw, yc = y.map { $0 + o }
-            var sdy: T = 0, sdyx: T = 0
-            if float {
-                var (s1, s2): (Float, Float) = (0, 0)
-                bn_planes_gradient_sums_f32(float32(dy.data + o), float32(x.data + o), yc.map { float32($0) }, n, C * hw, hw, float32(mu), float32(inv), &s1, &s2)
-                (sdy, sdyx) = (T(s1), T(s2))
-            } else {
-                for e in 0..<n {
-                    let (a, b) = Self.gradientSums(dy.data + o + e * C * hw, x.data + o + e * C * hw, yc.map { $0 + e * C * hw }, hw, mean: mu, istd: inv)
-                    sdy += a
-                    sdyx += b
-                }
-            }
+            let (sdy, sdyx) = Self.planesGradientSums(dy.data + o, x.data + o, yc, n, stride, hw, mean: mu, istd: inv)
             beta.grad.data[c] = sdy
             gamma.grad.data[c] = sdyx
             guard computesInputGradient else { continue }
             let k = gamma.value.data[c] * inv, a = sdy / m, bq = sdyx / m
-            if float {
-                bn_planes_input_gradient_f32(float32(dy.data + o), float32(x.data + o), yc.map { float32($0) }, float32Buffer(inputGrad.data + o), n, C * hw, hw,
-                                             float32(mu), float32(inv), float32(k), float32(a), float32(bq))
-                continue
-            }
-            for e in 0..<n {
-                let q = o + e * C * hw
-                Self.inputGradient(dy.data + q, x.data + q, yc.map { $0 + e * C * hw }, inputGrad.data + q, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
-            }
+            Self.planesInputGradient(dy.data + o, x.data + o, yc, inputGrad.data + o, n, stride, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
         }
         return inputGrad
     }
 
-    // Row kernels over one (example, channel) plane of n = H W values, for Double (the checks):
-    // Float runs the C kernels (CKernels' bn_planes_*), whose 16-lane sums have the lane layout
-    // of Elementwise.sum/dot. xhat = (x - mu) istd is computed by the same expression everywhere.
+    // Plane kernels over one channel: `planes` planes of `hw` values, plane e at p + e stride
+    // (NCHW: stride = C H W). Float runs CKernels' bn_planes_* (AVX-512 where there is): sums
+    // in 16 lanes with the lane layout of Elementwise.sum/dot, plane sums added in plane order.
+    // Double, used by the checks, runs the plain loops here. xhat = (x - mu) istd is computed
+    // by the same expression everywhere.
+
+    /// sum over the planes of x.
+    @inlinable
+    static func planesSum(_ x: UnsafePointer<T>, _ planes: Int, _ stride: Int, _ hw: Int) -> T {
+        if T.self == Float.self { return T(Float(bn_planes_sum_f32(float32(x), planes, stride, hw))) }
+        var s: T = 0
+        for e in 0..<planes { s += Elementwise.sum(x + e * stride, hw) }
+        return s
+    }
+
+    /// sum over the planes of (x - mu)^2.
+    @inlinable
+    static func planesSquaredDeviation(_ x: UnsafePointer<T>, _ planes: Int, _ stride: Int, _ hw: Int, mean mu: T) -> T {
+        if T.self == Float.self { return T(Float(bn_planes_squared_deviation_f32(float32(x), planes, stride, hw, float32(mu)))) }
+        var s: T = 0
+        for e in 0..<planes { s += Elementwise.squaredDeviation(x + e * stride, hw, from: mu) }
+        return s
+    }
 
     /// y = gamma xhat + beta, then max(y, 0) if relu (NaN -> 0, as the ReLU layer).
     @inlinable
-    static func normalize(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int, mean mu: T, istd inv: T, gamma g: T, beta b: T, relu: Bool) {
-        var i = 0
+    static func planesNormalize(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ planes: Int, _ stride: Int, _ hw: Int, mean mu: T, istd inv: T, gamma g: T, beta b: T, relu: Bool) {
         if T.self == Float.self {
-            let fx = UnsafeRawPointer(x), fy = UnsafeMutableRawPointer(y)
-            let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
-            let vg = SIMD16<Float>(repeating: Float(g)), vb = SIMD16<Float>(repeating: Float(b))
-            while i + 16 <= n {
-                var v = vg * ((fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi) + vb
-                if relu { v.replace(with: 0, where: .!(v .> 0)) }
-                fy.storeBytes(of: v, toByteOffset: 4 * i, as: SIMD16<Float>.self)
-                i += 16
-            }
+            return bn_planes_normalize_f32(float32(x), float32Buffer(y), planes, stride, hw, float32(mu), float32(inv), float32(g), float32(b), relu ? 1 : 0)
         }
-        while i < n {
-            let v = g * ((x[i] - mu) * inv) + b
-            y[i] = relu ? (v > 0 ? v : 0) : v
-            i += 1
+        for e in 0..<planes {
+            for i in (e * stride)..<(e * stride + hw) {
+                let v = g * ((x[i] - mu) * inv) + b
+                y[i] = relu ? (v > 0 ? v : 0) : v
+            }
         }
     }
 
@@ -197,54 +174,40 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         }
     }
 
-    /// (sum g', sum g' xhat) with g' = dy, or dy where y > 0 and 0 elsewhere when y is given.
+    /// (sum g', sum g' xhat) over the planes, with g' = dy, or dy where y > 0 and 0 elsewhere
+    /// when y is given.
     @inlinable
-    static func gradientSums(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ n: Int, mean mu: T, istd inv: T) -> (T, T) {
-        var s1: T = 0, s2: T = 0
-        var i = 0
+    static func planesGradientSums(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ planes: Int, _ stride: Int, _ hw: Int, mean mu: T, istd inv: T) -> (T, T) {
         if T.self == Float.self {
-            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fyr = y.map { UnsafeRawPointer($0) }
-            let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
-            var a1 = SIMD16<Float>(), a2 = SIMD16<Float>()
-            while i + 16 <= n {
-                var g = fd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-                if let fyr { g.replace(with: 0, where: .!(fyr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) .> 0)) }
-                a1 += g
-                a2 += g * ((fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi)
-                i += 16
-            }
-            (s1, s2) = (T(a1.sum()), T(a2.sum()))
+            var (s1, s2): (Float, Float) = (0, 0)
+            bn_planes_gradient_sums_f32(float32(dy), float32(x), y.map { float32($0) }, planes, stride, hw, float32(mu), float32(inv), &s1, &s2)
+            return (T(s1), T(s2))
         }
-        // The tail (all of it for Double), continuing the lane sums as Elementwise.sum does.
-        while i < n {
-            let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
-            s1 += g
-            s2 += g * ((x[i] - mu) * inv)
-            i += 1
+        var s1: T = 0, s2: T = 0
+        for e in 0..<planes {
+            var p1: T = 0, p2: T = 0
+            for i in (e * stride)..<(e * stride + hw) {
+                let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
+                p1 += g
+                p2 += g * ((x[i] - mu) * inv)
+            }
+            s1 += p1
+            s2 += p2
         }
         return (s1, s2)
     }
 
     /// dx = k (g' - a - xhat bq), k = gamma istd, a = sum g' / M, bq = sum(g' xhat) / M.
     @inlinable
-    static func inputGradient(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ dx: UnsafeMutablePointer<T>, _ n: Int, mean mu: T, istd inv: T, k: T, a: T, bq: T) {
-        var i = 0
+    static func planesInputGradient(_ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>?, _ dx: UnsafeMutablePointer<T>, _ planes: Int, _ stride: Int, _ hw: Int, mean mu: T, istd inv: T, k: T, a: T, bq: T) {
         if T.self == Float.self {
-            let fd = UnsafeRawPointer(dy), fx = UnsafeRawPointer(x), fyr = y.map { UnsafeRawPointer($0) }, fo = UnsafeMutableRawPointer(dx)
-            let vm = SIMD16<Float>(repeating: Float(mu)), vi = SIMD16<Float>(repeating: Float(inv))
-            let vk = SIMD16<Float>(repeating: Float(k)), va = SIMD16<Float>(repeating: Float(a)), vb = SIMD16<Float>(repeating: Float(bq))
-            while i + 16 <= n {
-                var g = fd.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self)
-                if let fyr { g.replace(with: 0, where: .!(fyr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) .> 0)) }
-                let t = (fx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD16<Float>.self) - vm) * vi
-                fo.storeBytes(of: vk * (g - va - t * vb), toByteOffset: 4 * i, as: SIMD16<Float>.self)
-                i += 16
-            }
+            return bn_planes_input_gradient_f32(float32(dy), float32(x), y.map { float32($0) }, float32Buffer(dx), planes, stride, hw, float32(mu), float32(inv), float32(k), float32(a), float32(bq))
         }
-        while i < n {
-            let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
-            dx[i] = k * (g - a - ((x[i] - mu) * inv) * bq)
-            i += 1
+        for e in 0..<planes {
+            for i in (e * stride)..<(e * stride + hw) {
+                let g: T = (y.map { $0[i] > 0 } ?? true) ? dy[i] : 0
+                dx[i] = k * (g - a - ((x[i] - mu) * inv) * bq)
+            }
         }
     }
 }

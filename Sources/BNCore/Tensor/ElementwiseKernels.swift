@@ -1,10 +1,12 @@
 import CKernels
 
-/// The C element-wise kernels (`Sources/CKernels`: the Float optimizer updates): which clone
-/// the loader picked for this CPU. Results are the same bits either way (no contraction, no
-/// reductions); only the speed differs. Reported in the run's config record.
+/// The C element-wise kernels (`Sources/CKernels`: the Float optimizer updates, BatchNorm2D's
+/// planes, dropout, 2x2 max pooling): which clone the loader picked for this CPU. Results are
+/// the same bits either way (no contraction; sums in a fixed 16-lane layout); only the speed
+/// differs. Reported in the run's config record.
 public enum ElementwiseKernels {
-    /// "avx512" where the CPU has AVX-512F, else "x86-64" (SSE2; other architectures: "generic").
+    /// "avx512" where the CPU is x86-64-v4 (AVX-512 F/BW/CD/DQ/VL), else "x86-64" (other
+    /// architectures: "generic").
     public static let isa: String = {
         #if arch(x86_64)
         return bn_kernels_avx512() != 0 ? "avx512" : "x86-64"
