@@ -55,7 +55,7 @@ let package = Package(
             name: "BNCoreTests",
             dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]
         ),
-        .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore"]),
+        .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore", "CKernels"]),
         .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),
         .testTarget(name: "FuzzCorpusTests", dependencies: ["BNFuzzTargets"], exclude: ["Corpus"]),
         .testTarget(name: "BNTrainingTests", dependencies: ["BNTraining", "BNCore", "BNData", "BNCheckpoint"]),

@@ -137,10 +137,10 @@ public struct Dataset {
                 train: files.trainImages, trainShape: (trainImageFile.rows, trainImageFile.cols),
                 test: files.testImages, testShape: (testImageFile.rows, testImageFile.cols))
         }
-        // Decoded as Float: 4 bytes a pixel.
-        let needed = 4 * (trainImageFile.dataBytes + testImageFile.dataBytes)
+        // Kept as read: a byte a pixel, and an Int32 a label.
+        let needed = trainImageFile.dataBytes + testImageFile.dataBytes + 4 * (trainLabelFile.count + testLabelFile.count)
         if needed > memoryLimit {
-            throw DataError.badHeader(path: files.trainImages, reason: "the four headers declare \(trainImageFile.count + testImageFile.count) images, \(Memory.describe(needed)) once decoded, more than this machine's \(Memory.describe(memoryLimit)) of memory")
+            throw DataError.badHeader(path: files.trainImages, reason: "the four headers declare \(trainImageFile.count + testImageFile.count) images, \(Memory.describe(needed)) once read, more than this machine's \(Memory.describe(memoryLimit)) of memory")
         }
         var images: [Result<ImageSet, Error>?] = [nil, nil]
         var labels: [Result<[Int32], Error>?] = [nil, nil]
@@ -178,17 +178,20 @@ public struct Dataset {
     public var identity: String {
         var h: UInt64 = 0x9E37_79B9_7F4A_7C15
         func mix(_ v: UInt64) { h = (h ^ v) &* 0xFF51_AFD7_ED55_8CCD; h ^= h >> 32 }
+        // The digest is over the pixels' Float32 bit patterns (as when images were stored as
+        // floats), so checkpoints made before images were kept as bytes still match.
+        let table = ImageSet.pixelValues.map { UInt64($0.bitPattern) }
         for split in [train, test] {
-            let px = split.images.pixels
+            let px = split.images.bytes.data
             let n = split.count * split.images.featureCount
             // Two Float bit patterns per 64-bit step.
-            UnsafeRawPointer(px.data).withMemoryRebound(to: UInt32.self, capacity: n) { w in
+            table.withUnsafeBufferPointer { bits in
                 var i = 0
                 while i + 1 < n {
-                    mix(UInt64(w[i]) | UInt64(w[i + 1]) << 32)
+                    mix(bits[Int(px[i])] | bits[Int(px[i + 1])] << 32)
                     i += 2
                 }
-                if i < n { mix(UInt64(w[i])) }
+                if i < n { mix(bits[Int(px[i])]) }
             }
             for l in split.labels { mix(UInt64(UInt32(bitPattern: l))) }
         }

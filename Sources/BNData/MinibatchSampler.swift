@@ -13,8 +13,8 @@ public protocol BatchSource: AnyObject {
 
 /// Yields minibatches of (images, labels) from a chosen subset of a split, in a seeded
 /// shuffled order (or in order), the last partial batch included. Owns its batch buffers:
-/// `fill` copies rows into them and allocates nothing. For passes over a whole split in
-/// order (evaluation), `SequentialBatches` views the data without copying.
+/// `fill` converts the chosen images' bytes into them and allocates nothing. For passes over
+/// a whole split in order (evaluation), `SequentialBatches`.
 public final class MinibatchSampler: BatchSource {
     public let split: Split
     /// The examples this sampler draws from (indices into `split`), in their given order.
@@ -63,20 +63,20 @@ public final class MinibatchSampler: BatchSource {
         precondition(n > 0, "batch \(b) is past the end")
         let d = split.images.featureCount
         x.resize(rows: n)
-        let px = split.images.pixels.data
+        let px = split.images.bytes.data
         split.labels.withUnsafeBufferPointer { lab in
             order.withUnsafeBufferPointer { ord in
                 for r in 0..<n {
                     let i = Int(ord[start + r])
-                    (x.data + r * d).update(from: px + i * d, count: d)
+                    bn_pixels_to_f32(px + i * d, x.data + r * d, d)
                     labels[r] = lab[i]
                 }
-                // The next batch's rows, scattered over the whole image matrix (188 MB at 60k,
-                // past the last-level cache): asking for them now lets the memory system fetch
+                // The next batch's images, scattered over all the image bytes (47 MB at 60k,
+                // more than this machine's 32 MB last-level cache): asking for them now lets the memory system fetch
                 // them while this batch trains, instead of the next copy waiting on DRAM.
                 let next = start + n
                 for r in next..<min(next + batchSize, ord.count) {
-                    bn_prefetch(px + Int(ord[r]) * d, d * MemoryLayout<Float>.stride)
+                    bn_prefetch(px + Int(ord[r]) * d, d)
                 }
             }
         }
@@ -103,12 +103,12 @@ public func validationSplit(_ indices: [Int32], fraction: Double, rng: inout Spl
     return (Array(shuffled.dropFirst(k)).sorted(), Array(shuffled.prefix(k)).sorted())
 }
 
-/// Consecutive batches of a whole split in stored order, as views into the split's own
-/// storage: no copy, no allocation per batch. For evaluation passes.
+/// Consecutive batches of a whole split in stored order (evaluation passes): `select`
+/// converts the batch's images into `x`, sized once; no allocation per batch.
 public final class SequentialBatches: BatchSource {
     public let split: Split
     public let batchSize: Int
-    /// The current batch: a view of `batchSize` (or fewer) rows of the split's images.
+    /// The current batch: (n, features), n = `batchSize` or fewer for the last one.
     public let x: Matrix<Float>
     /// The current batch's labels.
     public private(set) var labels: UnsafePointer<Int32>
@@ -119,7 +119,7 @@ public final class SequentialBatches: BatchSource {
         precondition(batchSize > 0, "batch size must be positive")
         self.split = split
         self.batchSize = batchSize
-        x = Matrix(viewOf: split.images.pixels)
+        x = Matrix(rows: 0, cols: split.images.featureCount, capacityRows: min(batchSize, max(split.count, 1)))
         let all = UnsafeMutablePointer<Int32>.allocate(capacity: max(split.count, 1))
         split.labels.withUnsafeBufferPointer { all.initialize(from: $0.baseAddress!, count: split.count) }
         allLabels = all
@@ -134,13 +134,14 @@ public final class SequentialBatches: BatchSource {
     public func load(batch b: Int) -> Int { select(batch: b) }
     public var batchLabels: UnsafePointer<Int32> { labels }
 
-    /// Points `x` and `labels` at batch `b`; returns its size.
+    /// Loads batch `b` into `x` and points `labels` at its labels; returns its size.
     @discardableResult
     public func select(batch b: Int) -> Int {
         let start = b * batchSize
         let n = min(batchSize, split.count - start)
         precondition(n > 0, "batch \(b) is past the end")
-        x.view(of: split.images.pixels, row: start, rows: n)
+        x.resize(rows: n)
+        split.images.convert(images: start, count: n, into: x.data)
         labels = UnsafePointer(allLabels + start)
         return n
     }

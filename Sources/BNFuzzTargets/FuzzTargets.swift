@@ -95,13 +95,14 @@ public enum FuzzTargets {
     static let tinyDataset: Dataset = {
         func split(_ n: Int, seed: UInt64) -> Split {
             var rng = SplitMix64(seed: seed)
-            let px = Matrix<Float>(rows: n, cols: 36)
+            var px = [UInt8](repeating: 0, count: n * 36)
             var labels = [Int32](repeating: 0, count: n)
             for i in 0..<n {
                 labels[i] = Int32(i % 4)
-                for j in 0..<36 { px.data[i * 36 + j] = (j / 6 == i % 4 + 1 ? 0.8 : -0.8) + Float(rng.nextUniform() * 0.2) }
+                // Pixel values about 0.8 (bright) or -0.8 (dark), plus up to 0.2 of noise.
+                for j in 0..<36 { px[i * 36 + j] = UInt8((j / 6 == i % 4 + 1 ? 230 : 25) + rng.nextInt(below: 26)) }
             }
-            return Split(images: ImageSet(count: n, rows: 6, cols: 6, pixels: px), labels: labels)
+            return Split(images: ImageSet(count: n, rows: 6, cols: 6, bytes: px), labels: labels)
         }
         let files = DatasetFiles(trainImages: "fuzz/train-images", trainLabels: "fuzz/train-labels", testImages: "fuzz/test-images", testLabels: "fuzz/test-labels")
         return Dataset(files: files, train: split(100, seed: 1), test: split(100, seed: 2), classes: 4)

@@ -136,7 +136,7 @@ public final class Trainer {
             // The network layer computing the traced spec layer (the builder records which).
             let layer = network.specIndices.lastIndex { $0 <= target.index }!
             let n = min(config.traceExamples, dataset.test.count)
-            let probe = Matrix<Float>(viewOf: dataset.test.images.pixels, row: 0, rows: n)
+            let probe = dataset.test.images.floats(count: n)
             tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, probe: probe)
             traceIndex = target.index
         } else {

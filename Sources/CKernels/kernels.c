@@ -247,6 +247,11 @@ void bn_prefetch(const void *p, size_t bytes) {
     if (bytes) __builtin_prefetch(b + bytes - 1, 0, 3);
 }
 
+BN_CLONES
+void bn_pixels_to_f32(const uint8_t *restrict src, float *restrict dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = (float)((double)src[i] * (2.0 / 255.0) - 1.0);
+}
+
 int bn_kernels_avx512(void) {
 #if defined(__x86_64__) && defined(__clang__)
     __builtin_cpu_init();

@@ -77,7 +77,8 @@ struct GradcheckCommand: ParsableCommand {
             (inputs, classes, image) = (dataset.featureCount, dataset.classes, ImageShape(1, dataset.rows, dataset.cols))
             let n = min(batch, dataset.train.count)
             x = Matrix(rows: n, cols: inputs)
-            for k in 0..<x.count { x.data[k] = Double(dataset.train.images.pixels.data[k]) }
+            let pixels = dataset.train.images.floats(count: n)
+            for k in 0..<x.count { x.data[k] = Double(pixels.data[k]) }
             labels = Array(dataset.train.labels.prefix(n))
         } else {
             x = Matrix(rows: batch, cols: inputs)

@@ -44,13 +44,14 @@ struct PredictCommand: ParsableCommand {
         guard set.featureCount == stored.inputs else {
             throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
         }
-        let view = Matrix<Float>(viewOf: set.pixels)
         let chunk = Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes)
+        let batch = Matrix<Float>(rows: 0, cols: set.featureCount, capacityRows: min(chunk, set.count))
         var out = logFormat == .csv ? "index,label,prob\n" : ""
         for start in stride(from: 0, to: set.count, by: chunk) {
             let n = min(chunk, set.count - start)
-            view.view(of: set.pixels, row: start, rows: n)
-            for (i, p) in Evaluation.predictions(net.forward(view, training: false)).enumerated() {
+            batch.resize(rows: n)
+            set.convert(images: start, count: n, into: batch.data)
+            for (i, p) in Evaluation.predictions(net.forward(batch, training: false)).enumerated() {
                 let fields: [(String, Value)] = [("index", .int(start + i)), ("label", .int(p.label)), ("prob", .number(p.probability, digits: 4))]
                 let r = Record("prediction", fields)
                 switch logFormat {

@@ -71,6 +71,12 @@ void bn_maxpool2x2_f32(const float *restrict x, float *restrict y, int32_t *rest
 /// without waiting: the minibatch sampler's next rows, read while this step computes.
 void bn_prefetch(const void *p, size_t bytes);
 
+/// IDX pixels to bntrain's inputs: dst[i] = (p/255 - 0.5) * 2 for p = src[i], computed as
+/// float(double(p) * (2/255) - 1), which equals BNData's Double-computed table for all 256
+/// byte values (tested exhaustively), so a row gathered from bytes has the bits of one
+/// decoded to float32 at load.
+void bn_pixels_to_f32(const uint8_t *restrict src, float *restrict dst, size_t n);
+
 /// 1 if this process runs the AVX-512 clones, x86-64-v4: AVX-512 F, BW, CD, DQ and VL (for the
 /// run's config record).
 int bn_kernels_avx512(void);
