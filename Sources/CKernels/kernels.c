@@ -247,6 +247,42 @@ void bn_prefetch(const void *p, size_t bytes) {
     if (bytes) __builtin_prefetch(b + bytes - 1, 0, 3);
 }
 
+// Elementwise.fastExp, operation for operation (Swift's max(x, y) is `y >= x ? y : x`, its
+// min(x, y) `y < x ? y : x`; products and sums evaluate left to right, unfused).
+static inline float bn_fast_exp(float x) {
+    float lo = -87.33f, hi = 88.72f;
+    float xc = lo >= x ? lo : x;
+    xc = hi < xc ? hi : xc;
+    float shifted = xc * 1.44269504f + 12582912.0f;
+    float n = shifted - 12582912.0f;
+    uint32_t sb;
+    __builtin_memcpy(&sb, &shifted, 4);
+    int32_t ni = (int32_t)(sb - 0x4B400000u);
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.1219444e-4f;
+    float p = 1.98756915e-4f;
+    p = p * r + 1.39819995e-3f;
+    p = p * r + 8.3334519e-3f;
+    p = p * r + 4.16657959e-2f;
+    p = p * r + 1.66666655e-1f;
+    p = p * r + 5.00000012e-1f;
+    float er = p * r * r + r + 1.0f;
+    int32_t half = ni >> 1;  // arithmetic shift, as Swift's &>> on Int32
+    uint32_t b1 = ((uint32_t)half + 127u) << 23, b2 = ((uint32_t)(ni - half) + 127u) << 23;
+    float s1, s2;
+    __builtin_memcpy(&s1, &b1, 4);
+    __builtin_memcpy(&s2, &b2, 4);
+    return er * s1 * s2;
+}
+
+BN_CLONES
+void bn_bias_sigmoid_f32(float *restrict y, const float *restrict b, size_t rows, size_t cols) {
+    for (size_t i = 0; i < rows; i++) {
+        float *row = y + i * cols;
+        for (size_t j = 0; j < cols; j++) row[j] = 1.0f / (1.0f + bn_fast_exp(-(row[j] + b[j])));
+    }
+}
+
 BN_CLONES
 void bn_pixels_to_f32(const uint8_t *restrict src, float *restrict dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = (float)((double)src[i] * (2.0 / 255.0) - 1.0);

@@ -18,6 +18,30 @@ final class FusionTests: XCTestCase {
         XCTAssertTrue(Elementwise.fastExp(1000).isFinite)
     }
 
+    /// The C kernel behind Float's biasSigmoid gives the bits of the Swift loop
+    /// 1 / (1 + fastExp(-(y + b))): random values over and past the clamp, zeros of both signs,
+    /// infinities and NaN, on shapes whose rows are not a multiple of the vector width.
+    func testFloatBiasSigmoidIsTheSwiftLoopsBits() {
+        var r = TestRandom(7)
+        let special: [Float] = [0, -0, 1, -1, 87.33, -87.33, 88.72, -88.72, 100, -100, 1e30, -1e30, .infinity, -.infinity, .nan, 1e-40, -1e-40]
+        for (rows, cols) in [(1, 1), (3, 17), (64, 200), (5, 33)] {
+            let n = rows * cols
+            var y = (0..<n).map { _ in Float(r.rng.nextUniform() * 200 - 100) }
+            for (k, v) in special.enumerated() where k < n { y[(k * 7) % n] = v }
+            let b = (0..<cols).map { _ in Float(r.rng.nextUniform() * 4 - 2) }
+            var expected = y
+            for i in 0..<rows {
+                for j in 0..<cols { expected[i * cols + j] = 1 / (1 + Elementwise.fastExp(-(y[i * cols + j] + b[j]))) }
+            }
+            y.withUnsafeMutableBufferPointer { yp in
+                b.withUnsafeBufferPointer { Elementwise.biasSigmoid(yp.baseAddress!, bias: $0.baseAddress!, rows: rows, cols: cols) }
+            }
+            for k in 0..<n {
+                XCTAssertEqual(y[k].bitPattern, expected[k].bitPattern, "(\(rows), \(cols)) element \(k): \(y[k]) against \(expected[k])")
+            }
+        }
+    }
+
     /// Dense(activation: .sigmoid) is Dense followed by Sigmoid, forward and backward.
     func testFusedSigmoidMatchesSeparateLayers() {
         var r = TestRandom(41)

@@ -1,3 +1,4 @@
+import CKernels
 import RealModule
 
 /// Element-wise kernels shared by the layers, written as plain loops the compiler vectorises.
@@ -33,16 +34,13 @@ public enum Elementwise {
     }
 
     /// y = 1 / (1 + exp(-(y + b))) in place over (rows, cols), with b broadcast over rows.
-    /// Float uses `fastExp`; Double (gradient checks) uses the exact exp.
+    /// Float uses `fastExp`, through the C kernel `bn_bias_sigmoid_f32` (the same operations,
+    /// vectorised 16 wide where Swift's loop ran 4 wide: dfn2's fc1 pass took 5% of a float32
+    /// epoch); Double (gradient checks) uses the exact exp.
     @inlinable
     public static func biasSigmoid<T: BLASScalar>(_ y: UnsafeMutablePointer<T>, bias b: UnsafePointer<T>, rows: Int, cols: Int) {
         if T.self == Float.self {
-            let yf = UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self)
-            let bf = UnsafeRawPointer(b).assumingMemoryBound(to: Float.self)
-            for i in 0..<rows {
-                let row = yf + i * cols
-                for j in 0..<cols { row[j] = 1 / (1 + fastExp(-(row[j] + bf[j]))) }
-            }
+            bn_bias_sigmoid_f32(float32Buffer(y), float32(b), rows, cols)
         } else {
             for i in 0..<rows {
                 let row = y + i * cols

@@ -71,6 +71,13 @@ void bn_maxpool2x2_f32(const float *restrict x, float *restrict y, int32_t *rest
 /// without waiting: the minibatch sampler's next rows, read while this step computes.
 void bn_prefetch(const void *p, size_t bytes);
 
+/// Dense's fused forward pass for float32: y = 1 / (1 + exp(-(y + b))) in place over a
+/// row-major (rows, cols) block, b broadcast over rows, with exp evaluated exactly as
+/// BNCore's `Elementwise.fastExp` (Cephes' expf scheme: range reduction, a polynomial for
+/// e^r, 2^n from exponent bits; inputs clamped to [-87.33, 88.72], NaN kept): the same bits
+/// as the Swift loop 1 / (1 + fastExp(-(y + b))).
+void bn_bias_sigmoid_f32(float *restrict y, const float *restrict b, size_t rows, size_t cols);
+
 /// IDX pixels to bntrain's inputs: dst[i] = (p/255 - 0.5) * 2 for p = src[i], computed as
 /// float(double(p) * (2/255) - 1), which equals BNData's Double-computed table for all 256
 /// byte values (tested exhaustively), so a row gathered from bytes has the bits of one
