@@ -72,8 +72,9 @@ public final class MinibatchSampler: BatchSource {
                     labels[r] = lab[i]
                 }
                 // The next batch's images, scattered over all the image bytes (47 MB at 60k,
-                // more than this machine's 32 MB last-level cache): asking for them now lets the memory system fetch
-                // them while this batch trains, instead of the next copy waiting on DRAM.
+                // more than this machine's 32 MB last-level cache): asking for them now lets
+                // the memory system fetch them while this batch trains, instead of the next
+                // gather waiting on DRAM.
                 let next = start + n
                 for r in next..<min(next + batchSize, ord.count) {
                     bn_prefetch(px + Int(ord[r]) * d, d)
