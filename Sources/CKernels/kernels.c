@@ -82,24 +82,11 @@ static inline float lane_total(const float *acc) {
     return s;
 }
 
-BN_CLONES
-float bn_planes_sum_f32(const float *x, size_t planes, size_t stride, size_t hw) {
-    float total = 0;
-    for (size_t e = 0; e < planes; e++) {
-        const float *p = x + e * stride;
-        float acc[LANES] = {0};
-        size_t i = 0;
-        for (; i + LANES <= hw; i += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += p[i + l];
-        float s = lane_total(acc);
-        for (; i < hw; i++) s += p[i];
-        total += s;
-    }
-    return total;
-}
-
-BN_CLONES
-float bn_planes_squared_deviation_f32(const float *x, size_t planes, size_t stride, size_t hw, float mu) {
+// The per-channel sums both share: sum over the planes of x (squared = 0) or of (x - mu)^2
+// (squared = 1), in the 16-lane layout. Always inlined with a constant `squared`, so each
+// caller gets its own branch-free vectorized loop.
+static inline __attribute__((always_inline)) float planes_total(const float *x, size_t planes, size_t stride,
+                                                                size_t hw, float mu, int squared) {
     float total = 0;
     for (size_t e = 0; e < planes; e++) {
         const float *p = x + e * stride;
@@ -108,13 +95,23 @@ float bn_planes_squared_deviation_f32(const float *x, size_t planes, size_t stri
         for (; i + LANES <= hw; i += LANES)
             for (int l = 0; l < LANES; l++) {
                 float d = p[i + l] - mu;
-                acc[l] += d * d;
+                acc[l] += squared ? d * d : p[i + l];
             }
         float s = lane_total(acc);
-        for (; i < hw; i++) s += (p[i] - mu) * (p[i] - mu);
+        for (; i < hw; i++) s += squared ? (p[i] - mu) * (p[i] - mu) : p[i];
         total += s;
     }
     return total;
+}
+
+BN_CLONES
+float bn_planes_sum_f32(const float *x, size_t planes, size_t stride, size_t hw) {
+    return planes_total(x, planes, stride, hw, 0, 0);
+}
+
+BN_CLONES
+float bn_planes_squared_deviation_f32(const float *x, size_t planes, size_t stride, size_t hw, float mu) {
+    return planes_total(x, planes, stride, hw, mu, 1);
 }
 
 BN_CLONES

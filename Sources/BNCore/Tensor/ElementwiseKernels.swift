@@ -1,7 +1,8 @@
 import CKernels
 
 /// The C element-wise kernels (`Sources/CKernels`: the Float optimizer updates, BatchNorm2D's
-/// planes, dropout, 2x2 max pooling): which clone the loader picked for this CPU. Results are
+/// planes, dropout, 2x2 max pooling, Dense's bias+sigmoid, and BNData's pixel conversion):
+/// which clone the loader picked for this CPU. Results are
 /// the same bits either way (no contraction; sums in a fixed 16-lane layout); only the speed
 /// differs. Reported in the run's config record.
 public enum ElementwiseKernels {
