@@ -264,7 +264,7 @@ public struct Checkpoint {
         // Plain SGD keeps no state; a checkpoint of it has none to restore.
         if state.isEmpty && optimizer.state(network.parameters).isEmpty { return }
         do { try optimizer.load(state: state, network.parameters) } catch let e as OptimizerStateError {
-            throw CheckpointError.malformed(path: path, reason: e.message + " (was it saved with another --optimizer?)")
+            throw CheckpointError.malformed(path: path, reason: e.message + (e.doesNotFit ? " (was it saved with another --optimizer?)" : ""))
         }
     }
 

@@ -68,7 +68,9 @@ public enum FuzzTargets {
     /// `--resume` as the trainer does it: the checkpoint read, its configuration decoded and
     /// validated, its training state parsed, and a Trainer built from it over a tiny 6x6,
     /// 4-class dataset (which checks the restored sizes, positions and generator states
-    /// against the data, loads the weights, and runs one evaluation pass).
+    /// against the data, loads the weights, and runs one evaluation pass). Then one epoch is
+    /// trained from the restored state, so every restored counter (steps, epochs, optimizer
+    /// and BatchNorm step counts, schedule and stopper state) is counted up at least once.
     public static func resume(_ bytes: UnsafeRawBufferPointer) -> String {
         let path = scratchPath + "-resume.safetensors"
         guard write(bytes, to: path) else { return "scratch write failed" }
@@ -85,7 +87,9 @@ public enum FuzzTargets {
             outputs.allowDataChange = true  // the tiny dataset is not the one any seed was trained on
             let trainer = try Trainer(config: config, outputs: outputs, dataset: tinyDataset, resume: (c, path), sink: RecordList(), diagnostics: { _ in })
             let r = Evaluation.run(trainer.network, SequentialBatches(split: tinyDataset.test, batchSize: 50))
-            return "resumed \(trainer.spec) at epoch \(trainer.state.epoch) step \(trainer.state.step), test loss \(r.loss.isFinite ? "finite" : "non-finite")"
+            let resumed = "resumed \(trainer.spec) at epoch \(trainer.state.epoch) step \(trainer.state.step), test loss \(r.loss.isFinite ? "finite" : "non-finite")"
+            do { try trainer.run() } catch { return resumed + "; training stopped: \(error)" }
+            return resumed + "; trained to epoch \(trainer.state.epoch)"
         } catch {
             return "refused: \(error)"
         }

@@ -46,6 +46,11 @@ void bn_rmsprop_f32(float *restrict w, const float *restrict g, float *restrict 
 }
 
 BN_CLONES
+void bn_sgd_f32(float *restrict w, const float *restrict g, size_t n, float lr) {
+    for (size_t j = 0; j < n; j++) w[j] = w[j] - lr * g[j];
+}
+
+BN_CLONES
 void bn_momentum_sgd_f32(float *restrict w, const float *restrict g, float *restrict b, size_t n,
                          float wd, float mu, float lr, int first, int nesterov) {
     if (!b) {

@@ -80,8 +80,15 @@ final class ConvOneDNNTests: XCTestCase {
     func testAutoUsesWinogradForThreeByThreeWithinFloatRounding() {
         let (f, d) = pair(ImageShape(32, 14, 14), out: 64, k: 3, s: 1, p: 0, kernels: .auto, seed: 12)
         let errors = compare(f, d, batch: 8, seed: 13)
-        XCTAssertTrue(f.lastImplementation.contains("wino"), f.lastImplementation)
-        for (name, e) in errors { XCTAssertLessThan(e, 5e-6, name) }
+        if OneDNN.shared!.hasAVX512 {
+            XCTAssertTrue(f.lastImplementation.contains("wino"), f.lastImplementation)
+            for (name, e) in errors { XCTAssertLessThan(e, 5e-6, name) }
+        } else {
+            // oneDNN 2.6 has no Winograd below AVX-512: auto falls back to the direct kernels.
+            XCTAssertFalse(f.lastImplementation.contains("wino"), f.lastImplementation)
+            XCTAssertNotEqual(f.lastImplementation, "im2col")
+            for (name, e) in errors { XCTAssertLessThan(e, 2e-6, name) }
+        }
         let (g, gd) = pair(ImageShape(32, 14, 14), out: 64, k: 3, s: 2, p: 1, kernels: .auto, seed: 12)
         for (name, e) in compare(g, gd, batch: 2, seed: 13) { XCTAssertLessThan(e, 2e-6, name) }
         XCTAssertFalse(g.lastImplementation.contains("wino"), g.lastImplementation)

@@ -88,6 +88,31 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
+    /// Plain float32 SGD is one multiply and one subtraction per value, each rounded, on every
+    /// CPU and BLAS kernel family: w = 1, g = 10, lr = 0.1 gives exactly 0 (a fused
+    /// multiply-add, as OpenBLAS's saxpy does over full vectors, gives -1.49e-8). 1037 values
+    /// take both the vector loop and its tail; random values add cases where only the rounding
+    /// order tells the two apart.
+    func testFloatPlainSGDRoundsTheProductThenTheDifference() {
+        let n = 1037
+        var r = TestRandom(42)
+        let lr: Float = 0.1
+        var w0 = [Float](repeating: 1, count: n), g = [Float](repeating: 10, count: n)
+        for j in stride(from: 1, to: n, by: 2) {
+            w0[j] = Float(r.rng.nextNormal())
+            g[j] = Float(r.rng.nextNormal())
+        }
+        let p = Parameter<Float>(name: "w", value: Matrix(rows: 1, cols: n, values: w0))
+        p.grad.copy(from: Matrix(rows: 1, cols: n, values: g))
+        settings(.sgd, lr: 0.1).make(Float.self).step([p])
+        let expected = (0..<n).map { j -> Float in
+            let product = lr * g[j]
+            return w0[j] - product
+        }
+        XCTAssertEqual(p.value.toArray()[0], 0)
+        assertSameBits(p.value.toArray(), expected, "plain sgd")
+    }
+
     /// Float RMSprop (with and without momentum) and SGD with momentum, Nesterov and weight
     /// decay run vectorized C too: the same bits as the scalar rules written out here.
     func testFloatRMSpropAndMomentumSGDMatchTheScalarRules() {

@@ -231,4 +231,30 @@ final class HostileInputTests: XCTestCase {
         assertOneLineError(try timed(["eval", "--model", good + "/x", "--data", data]), code: 66, mentions: ["is a file, not a folder"])
         assertOneLineError(try timed(["--resume", dir + "/none.safetensors"]), code: 66, mentions: ["does not exist"])
     }
+    // 10. Counters restored at their type's maximum, then counted up, never trap. BatchNorm's
+    // num_batches_tracked saturates at 2^63-1 (PyTorch loads any int64 and counts on); the
+    // optimizer's step and the training-state counters are refused by their ranges, naming
+    // the tensor or field.
+    func testRestoredCountersAtTheirMaximum() throws {
+        let maxed = try variant("maxed.safetensors") { $0.tensors["2.num_batches_tracked"] = .init(int64: .max) }
+        let out = dir + "/counted.safetensors"
+        for start in [["--init-from", maxed, "--hidden", "8"], ["--resume", maxed]] {
+            let r = try timed(start + ["--data", data, "--epochs", "3", "--batch", "16", "--quiet", "--save", out])
+            XCTAssertEqual(r.status, 0, "\(start): \(r.stderr)")
+            XCTAssertEqual(try Checkpoint.read(path: out).tensors["2.num_batches_tracked"]?.int64Scalar(), .max, "\(start)")
+        }
+        let adam = dir + "/adam.safetensors"
+        let a = try timed(["--data", data, "--epochs", "1", "--batch", "16", "--hidden", "8", "--optimizer", "adam", "--lr", "0.001", "--save", adam, "--quiet"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        var c = try Checkpoint.read(path: adam)
+        c.tensors["optimizer.step"] = .init(int64: .max)
+        try AtomicFile.write(SafeTensors.encode(c.tensors, metadata: c.metadata), to: adam)
+        assertOneLineError(try timed(["--resume", adam, "--data", data, "--epochs", "2", "--quiet"]), code: 65,
+                           mentions: [adam, "optimizer state 'step' must be an integer from 0 to 1000000000000000"])
+        let top = String(Int64.max)
+        for key in ["epoch", "step", "best_val_epoch", "best_test_epoch", "plateau_bad_epochs", "early_best_epoch", "early_bad_epochs"] {
+            let path = try variant("max-\(key).safetensors") { $0.metadata["bntrain.\(key)"] = top }
+            assertOneLineError(try timed(["--resume", path, "--data", data, "--epochs", "3", "--quiet"]), code: 65, mentions: [path, "bntrain.\(key)"])
+        }
+    }
 }

@@ -141,7 +141,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
             rm[j] = m * rm[j] + (1 - m) * mu[j]
             rv[j] = m * rv[j] + (1 - m) * v[j] * bessel
         }
-        batchesTracked += 1
+        // Saturates: a checkpoint may hold any int64 (PyTorch loads and counts on from it).
+        batchesTracked = batchesTracked == .max ? .max : batchesTracked + 1
         return output
     }
 

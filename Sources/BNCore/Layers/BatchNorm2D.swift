@@ -98,7 +98,8 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             rm[c] = momentum * rm[c] + (1 - momentum) * mu
             rv[c] = momentum * rv[c] + (1 - momentum) * v * bessel
         }
-        batchesTracked += 1
+        // Saturates: a checkpoint may hold any int64 (PyTorch loads and counts on from it).
+        batchesTracked = batchesTracked == .max ? .max : batchesTracked + 1
         return out
     }
 

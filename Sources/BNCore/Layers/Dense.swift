@@ -144,7 +144,7 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
                 alpha: alpha, a: x.data, lda: inFeatures, b: dz, ldb: d,
                 beta: beta, c: target, ldc: d)
         }
-        if let lr = learningRate { T.axpy(n: d, alpha: -lr, x: db, y: bias.value.data) }
+        if let lr = learningRate { T.sgdUpdate(n: d, learningRate: lr, gradient: db, weights: bias.value.data) }
         return inputGrad
     }
 }

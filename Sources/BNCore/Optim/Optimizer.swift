@@ -22,6 +22,12 @@ public protocol Optimizer<T>: AnyObject {
 /// A state tensor that does not fit (checkpoint loading).
 public struct OptimizerStateError: Error, CustomStringConvertible, Equatable {
     public let message: String
+    /// True when the tensor is missing or of another size: the file may be of another optimizer.
+    public let doesNotFit: Bool
+    public init(message: String, doesNotFit: Bool = false) {
+        self.message = message
+        self.doesNotFit = doesNotFit
+    }
     public var description: String { message }
 }
 
@@ -111,8 +117,8 @@ public final class SlotBuffers<T: BLASScalar> {
         for (i, p) in parameters.enumerated() {
             for (k, name) in names.enumerated() {
                 let key = "\(p.name).\(name)"
-                guard let v = state[key] else { throw OptimizerStateError(message: "optimizer state '\(key)' is missing") }
-                guard v.count == counts[i] else { throw OptimizerStateError(message: "optimizer state '\(key)' has \(v.count) values for a parameter of \(counts[i])") }
+                guard let v = state[key] else { throw OptimizerStateError(message: "optimizer state '\(key)' is missing", doesNotFit: true) }
+                guard v.count == counts[i] else { throw OptimizerStateError(message: "optimizer state '\(key)' has \(v.count) values for a parameter of \(counts[i])", doesNotFit: true) }
                 guard v.allSatisfy({ $0.isFinite }) else { throw OptimizerStateError(message: "optimizer state '\(key)' holds a non-finite value") }
                 for j in 0..<v.count { buffers[i][k][p.logicalIndex(j)] = v[j] }
             }
@@ -131,7 +137,7 @@ public final class SGD<T: BLASScalar>: Optimizer {
     @inlinable
     public func step(_ parameters: [Parameter<T>]) {
         for p in parameters {
-            T.axpy(n: p.value.count, alpha: -learningRate, x: p.grad.data, y: p.value.data)
+            T.sgdUpdate(n: p.value.count, learningRate: learningRate, gradient: p.grad.data, weights: p.value.data)
         }
     }
 
@@ -314,10 +320,14 @@ public final class RMSprop<T: BLASScalar>: Optimizer {
     }
 }
 
-/// The step count from a state dictionary: one non-negative integer.
+/// The largest step count a checkpoint may restore: counted up from there, it stays exact.
+public let maxOptimizerSteps = 1_000_000_000_000_000
+
+/// The step count from a state dictionary: one integer from 0 to `maxOptimizerSteps`.
 func loadSteps<T: BLASScalar>(_ state: [String: [T]]) throws -> Int {
-    guard let v = state["step"], v.count == 1, v[0] >= 0, v[0] < 1e15, v[0] == v[0].rounded() else {
-        throw OptimizerStateError(message: "optimizer state 'step' must hold one non-negative integer")
+    guard let v = state["step"], v.count == 1 else { throw OptimizerStateError(message: "optimizer state 'step' is missing", doesNotFit: true) }
+    guard v[0] >= 0, v[0] <= T(maxOptimizerSteps), v[0] == v[0].rounded() else {
+        throw OptimizerStateError(message: "optimizer state 'step' must be an integer from 0 to \(maxOptimizerSteps) (got \(v[0]))")
     }
     return Int(Double(v[0]))
 }

@@ -29,7 +29,8 @@ public enum ConvolutionKernels: String, CaseIterable, Sendable {
     /// oneDNN's primitives (`Conv2DOneDNN.swift`) for every convolution with at least
     /// `oneDNNMinimumTaps` multiply-adds per output value (C k k), im2col for thinner ones, or
     /// im2col throughout without libdnnl. In float32 a 3x3 stride-1 convolution runs
-    /// Winograd's F(4x4, 3x3) (`jit_wino_4x3`), the others the direct convolution. Winograd
+    /// Winograd's F(4x4, 3x3) (`jit_wino_4x3`) where oneDNN has it (AVX-512 CPUs; on AVX2 it
+    /// runs the direct convolution), the others the direct convolution. Winograd
     /// multiplies less but rounds differently: on cnn's 32 -> 64 layer its y, dx and dW are
     /// within 1.6e-6 (largest) and 7.5e-7 (rms) of a Double reference, relative to the largest
     /// value, against 1.3e-6 and 8.6e-7 for the direct convolution (ConvOneDNNTests). A thin convolution such as cnn's

@@ -58,6 +58,10 @@ public final class OneDNN: @unchecked Sendable {
 
     /// "2.6.3/avx512_core_bf16", or "none" without the library (for records).
     public static var summary: String { shared.map { "\($0.version)/\($0.isaName)" } ?? "none" }
+    /// Whether oneDNN dispatches to AVX-512 (avx512_core or above). oneDNN 2.6 has Winograd
+    /// convolutions (`jit_wino_4x3`) only there; on AVX2 CPUs (Zen 1 to 3, Haswell to Comet
+    /// Lake) `--conv auto` runs the direct convolution instead.
+    public var hasAVX512: Bool { isa & 0x27 == 0x27 }
     /// Whether oneDNN found AMX tiles (Intel Sapphire Rapids and later).
     public var hasAMX: Bool { isa & 0x3e7 == 0x3e7 }
     /// The instruction set oneDNN dispatches to, by name.

@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import RealModule
 
@@ -13,8 +14,10 @@ public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
         b: UnsafePointer<Self>, ldb: Int,
         beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
 
-    /// `y += alpha * x` over `n` contiguous elements.
-    static func axpy(n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>)
+    /// Plain SGD over `n` contiguous elements: `w = w - lr * g`, a multiply then a subtraction,
+    /// each rounded (never fused), so the bits do not depend on the CPU or the BLAS kernel
+    /// family (OpenBLAS's saxpy fuses them on AVX-512 and not on its generic kernels).
+    static func sgdUpdate(n: Int, learningRate lr: Self, gradient g: UnsafePointer<Self>, weights w: UnsafeMutablePointer<Self>)
 
     /// `C = op(A) op(B) + bias` (bias (1, n) broadcast over rows), through the logistic sigmoid
     /// when asked, as one product with the bias and sigmoid in its epilogue; false when the
@@ -49,8 +52,8 @@ extension Float: BLASScalar {
     }
 
     @inlinable
-    public static func axpy(n: Int, alpha: Float, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
-        cblas_saxpy(Int32(n), alpha, x, 1, y, 1)
+    public static func sgdUpdate(n: Int, learningRate lr: Float, gradient g: UnsafePointer<Float>, weights w: UnsafeMutablePointer<Float>) {
+        bn_sgd_f32(w, g, n, lr)
     }
 
     /// Under bf16, a oneDNN matmul with the bias and sigmoid as post-ops (`MatMul.biasProduct`).
@@ -77,8 +80,9 @@ extension Double: BLASScalar {
     }
 
     @inlinable
-    public static func axpy(n: Int, alpha: Double, x: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>) {
-        cblas_daxpy(Int32(n), alpha, x, 1, y, 1)
+    public static func sgdUpdate(n: Int, learningRate lr: Double, gradient g: UnsafePointer<Double>, weights w: UnsafeMutablePointer<Double>) {
+        // Swift contracts no floating-point expression: a multiply, then a subtraction.
+        for j in 0..<n { w[j] = w[j] - lr * g[j] }
     }
 }
 

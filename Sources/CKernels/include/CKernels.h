@@ -25,6 +25,9 @@ void bn_adam_f32(float *restrict w, const float *restrict g, float *restrict m, 
 void bn_rmsprop_f32(float *restrict w, const float *restrict g, float *restrict v, float *restrict b, size_t n,
                     float wd, float alpha, float oma, float mu, float lr, float eps);
 
+/// One plain SGD step (torch.optim.SGD without momentum or weight decay): w = w - lr g.
+void bn_sgd_f32(float *restrict w, const float *restrict g, size_t n, float lr);
+
 /// One SGD step with momentum mu (b non-null) and coupled weight decay wd (torch.optim.SGD,
 /// dampening 0):
 ///     d = g + wd w;  b = d (first step) or mu b + d;  d = d + mu b (nesterov) or b;  w = w - lr d
