@@ -50,7 +50,7 @@ let package = Package(
         // libFuzzer entry point (Scripts/fuzz builds it with -sanitize=fuzzer); plain builds replay files.
         .executableTarget(name: "bnfuzz", dependencies: ["BNFuzzTargets"]),
         // Micro-benchmarks: sgemm at the training shapes vs the full training step (Scripts/bench).
-        .executableTarget(name: "bnbench", dependencies: ["BNCore", "BNPlatform"]),
+        .executableTarget(name: "bnbench", dependencies: ["BNCore", "BNData", "BNPlatform", "BNTraining"]),
         .testTarget(
             name: "BNCoreTests",
             dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]

@@ -79,6 +79,10 @@ public final class Trainer {
         spec = try config.spec()
         // The input as an image (one channel, the IDX rows x cols) for convolutional models.
         let image = ImageShape(1, dataset.rows, dataset.cols)
+        // Shapes and counts first: every size below is derived from them.
+        do { _ = try spec.summary(inputs: dataset.featureCount, classes: dataset.classes, image: image) } catch let e as ModelSpec.ParseError {
+            throw fail("\(origin(.model)) \(e.message)", code: code(.model))
+        }
         if let n = config.trainLimit, n > dataset.train.count {
             throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: code(.trainLimit))
         }
@@ -188,7 +192,8 @@ public final class Trainer {
     /// optimizer's scratch), and per example of a training or evaluation batch about four
     /// buffers of each layer's width (output, input gradient, cached values).
     public static func memoryEstimate(spec: ModelSpec, inputs: Int, image: ImageShape, classes: Int, batch: Int, evalBatch: Int) -> Double {
-        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 0 }
+        // A spec whose counts do not fit 64 bits, or whose shapes do not chain, fits nowhere.
+        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return .infinity }
         let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
         let widths = rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
         // Convolutions keep each training example's im2col columns, C K^2 OH OW values: the

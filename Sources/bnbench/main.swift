@@ -19,7 +19,9 @@
 // Each figure is the best of `repeats` runs (least disturbed by the rest of the machine).
 // --shapes 0 skips the per-shape and square lines (a quick A/B of the step between builds).
 import BNCore
+import BNData
 import BNPlatform
+import BNTraining
 import Foundation
 
 BLASKernel.reexecIfUndetected()
@@ -28,11 +30,22 @@ import Glibc
 #endif
 
 var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0]
+/// Each flag's accepted values: sizes a benchmark can allocate (a batch of 65536 784-pixel
+/// images is 205 MB), thread counts OpenBLAS takes, 0/1 switches.
+let limits: [String: ClosedRange<Int>] = [
+    "batch": 1...65536, "hidden": 1...ModelSpec.maxWidth, "inputs": 1...(1 << 20), "classes": 2...65536, "steps": 1...10_000_000,
+    "threads": 1...1024, "repeats": 1...1000, "square": 1...8192, "shapes": 0...1, "breakdown": 0...1,
+]
 var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas, convolution = ConvolutionKernels.auto  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
+let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>]"
 while let a = argv.popFirst() {
+    if a == "--help" || a == "-h" {
+        print("bnbench: how close the training step is to its matrix products (key=value lines on stdout).\n" + usage)
+        exit(0)
+    }
     if a == "--model", let v = argv.popFirst() {
         modelText = v
         continue
@@ -62,8 +75,12 @@ while let a = argv.popFirst() {
         }
         continue
     }
-    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), opts[key] != nil, let v = argv.popFirst(), let n = Int(v), n > 0 || ((key == "shapes" || key == "breakdown") && n == 0) else {
-        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with a positive integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto, --conv auto|onednn|im2col\n")
+    guard a.hasPrefix("--"), let key = Optional(String(a.dropFirst(2))), let range = limits[key], let v = argv.popFirst() else {
+        FileHandle_stderr("bnbench: error: bad argument '\(a)'; flags: \(opts.keys.sorted().map { "--" + $0 }.joined(separator: " ")) each with an integer, or --model SPEC, --precision fp32|bf16, --gemm openblas|onednn|auto, --conv auto|onednn|im2col\n")
+        exit(64)
+    }
+    guard let n = Int(v), range.contains(n) else {
+        FileHandle_stderr("bnbench: error: --\(key) must be an integer from \(range.lowerBound) to \(range.upperBound) (got '\(v)')\n")
         exit(64)
     }
     opts[key] = n
@@ -111,6 +128,13 @@ do {
     spec = try ModelSpec.parse(modelText, hidden: h)
     // A convolutional model sees the input as a square one-channel image (784 = 28 x 28).
     let side = Int(Double(d).squareRoot())
+    _ = try spec.summary(inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil)
+    // As training does: refuse, before allocating, what cannot fit in half the memory.
+    let needed = Trainer.memoryEstimate(spec: spec, inputs: d, image: ImageShape(1, side, d / max(side, 1)), classes: c, batch: n, evalBatch: 0) + 4 * Double(n * d)
+    if needed > Double(Memory.physicalBytes) / 2 {
+        FileHandle_stderr("bnbench: error: --model '\(spec.canonical)' with --batch \(n) needs about \(Memory.describe(Int(min(needed, 9e18)))), more than half of this machine's \(Memory.describe(Memory.physicalBytes)); use a smaller --batch, --inputs or --hidden\n")
+        exit(64)
+    }
     net = try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, rng: &initRNG)
 } catch {
     FileHandle_stderr("bnbench: error: --model \(error)\n")

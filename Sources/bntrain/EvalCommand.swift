@@ -29,7 +29,11 @@ struct EvalCommand: ParsableCommand {
     var evalBatch: Int?
 
     func validate() throws {
-        guard threads >= 1, evalBatch.map({ $0 >= 1 }) ?? true else { throw ValidationError("--threads and --eval-batch must be at least 1") }
+        var c = RunConfig()
+        c.threads = threads
+        c.evalBatch = evalBatch ?? 0
+        if evalBatch == 0 { throw ValidationError("--eval-batch must be from 1 to \(1 << 24) (got 0); leave it out for automatic") }
+        try c.checkFlags([.threads, .evalBatch])
     }
 
     func run() throws {

@@ -57,7 +57,7 @@ struct GradcheckCommand: ParsableCommand {
         c.model = model
         c.hidden = hidden
         c.batchNorm = !noBatchnorm
-        if let (key, message) = c.problem(), [.model, .hidden].contains(key) { throw ValidationError("\(key.flag) \(message)") }
+        try c.checkFlags([.model, .hidden])
         guard batch >= 2, batch <= 256 else { throw ValidationError("--batch must be from 2 to 256 (BatchNorm needs two examples; got \(batch))") }
         guard samples >= 1, samples <= 1_000_000 else { throw ValidationError("--samples must be from 1 to 1000000 (got \(samples))") }
     }

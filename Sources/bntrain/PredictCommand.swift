@@ -26,7 +26,9 @@ struct PredictCommand: ParsableCommand {
     var threads = 1
 
     func validate() throws {
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        var c = RunConfig()
+        c.threads = threads
+        try c.checkFlags([.threads])
     }
 
     func run() throws {

@@ -36,7 +36,7 @@ struct SummaryCommand: ParsableCommand {
         if let model { c.model = model }
         c.hidden = hidden
         c.batchNorm = !noBatchnorm
-        if let (key, message) = c.problem(), [.model, .hidden].contains(key) { throw ValidationError("\(key.flag) \(message)") }
+        try c.checkFlags([.model, .hidden])
     }
 
     func run() throws {

@@ -255,7 +255,9 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
                 shape = .flat(n ?? classes)
             case let (.conv(o, k, st, pd), .image(s)):
                 guard s.h + 2 * pd >= k, s.w + 2 * pd >= k else { throw bad("a \(k)x\(k) kernel does not fit its \(s) input") }
-                shape = .image(ImageShape(o, (s.h + 2 * pd - k) / st + 1, (s.w + 2 * pd - k) / st + 1))
+                let next = ImageShape(o, (s.h + 2 * pd - k) / st + 1, (s.w + 2 * pd - k) / st + 1)
+                guard ModelSpec.product([next.c, next.h, next.w]) != nil else { throw bad("its \(next) output has more values than a 64-bit count holds; use fewer channels, less padding or a stride") }
+                shape = .image(next)
             case let (.pool(_, k, st), .image(s)):
                 guard s.h >= k, s.w >= k else { throw bad("a \(k)x\(k) window does not fit its \(s) input") }
                 shape = .image(ImageShape(s.c, (s.h - k) / st + 1, (s.w - k) / st + 1))
@@ -305,29 +307,61 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         public var outputShape: String = ""
     }
 
+    /// Each layer's output, parameters and FLOPs. Every count is checked arithmetic, and so
+    /// are their totals over the model: a spec whose counts overflow 64-bit integers is refused
+    /// with a `ParseError` naming the layer, so callers may add the rows up freely.
     public func summary(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [LayerSummary] {
         let shapes = try shapes(inputs: inputs, classes: classes, image: image)
         var rows: [LayerSummary] = []
         var inShape = try inputShape(inputs: inputs, image: image)
+        var totalParams = 0, totalFlops = 0, totalWidth = inputs
         for (i, l) in layers.enumerated() {
             let outShape = shapes[i], out = outShape.count, inWidth = inShape.count
-            let (params, flops): (Int, Int)
+            let p = ModelSpec.product, s = ModelSpec.sum
+            let (params, flops): (Int?, Int?)
             switch (l, inShape, outShape) {
-            case (.fc, _, _): (params, flops) = (inWidth * out + out, 2 * inWidth * out + out)
+            case (.fc, _, _): (params, flops) = (s([p([inWidth, out]), out]), s([p([2, inWidth, out]), out]))
             case (.activation, _, _): (params, flops) = (0, out)
-            case let (.batchNorm, .image(s), _): (params, flops) = (2 * s.c, 2 * out)
-            case (.batchNorm, _, _): (params, flops) = (2 * out, 2 * out)
-            case (.layerNorm, _, _): (params, flops) = (2 * out, 7 * out)
+            case let (.batchNorm, .image(sh), _): (params, flops) = (p([2, sh.c]), p([2, out]))
+            case (.batchNorm, _, _): (params, flops) = (p([2, out]), p([2, out]))
+            case (.layerNorm, _, _): (params, flops) = (p([2, out]), p([7, out]))
             case (.dropout, _, _): (params, flops) = (0, 0)
-            case let (.conv(o, k, _, _), .image(s), _): (params, flops) = (o * s.c * k * k + o, 2 * s.c * k * k * out + out)
-            case let (.pool(_, k, _), _, _): (params, flops) = (0, k * k * out)
+            case let (.conv(o, k, _, _), .image(sh), _): (params, flops) = (s([p([o, sh.c, k, k]), o]), s([p([2, sh.c, k, k, out]), out]))
+            case let (.pool(_, k, _), _, _): (params, flops) = (0, p([k, k, out]))
             case (.globalAvgPool, _, _): (params, flops) = (0, inWidth)
             default: (params, flops) = (0, 0)
             }
+            guard let params, let flops, let tp = s([totalParams, params]), let tf = s([totalFlops, flops]), let tw = s([totalWidth, out]) else {
+                throw ParseError(message: "'\(canonical)', layer \(i + 1) '\(l.token)': the model's parameter or FLOP count passes what a 64-bit integer holds (\(Int.max)); use narrower or fewer layers")
+            }
+            (totalParams, totalFlops, totalWidth) = (tp, tf, tw)
             rows.append(LayerSummary(index: i, kind: l.kind, token: l.token, outputWidth: out, parameters: params, flops: flops, outputShape: outShape.description))
             inShape = outShape
         }
         return rows
+    }
+
+    /// The product of non-negative counts, or nil when it overflows.
+    public static func product(_ factors: [Int]) -> Int? {
+        var r = 1
+        for f in factors {
+            let (v, overflow) = r.multipliedReportingOverflow(by: f)
+            if overflow { return nil }
+            r = v
+        }
+        return r
+    }
+
+    /// The sum of counts (nil entries propagate), or nil when it overflows.
+    public static func sum(_ terms: [Int?]) -> Int? {
+        var r = 0
+        for t in terms {
+            guard let t else { return nil }
+            let (v, overflow) = r.addingReportingOverflow(t)
+            if overflow { return nil }
+            r = v
+        }
+        return r
     }
 }
 
