@@ -14,7 +14,11 @@ public enum HeaderMutator {
     static let tokens = ["fc1", "fc4", "fc8", "fc36", "fc1048576", "fc", "bn", "ln", "relu", "sigmoid", "tanh", "dropout0.5", "dropout1", "bogus", "dfn2", "mlp"]
     static let metadataKeys = ["bntrain.model", "bntrain.epoch", "bntrain.step", "bntrain.shuffle_rng", "bntrain.dropout_rng", "bntrain.bn_eps",
                                "bntrain.bn_momentum", "bntrain.bn_running_var", "bntrain.partial_loss_sum", "bntrain.prev_train_loss",
-                               "bntrain.best_val_acc", "bntrain.best_val_epoch", "bntrain.best_test_epoch", "bntrain.train_seconds", "bntrain.data_identity"]
+                               "bntrain.best_val_acc", "bntrain.best_val_epoch", "bntrain.best_test_epoch", "bntrain.train_seconds", "bntrain.data_identity",
+                               "bntrain.plateau_lr", "bntrain.plateau_best", "bntrain.plateau_bad_epochs", "bntrain.early_best",
+                               "bntrain.early_best_epoch", "bntrain.early_bad_epochs"]
+    /// Counters a run counts up from where a checkpoint left them, at their types' extremes.
+    static let extremeCounters: [Int64] = [.max, .max - 1, .min, -1, 0, Int64(Int32.max), 1 << 53, 1_000_000_000_000_000]
     static let configKeys = ["model", "epochs", "batch", "lr", "hidden", "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum",
                              "bn_eps", "bn_running_var", "init", "seed", "threads", "eval_batch"]
 
@@ -28,7 +32,17 @@ public enum HeaderMutator {
         func pick<T>(_ xs: [T]) -> T { xs[rng.nextInt(below: xs.count)] }
         let tensorNames = header.keys.filter { $0 != "__metadata__" }.sorted()
         var metadata = header["__metadata__"] as? [String: String] ?? [:]
-        switch rng.nextInt(below: 8) {
+        var data = Array(bytes[(8 + n)...])
+        switch rng.nextInt(below: 9) {
+        case 8:  // a stored integer counter (num_batches_tracked, optimizer.step) or a metadata counter at an extreme
+            let counters = tensorNames.filter { (header[$0] as? [String: Any])?["dtype"] as? String == "I64" }
+            if let name = counters.isEmpty ? nil : pick(counters), let e = header[name] as? [String: Any],
+               let offs = e["data_offsets"] as? [Int], offs.count == 2, offs[0] >= 0, offs[0] + 8 <= data.count, rng.nextInt(below: 2) == 0 {
+                withUnsafeBytes(of: pick(extremeCounters).littleEndian) { for i in 0..<8 { data[offs[0] + i] = $0[i] } }
+            } else {
+                metadata[pick(["bntrain.epoch", "bntrain.step", "bntrain.plateau_bad_epochs", "bntrain.early_bad_epochs", "bntrain.early_best_epoch",
+                               "bntrain.best_val_epoch", "bntrain.best_test_epoch"])] = String(pick(extremeCounters))
+            }
         case 0 where !tensorNames.isEmpty:  // a shape dimension
             let name = pick(tensorNames)
             if var e = header[name] as? [String: Any], var shape = e["shape"] as? [Any] {
@@ -79,7 +93,7 @@ public enum HeaderMutator {
         guard let json = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]) else { return nil }
         var out = withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) }
         out += json
-        out += bytes[(8 + n)...]
+        out += data
         return out.count <= maxSize ? out : Array(out.prefix(maxSize))
     }
 }
