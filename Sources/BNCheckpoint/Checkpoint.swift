@@ -43,6 +43,16 @@ public struct StoredModel: Equatable, Sendable {
         self.image = image
     }
 
+    /// What this model expects that images of `rows` x `cols` pixels are not, or nil when they
+    /// fit: a convolutional model needs its image's height and width (the same pixel count in
+    /// another shape would run, and mean nothing); a fully connected one its pixel count.
+    public func misfit(rows: Int, cols: Int) -> String? {
+        if spec.isConvolutional, let image, image.h != rows || image.w != cols {
+            return "expects \(image.h)x\(image.w) images (input_shape=\(image))"
+        }
+        return rows * cols == inputs ? nil : "expects \(inputs) pixels per image"
+    }
+
     public static func == (a: StoredModel, b: StoredModel) -> Bool {
         a.spec == b.spec && a.inputs == b.inputs && a.classes == b.classes && a.options.bnEps == b.options.bnEps
             && a.options.bnMomentum == b.options.bnMomentum && a.options.runningVariance == b.options.runningVariance

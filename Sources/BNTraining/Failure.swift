@@ -14,7 +14,7 @@ public enum ExitStatus {
     /// A write failed while running (a full disk under --metrics or --save, stdout on a full device).
     public static let ioError: Int32 = 74
 
-    public static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found or not a regular file, 70 training diverged (non-finite loss), 73 an output file cannot be created, 74 a write failed (disk full), 141 stdout closed (bntrain | head: ended by SIGPIPE, as Unix tools are), 130/143 interrupted by SIGINT/SIGTERM (after saving the checkpoint, with --save)"
+    public static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found or not a regular file, 70 training diverged (non-finite loss), 73 an output file cannot be created, 74 a write failed (disk full), 141 stdout closed (bntrain | head: ended by SIGPIPE, as Unix tools are), 130/143/131 interrupted by SIGINT/SIGTERM/SIGQUIT (after saving the checkpoint, with --save)"
 }
 
 /// A refused run: `Entry.run` prints one `bntrain: error: <message>` line and exits with `code`.

@@ -45,7 +45,7 @@ public enum GradientCheckRun {
 
     public static func record(_ e: ModelGradientCheck.Entry) -> Record {
         Record("check", [
-            ("index", .int(e.index)), ("kind", .string(e.kind)), ("tensor", .string(e.tensor)),
+            ("index", .int(e.index)), ("layer_kind", .string(e.kind)), ("tensor", .string(e.tensor)),
             ("rel_error", .scientific(e.maxRelativeError)), ("checked", .int(e.checked)), ("of", .int(e.size)),
             ("ok", .string(e.maxRelativeError < threshold ? "yes" : "no")),
         ])

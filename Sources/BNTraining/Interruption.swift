@@ -6,23 +6,33 @@ import Glibc
 /// training loop between steps.
 nonisolated(unsafe) var pendingSignal: Int32 = 0
 
-/// SIGINT and SIGTERM stop training cleanly: the current step finishes, the checkpoint is
-/// written if --save was given, and bntrain exits 128 + signal (130 for SIGINT, 143 for
-/// SIGTERM). A second signal while that happens exits at once, with the same code; files are
+/// SIGINT, SIGTERM and SIGQUIT stop training cleanly: the current step finishes, the
+/// checkpoint is written if --save was given, and bntrain exits 128 + signal (130 for SIGINT,
+/// 143 for SIGTERM, 131 for SIGQUIT, which the Swift runtime would otherwise answer with a
+/// crash report and let the run carry on). A second signal while that happens exits at once, with the same code; files are
 /// written atomically, so that never leaves a half-written one.
 public enum Interruption {
     public static func install() {
         pendingSignal = 0  // initialise the global before any handler can run
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
+        signal(SIGQUIT, handler)
+    }
+
+    /// For commands with nothing to save (eval, predict, summary, gradcheck): SIGQUIT ends the
+    /// process at once with 131, quietly, as SIGINT and SIGTERM do by default.
+    public static func quitQuietly() {
+        signal(SIGQUIT, quietExit)
     }
 
     public static var requested: Int32? { pendingSignal == 0 ? nil : pendingSignal }
 
-    public static func name(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal \(sig)" }
+    public static func name(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGQUIT ? "SIGQUIT" : "signal \(sig)" }
 }
 
 private let handler: @convention(c) (Int32) -> Void = { sig in
     if pendingSignal != 0 { _exit(128 + sig) }
     pendingSignal = sig
 }
+
+private let quietExit: @convention(c) (Int32) -> Void = { sig in _exit(128 + sig) }

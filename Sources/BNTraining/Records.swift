@@ -98,7 +98,10 @@ public struct Record: Sendable {
     public let kind: String
     public var fields: [(String, Value)]
 
+    /// Field names are distinct and none is `kind`, which JSON lines spend on the record's
+    /// own kind (a JSON reader keeps only the last of two equal keys).
     public init(_ kind: String, _ fields: [(String, Value)]) {
+        assert(Set(fields.map(\.0)).count == fields.count && !fields.contains { $0.0 == "kind" }, "record '\(kind)' repeats a field name")
         self.kind = kind
         self.fields = fields
     }

@@ -25,6 +25,7 @@ extension ReportFormat: ExpressibleByArgument {}
 enum Entry {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
+        Interruption.quitQuietly()  // training installs its saving handler in its place
         switch args.first {
         case "eval": run(EvalCommand.self, Array(args.dropFirst()))
         case "predict": run(PredictCommand.self, Array(args.dropFirst()))

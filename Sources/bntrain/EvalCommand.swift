@@ -43,8 +43,8 @@ struct EvalCommand: ParsableCommand {
         var dataFlag = data
         if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }
         let (folder, dataset) = try DataLocation.load(dataFlag)
-        guard dataset.featureCount == stored.inputs else {
-            throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
+        if let why = stored.misfit(rows: dataset.rows, cols: dataset.cols) {
+            throw fail("model '\(model)' \(why) but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
         }
         do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
             throw fail(e.description + " (the model has \(stored.classes) classes)", code: ExitStatus.dataError)

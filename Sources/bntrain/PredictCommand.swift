@@ -43,8 +43,8 @@ struct PredictCommand: ParsableCommand {
             }
             throw fail(e.description, code: ExitStatus.dataError)
         }
-        guard set.featureCount == stored.inputs else {
-            throw fail("model '\(model)' expects \(stored.inputs) pixels per image but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
+        if let why = stored.misfit(rows: set.rows, cols: set.cols) {
+            throw fail("model '\(model)' \(why) but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
         }
         let chunk = Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes)
         let batch = Matrix<Float>(rows: 0, cols: set.featureCount, capacityRows: min(chunk, set.count))

@@ -68,7 +68,7 @@ struct SummaryCommand: ParsableCommand {
         }
         for r in rows {
             try report.emit(Record("layer", [
-                ("index", .int(r.index)), ("kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string(r.outputShape)),
+                ("index", .int(r.index)), ("layer_kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string(r.outputShape)),
                 ("parameters", .int(r.parameters)), ("flops", .int(r.flops)),
             ]))
         }

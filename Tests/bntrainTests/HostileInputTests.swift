@@ -257,4 +257,23 @@ final class HostileInputTests: XCTestCase {
             assertOneLineError(try timed(["--resume", path, "--data", data, "--epochs", "3", "--quiet"]), code: 65, mentions: [path, "bntrain.\(key)"])
         }
     }
+    // 11. A convolutional checkpoint refuses images of another shape with the same pixel
+    // count (16x49 or 784x1 for 28x28): exit 65 naming both shapes, for eval and predict.
+    func testConvolutionalModelsRefuseImagesOfAnotherShape() throws {
+        let model = dir + "/conv.safetensors"
+        let t = try timed(["--data", data, "--model", "conv2k3p1-maxpool2-fc", "--epochs", "1", "--batch", "16", "--save", model, "--quiet"])
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let other = dir + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        let px = [UInt8](repeating: 100, count: 10 * 36), labels = (0..<10).map { UInt8($0 % 4) }
+        for (name, count) in [("train", 10), ("t10k", 10)] {
+            try IDX.writeImages(px, count: count, rows: 4, cols: 9, to: "\(other)/\(name)-images-idx3-ubyte", gzip: false)
+            try IDX.writeLabels(labels, to: "\(other)/\(name)-labels-idx1-ubyte", gzip: false)
+        }
+        let says = ["expects 6x6 images (input_shape=1x6x6)", "has 4x9 = 36"]
+        assertOneLineError(try timed(["eval", "--model", model, "--data", other]), code: 65, mentions: [model] + says)
+        assertOneLineError(try timed(["predict", "--model", model, "--images", other + "/t10k-images-idx3-ubyte"]), code: 65, mentions: [model] + says)
+        // The right shape still works.
+        XCTAssertEqual(try timed(["eval", "--model", model, "--data", data]).status, 0)
+    }
 }

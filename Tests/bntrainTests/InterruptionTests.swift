@@ -73,6 +73,17 @@ final class InterruptionTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("SIGTERM") && r.stderr.contains("nothing saved"), r.stderr)
     }
 
+    /// SIGQUIT is a termination signal too: saved as for SIGTERM, exit 131, one line, no crash
+    /// report (the Swift runtime prints one and lets the run go on unless bntrain handles it).
+    func testSIGQUITSavesAndExits131WithoutACrashReport() throws {
+        let path = dir + "/quit.safetensors"
+        let r = try interrupt(["--data", dir + "/tiny", "--batch", "16", "--hidden", "64", "--epochs", "100000", "--save", path, "--quiet"], after: "epoch=1 ", with: SIGQUIT)
+        XCTAssertEqual(r.status, 131, r.stderr)
+        XCTAssertTrue(r.stderr.contains("SIGQUIT") && r.stderr.contains("checkpoint saved to"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one line: \(r.stderr)")
+        XCTAssertNoThrow(try Checkpoint.read(path: path))
+    }
+
     /// Divergence leaves the last good checkpoint in place.
     func testDivergenceKeepsTheLastGoodCheckpoint() throws {
         let path = dir + "/good.safetensors"

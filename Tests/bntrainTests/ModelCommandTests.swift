@@ -52,7 +52,7 @@ final class ModelCommandTests: XCTestCase {
         let mlp = try bntrain(["summary", "--model", "mlp"])
         let lines = mlp.stdout.split(separator: "\n")
         XCTAssertEqual(lines.count, 10)
-        XCTAssertEqual(Run.fields(lines[0])["kind"], "fc")
+        XCTAssertEqual(Run.fields(lines[0])["layer_kind"], "fc")
         XCTAssertEqual(Run.fields(lines[0])["parameters"], "200960")
         XCTAssertTrue(lines.last!.hasPrefix("total "))
         XCTAssertEqual(Run.fields(lines.last!)["parameters"], "270346")

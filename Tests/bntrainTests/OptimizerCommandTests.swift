@@ -71,7 +71,7 @@ final class GradcheckCommandTests: XCTestCase {
             XCTAssertEqual(summary["verdict"], "pass", model)
             XCTAssertTrue(lines.dropLast().allSatisfy { Run.fields($0)["ok"] == "yes" }, model)
             // Every layer with tensors reports its input and each parameter.
-            XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "fc" && Run.fields($0)["tensor"] == "weight" })
+            XCTAssertTrue(lines.contains { Run.fields($0)["layer_kind"] == "fc" && Run.fields($0)["tensor"] == "weight" })
             XCTAssertTrue(lines.contains { Run.fields($0)["tensor"] == "staged-vs-simplified" }, model)
             if model == "lenet-bn" { XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "conv" && Run.fields($0)["tensor"] == "weight" }) }
         }
