@@ -20,14 +20,59 @@ public enum GradientCheckRun {
         public var exitCode: Int32 { passed ? 0 : 1 }
     }
 
+    /// What a check will cost, before it runs.
+    public struct Plan {
+        /// Central differences: entries checked, over every layer's input and parameters.
+        public var differences: Int
+        /// Two forward passes from each difference's layer to the output, at the speed one
+        /// timed pass of `x` through the network runs here.
+        public var seconds: Double
+    }
+
+    /// Times one training forward pass of `x` layer by layer, then prices layer i's
+    /// differences at two passes through layers i... each.
+    public static func plan(_ net: Network<Double>, x: Matrix<Double>, samples: Int?) -> Plan {
+        let clock = ContinuousClock()
+        _ = net.forward(x, training: true)  // first touches of the buffers, not timed
+        var seconds = [Double](repeating: 0, count: net.layers.count)
+        var h = x
+        for (i, layer) in net.layers.enumerated() {
+            let start = clock.now
+            h = layer.forward(h, training: true)
+            let d = start.duration(to: clock.now).components
+            seconds[i] = Double(d.seconds) + Double(d.attoseconds) * 1e-18
+        }
+        let counts = ModelGradientCheck.differences(net, batch: x.rows, samples: samples)
+        var total = 0.0, fromHere = 0.0
+        for i in net.layers.indices.reversed() {
+            fromHere += seconds[i]
+            total += Double(counts[i]) * 2 * fromHere
+        }
+        return Plan(differences: counts.reduce(0, +), seconds: total)
+    }
+
+    /// Bytes a check of `spec` on `batch` examples holds: the training estimate's tensors in
+    /// Double (twice float32's bytes), with the analytic gradients and every layer's input
+    /// kept once more beside them.
+    public static func memoryNeeded(spec: ModelSpec, inputs: Int, image: ImageShape, classes: Int, batch: Int) -> Double {
+        2 * Trainer.memoryEstimate(spec: spec, inputs: inputs, image: image, classes: classes, batch: batch, evalBatch: batch)
+    }
+
     /// Checks `net` (built unfused, in Double) on the batch `x` with `labels`; `kinds` names
-    /// each layer. Adds the loss layer's check (softmax cross-entropy's dL/dlogits).
+    /// each layer. Adds the loss layer's check (softmax cross-entropy's dL/dlogits). `emit`
+    /// receives each entry as soon as it is known.
     public static func run(_ net: Network<Double>, kinds: [String], x: Matrix<Double>, labels: [Int32], samples: Int?, seed: UInt64) -> Outcome {
+        run(net, kinds: kinds, x: x, labels: labels, samples: samples, seed: seed) { _ in }
+    }
+
+    public static func run(_ net: Network<Double>, kinds: [String], x: Matrix<Double>, labels: [Int32], samples: Int?, seed: UInt64, emit: (ModelGradientCheck.Entry) throws -> Void) rethrows -> Outcome {
         var rng = SplitMix64(seed: seed, stream: "gradcheck")
         let g = Matrix<Double>(rows: x.rows, cols: net.classes)
         for k in 0..<g.count { g.data[k] = rng.nextNormal() }
-        var entries = ModelGradientCheck.run(net, kinds: kinds, x: x, upstream: g, samples: samples, rng: &rng)
-        entries += ModelGradientCheck.behaviour(net, kinds: kinds, x: x, upstream: g, rng: &rng)
+        var entries = try ModelGradientCheck.run(net, kinds: kinds, x: x, upstream: g, samples: samples, rng: &rng, emit: emit)
+        let behaviour = ModelGradientCheck.behaviour(net, kinds: kinds, x: x, upstream: g, rng: &rng)
+        for e in behaviour { try emit(e) }
+        entries += behaviour
         // The loss: mean cross-entropy of the logits, against central differences.
         let logits = Matrix<Double>(rows: x.rows, cols: net.classes)
         for k in 0..<logits.count { logits.data[k] = 3 * rng.nextNormal() }
@@ -40,13 +85,14 @@ public enum GradientCheckRun {
             let e = ModelGradientCheck.error(analytic, numeric)
             entries.append(.init(index: net.layers.count, kind: "softmax-ce", tensor: "logits", maxRelativeError: e, checked: logits.count, size: logits.count))
         }
+        try emit(entries[entries.count - 1])
         return Outcome(entries: entries, worst: entries.max { $0.maxRelativeError < $1.maxRelativeError })
     }
 
     public static func record(_ e: ModelGradientCheck.Entry) -> Record {
         Record("check", [
             ("index", .int(e.index)), ("layer_kind", .string(e.kind)), ("tensor", .string(e.tensor)),
-            ("rel_error", .scientific(e.maxRelativeError)), ("checked", .int(e.checked)), ("of", .int(e.size)),
+            ("rel_error", .scientific(e.maxRelativeError)), ("checked", .int(e.checked)), ("of", .int(e.size)), ("skipped", .int(e.skipped)),
             ("ok", .string(e.maxRelativeError < threshold ? "yes" : "no")),
         ])
     }

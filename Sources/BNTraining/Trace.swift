@@ -28,11 +28,15 @@ public struct TraceSpec: Equatable, Sendable, Codable {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         guard let layer = parts.first, !layer.isEmpty else { throw ModelSpec.ParseError(message: "'\(text)': give a layer (an index, or last-KIND such as last-sigmoid)") }
         var t = TraceSpec(layer: layer)
+        var sideGiven = false, unitGiven = false
         for p in parts.dropFirst() {
             if let s = Side(rawValue: p) {
-                t.side = s
-            } else if p.hasPrefix("unit="), let u = Int(p.dropFirst(5)), u >= 0 {
-                t.unit = u
+                // 0:input:output would keep only the last: say which one is meant.
+                guard !sideGiven else { throw ModelSpec.ParseError(message: "'\(text)': give input or output once (one trace a run)") }
+                (t.side, sideGiven) = (s, true)
+            } else if p.hasPrefix("unit="), p.dropFirst(5).allSatisfy({ $0.isASCII && $0.isNumber }), let u = Int(p.dropFirst(5)), u >= 0 {
+                guard !unitGiven else { throw ModelSpec.ParseError(message: "'\(text)': give unit=K once (one trace a run)") }
+                (t.unit, unitGiven) = (u, true)
             } else {
                 throw ModelSpec.ParseError(message: "'\(text)': '\(p)' is neither input, output nor unit=K")
             }
@@ -46,7 +50,7 @@ public struct TraceSpec: Equatable, Sendable, Codable {
     public func resolve(in spec: ModelSpec, inputs: Int, classes: Int, image: ImageShape? = nil) throws -> (index: Int, width: Int) {
         let widths = try spec.widths(inputs: inputs, classes: classes, image: image)
         let index: Int
-        if let i = Int(layer) {
+        if layer.allSatisfy({ $0.isASCII && $0.isNumber }), let i = Int(layer) {
             guard i >= 0 && i < spec.layers.count else { throw ModelSpec.ParseError(message: "layer \(i) is outside the model's \(spec.layers.count) layers (0...\(spec.layers.count - 1)) in '\(spec)'") }
             index = i
         } else if layer.hasPrefix("last-") || layer.hasPrefix("first-") {

@@ -339,6 +339,23 @@ struct BNTrain: ParsableCommand {
         if modelOptions.initFrom != nil && c.resume != nil { throw ValidationError("--init-from and --resume both set the weights; use one") }
         if modelOptions.initFrom != nil && modelOptions.`init` != nil { throw ValidationError("--init and --init-from both set the initial weights; use one") }
         if let m = output.metrics, MetricsFile.Format(path: m) == nil { throw ValidationError("--metrics '\(m)' must end in .jsonl or .csv") }
+        // A flag that only another flag reads would be silently ignored without it (a resumed
+        // run takes the missing one from its checkpoint).
+        if c.resume == nil {
+            if output.trace == nil, let flag = [("--trace-every", output.traceEvery != nil), ("--trace-examples", output.traceExamples != nil)].first(where: \.1)?.0 {
+                throw ValidationError("\(flag) sets how --trace samples, but there is no --trace; add --trace LAYER:WHAT (for example 1:output) or drop \(flag)")
+            }
+            let schedule = scheduleOptions.lrSchedule ?? .constant
+            let readers: [(String, Bool, Set<LRSchedule.Kind>)] = [
+                ("--lr-step-epochs", scheduleOptions.lrStepEpochs != nil, [.step]), ("--lr-gamma", scheduleOptions.lrGamma != nil, [.step]),
+                ("--lr-min", scheduleOptions.lrMin != nil, [.cosine, .plateau]),
+                ("--lr-patience", scheduleOptions.lrPatience != nil, [.plateau]), ("--lr-factor", scheduleOptions.lrFactor != nil, [.plateau]),
+            ]
+            if let (flag, _, kinds) = readers.first(where: { $0.1 && !$0.2.contains(schedule) }) {
+                let names = kinds.map(\.rawValue).sorted().joined(separator: " or ")
+                throw ValidationError("\(flag) is read only by --lr-schedule \(names), and this run's schedule is \(schedule.rawValue); add --lr-schedule \(kinds.map(\.rawValue).sorted()[0]) or drop \(flag)")
+            }
+        }
     }
 
     func run() throws {

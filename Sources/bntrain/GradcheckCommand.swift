@@ -20,8 +20,12 @@ struct GradcheckCommand: ParsableCommand {
             below 1e-7 on both sides: a bias right before BatchNorm), then a summary with the worst and a \
             verdict: exit 0 when every error is below \(GradientCheckRun.threshold), 1 when one is not. Tensors with \
             more than --samples entries are checked at that many seeded entries; --full checks all.
-            A ReLU input within the step of 0 can show a large error (a kink, not a bug): try another --seed. Max-pool \
-            inputs tied with another entry of their window (ReLU's zeros) have no derivative and are not checked.
+            ReLU and max pooling have kinks (an input at 0, a window whose largest entries tie: zero padding, a black \
+            background), where a central difference measures neither side's derivative: an entry whose +h or -h run \
+            flips any ReLU or max-pool choice from its layer to the output is not compared, and is counted in 'skipped'. \
+            Before checking, prints to stderr how many differences the check takes and about how long, from one timed \
+            forward pass; a check estimated above --max-seconds is refused (exit 64), and records print as each tensor \
+            finishes. A batch whose Double tensors would take more than half of memory is refused too.
             \(ExitStatus.helpText); 1 a gradient check failed.
             """)
 
@@ -46,6 +50,9 @@ struct GradcheckCommand: ParsableCommand {
     @Flag(help: "Check every entry of every tensor.")
     var full = false
 
+    @Option(help: ArgumentHelp("Refuse a check estimated to take longer (--full on a CNN takes hours).", valueName: "seconds"))
+    var maxSeconds: Double = 600
+
     @Option(help: "Seed for the weights, inputs, upstream gradient, dropout masks and samples.")
     var seed: UInt64 = 1
 
@@ -60,6 +67,7 @@ struct GradcheckCommand: ParsableCommand {
         try c.checkFlags([.model, .hidden])
         guard batch >= 2, batch <= 256 else { throw ValidationError("--batch must be from 2 to 256 (BatchNorm needs two examples; got \(batch))") }
         guard samples >= 1, samples <= 1_000_000 else { throw ValidationError("--samples must be from 1 to 1000000 (got \(samples))") }
+        guard maxSeconds.isFinite, maxSeconds > 0 else { throw ValidationError("--max-seconds must be a positive number of seconds (got \(maxSeconds))") }
     }
 
     func run() throws {
@@ -85,6 +93,11 @@ struct GradcheckCommand: ParsableCommand {
             for k in 0..<x.count { x.data[k] = rng.nextUniform() * 2 - 1 }
             labels = (0..<batch).map { _ in Int32(rng.nextInt(below: classes)) }
         }
+        let needed = GradientCheckRun.memoryNeeded(spec: spec, inputs: inputs, image: image, classes: classes, batch: x.rows)
+        let available = Memory.physicalBytes
+        if needed > Double(available) / 2 {
+            throw fail("--model '\(spec.canonical)' with --batch \(x.rows) needs about \(Memory.describe(Int(min(needed, 9e18)))) in Double for its weights, activations and gradients, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller --batch", code: ExitStatus.usage)
+        }
         var options = BuildOptions()
         options.fuse = false
         var initRNG = SplitMix64(seed: seed, stream: "init")
@@ -107,9 +120,16 @@ struct GradcheckCommand: ParsableCommand {
                 ln.beta.value.data[j] = 0.3 * rng.nextNormal()
             }
         }
-        let outcome = GradientCheckRun.run(net, kinds: spec.layers.map(\.kind), x: x, labels: labels, samples: full ? nil : samples, seed: seed)
+        let plan = GradientCheckRun.plan(net, x: x, samples: full ? nil : samples)
+        let estimate = Value.number(plan.seconds, digits: plan.seconds < 10 ? 1 : 0).text
+        if plan.seconds > maxSeconds {
+            throw fail("gradcheck of '\(spec.canonical)' takes \(plan.differences) differences, about \(estimate) s here, more than --max-seconds \(Value.number(maxSeconds, digits: 0).text); pass --max-seconds \(Int(plan.seconds * 1.5) + 1) to run it\(full ? ", or drop --full" : ", or lower --samples")", code: ExitStatus.usage)
+        }
+        note("gradcheck: \(plan.differences) differences, about \(estimate) s")
         let report = Report(format: logFormat == .jsonl ? .jsonl : .text)
-        for e in outcome.entries { try report.emit(GradientCheckRun.record(e)) }
+        let outcome = try GradientCheckRun.run(net, kinds: spec.layers.map(\.kind), x: x, labels: labels, samples: full ? nil : samples, seed: seed) {
+            try report.emit(GradientCheckRun.record($0))
+        }
         let w = outcome.worst
         try report.emit(Record("summary", [
             ("model", .string(model)), ("spec", .string(spec.canonical)), ("batch", .int(x.rows)),

@@ -308,6 +308,41 @@ final class BrokenDoubler: Layer {
     }
 }
 
+/// Any layer with a wrong input gradient: its own, times 1 + 1e-3 (a small constant slip).
+final class SlightlyWrong: Layer {
+    let inner: any Layer<Double>
+    init(_ inner: any Layer<Double>) { self.inner = inner }
+    var inFeatures: Int { inner.inFeatures }
+    var outFeatures: Int { inner.outFeatures }
+    var computesInputGradient: Bool {
+        get { inner.computesInputGradient }
+        set { inner.computesInputGradient = newValue }
+    }
+    var parameters: [Parameter<Double>] { inner.parameters }
+    func forward(_ x: Matrix<Double>, training: Bool) -> Matrix<Double> { inner.forward(x, training: training) }
+    func backward(_ dy: Matrix<Double>) -> Matrix<Double> {
+        let dx = inner.backward(dy)
+        for k in 0..<dx.count { dx.data[k] *= 1 + 1e-3 }
+        return dx
+    }
+}
+
+/// lenet-bn in Double, unfused, and a batch of MNIST-style images: a black background (exact
+/// zeros, which zero padding extends) around a patch of 8-bit intensities.
+func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil) throws -> (Network<Double>, [String], Matrix<Double>, [Int32]) {
+    let spec = try ModelSpec.parse("lenet-bn")
+    var options = BuildOptions()
+    options.fuse = false
+    var rng = SplitMix64(seed: seed)
+    let net = try spec.build(Double.self, inputs: 784, classes: 10, image: ImageShape(1, 28, 28), options: options, rng: &rng, dropoutRNG: SplitMix64(seed: seed + 1))
+    let x = Matrix<Double>(rows: 4, cols: 784)
+    for e in 0..<4 {
+        for r in 8..<20 { for c in 9..<19 { x.data[e * 784 + r * 28 + c] = Double(rng.nextInt(below: 256)) / 255 } }
+    }
+    let layers = net.layers.enumerated().map { i, l -> any Layer<Double> in i == wrongLayer ? SlightlyWrong(l) : l }
+    return (Network(layers: layers, classes: 10), spec.layers.map(\.kind), x, [1, 7, 3, 9])
+}
+
 final class GradientCheckRunTests: XCTestCase {
     func testAWrongBackwardFailsAndIsNamed() {
         var rng = SplitMix64(seed: 1)
@@ -329,5 +364,39 @@ final class GradientCheckRunTests: XCTestCase {
         XCTAssertTrue(bad.entries.filter { $0.kind == "broken" }.allSatisfy { $0.maxRelativeError > 0.1 })
         XCTAssertEqual(GradientCheckRun.record(bad.firstFailure!)["ok"], .string("no"))
         XCTAssertNil(good.firstFailure)
+    }
+
+    /// Max-pool windows over a constant background tie, and ReLUs sit at their kink, so
+    /// perturbing a pixel below them flips a choice: those differences measure neither side's
+    /// derivative and must be left out, at every layer below the kink (not only the pool's
+    /// own input), or a correct CNN fails.
+    func testACorrectCNNPassesOnBlackBackgroundsAndAWrongLayerStillFails() throws {
+        for seed: UInt64 in 1...3 {
+            let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: seed)
+            let good = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 20, seed: seed)
+            XCTAssertTrue(good.passed, "seed \(seed): \(good.worst!)")
+            XCTAssertGreaterThan(good.entries.reduce(0) { $0 + $1.skipped }, 0, "kinks were met and left out")
+            XCTAssertTrue(good.entries.allSatisfy { $0.checked > 0 }, "every tensor is still compared somewhere")
+            // lenet-bn: 0 conv, 1 bn, 2 relu, 3 maxpool, 4 conv, ... 14 fc.
+            for wrong in [1, 4, 9] {
+                let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: seed, wrongLayer: wrong)
+                let bad = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 20, seed: seed)
+                XCTAssertFalse(bad.passed, "seed \(seed): layer \(wrong) is wrong")
+                XCTAssertEqual(bad.firstFailure?.index, wrong, "seed \(seed): the layer to blame")
+            }
+        }
+    }
+
+    /// Entries stream out as they are checked, and the plan counts the differences run takes.
+    func testEntriesStreamInOrderAndThePlanCountsTheDifferences() throws {
+        let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: 4)
+        let plan = GradientCheckRun.plan(net, x: x, samples: 30)
+        var streamed: [ModelGradientCheck.Entry] = []
+        let outcome = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 30, seed: 4) { streamed.append($0) }
+        XCTAssertEqual(streamed.map(\.tensor), outcome.entries.map(\.tensor))
+        XCTAssertEqual(streamed.map(\.index), outcome.entries.map(\.index))
+        let differenced = outcome.entries.filter { $0.index < net.layers.count && !["staged-vs-simplified", "eval-formula", "eval-identity", "train-scaling"].contains($0.tensor) }
+        XCTAssertEqual(plan.differences, differenced.reduce(0) { $0 + $1.checked + $1.skipped })
+        XCTAssertGreaterThan(plan.seconds, 0)
     }
 }

@@ -276,4 +276,24 @@ final class HostileInputTests: XCTestCase {
         // The right shape still works.
         XCTAssertEqual(try timed(["eval", "--model", model, "--data", data]).status, 0)
     }
+
+    // 12. Input that would be silently ignored or misread is refused, naming the flag: a flag
+    // only another flag (or another schedule) reads, a sign in a width, a repeated trace part.
+    func testIgnoredOrMisreadInputIsRefused() throws {
+        let run = ["--data", data, "--epochs", "1", "--quiet"]
+        assertOneLineError(try timed(run + ["--trace-every", "5"]), code: 64, mentions: ["--trace-every", "--trace LAYER:WHAT"])
+        assertOneLineError(try timed(run + ["--trace-examples", "5"]), code: 64, mentions: ["--trace-examples", "--trace"])
+        assertOneLineError(try timed(run + ["--lr-step-epochs", "3"]), code: 64, mentions: ["--lr-step-epochs", "--lr-schedule step", "constant"])
+        assertOneLineError(try timed(run + ["--lr-schedule", "cosine", "--lr-gamma", "0.5"]), code: 64, mentions: ["--lr-gamma", "step", "cosine"])
+        assertOneLineError(try timed(run + ["--lr-patience", "2"]), code: 64, mentions: ["--lr-patience", "plateau"])
+        XCTAssertEqual(try timed(run + ["--lr-schedule", "step", "--lr-step-epochs", "3", "--lr-gamma", "0.5"]).status, 0)
+        XCTAssertEqual(try timed(run + ["--trace", "1:output", "--trace-every", "5"]).status, 0)
+        for spec in ["fc+5-fc", "fc-5-fc", "fc 5-fc"] {
+            assertOneLineError(try timed(["summary", "--model", spec]), code: 64, mentions: ["fcN"])
+        }
+        for trace in ["0:input:output", "0:output:output", "0:unit=1:unit=2", "0:unit=+1"] {
+            assertOneLineError(try timed(run + ["--trace", trace]), code: 64, mentions: ["--trace", trace])
+        }
+        assertOneLineError(try timed(run + ["--trace", "+0:output"]), code: 64, mentions: ["--trace '+0' is not a layer index"])
+    }
 }

@@ -73,7 +73,7 @@ final class GradcheckCommandTests: XCTestCase {
             // Every layer with tensors reports its input and each parameter.
             XCTAssertTrue(lines.contains { Run.fields($0)["layer_kind"] == "fc" && Run.fields($0)["tensor"] == "weight" })
             XCTAssertTrue(lines.contains { Run.fields($0)["tensor"] == "staged-vs-simplified" }, model)
-            if model == "lenet-bn" { XCTAssertTrue(lines.contains { Run.fields($0)["kind"] == "conv" && Run.fields($0)["tensor"] == "weight" }) }
+            if model == "lenet-bn" { XCTAssertTrue(lines.contains { Run.fields($0)["layer_kind"] == "conv" && Run.fields($0)["tensor"] == "weight" }) }
         }
     }
 
@@ -88,8 +88,23 @@ final class GradcheckCommandTests: XCTestCase {
         XCTAssertEqual(records.last?["batch"] as? Int, 6)
         let tensors = Set(records.compactMap { $0["tensor"] as? String })
         XCTAssertTrue(tensors.isSuperset(of: ["input", "weight", "bias", "eval-identity", "train-scaling", "logits"]), "\(tensors)")
-        let full = records.first { ($0["kind"] as? String) == "fc" && ($0["tensor"] as? String) == "weight" }!
+        let full = try XCTUnwrap(records.first { ($0["layer_kind"] as? String) == "fc" && ($0["tensor"] as? String) == "weight" })
         XCTAssertEqual(full["checked"] as? Int, full["of"] as? Int, "--full checks every entry")
         assertOneLineError(try bntrain(["gradcheck", "--batch", "1"]), code: 64, mentions: ["--batch"])
+    }
+
+    /// A check that cannot fit in memory, or would run for hours, is refused before it starts;
+    /// one that runs says first what it will take.
+    func testMemoryAndTimeAreBoundedUpFront() throws {
+        assertOneLineError(try bntrain(["gradcheck", "--model", "fc1048576-fc"]), code: 64, mentions: ["fc1048576-fc", "--batch", "Double"])
+        assertOneLineError(try bntrain(["gradcheck", "--model", "conv65536k64p64-conv65536k64p64-fc"]), code: 64, mentions: ["conv65536k64p64", "half of this machine"])
+        assertOneLineError(try bntrain(["gradcheck", "--model", "cnn", "--full"]), code: 64, mentions: ["--max-seconds", "--full", "differences"])
+        assertOneLineError(try bntrain(["gradcheck", "--model", "dfn2", "--max-seconds", "1e-9"]), code: 64, mentions: ["--max-seconds", "--samples"])
+        for bad in ["0", "-1", "nan", "inf"] {
+            assertOneLineError(try bntrain(["gradcheck", "--max-seconds", bad]), code: 64, mentions: ["--max-seconds"])
+        }
+        let r = try bntrain(["gradcheck", "--model", "fc8-relu-fc"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("differences, about"), r.stderr)
     }
 }

@@ -14,7 +14,16 @@
 /// resolution (a softmax probability of 1e-6). A tensor whose gradients are all below
 /// `zeroGradient` in norm on both sides has a true gradient of zero (a bias right before
 /// BatchNorm, which subtracts the batch mean) that rounding noise cannot divide: its error is
-/// the absolute ||a - n||.
+/// the absolute ||a - n||. A tensor whose gradients are small beside the rounding noise of
+/// the differences themselves (see `roundingFloor`) is judged against that noise.
+///
+/// ReLU and max pooling are not differentiable everywhere: at a ReLU input of 0 (a zero pixel
+/// through a zero-padded convolution, say) or a max-pool window whose largest entries tie (the
+/// black background of MNIST-style images), a central difference straddles a kink and
+/// measures neither one-sided derivative. Each difference therefore also records which side
+/// of every downstream kink the network is on (each ReLU input's sign, each max-pool window's
+/// winner); an entry whose +h or -h run lands on another side than the unperturbed run is not
+/// compared, and is counted in `skipped`.
 public enum ModelGradientCheck {
     public struct Entry: Sendable {
         /// Index of the layer in the network (= in the spec, when built unfused).
@@ -25,14 +34,17 @@ public enum ModelGradientCheck {
         public var maxRelativeError: Double
         public var checked: Int
         public var size: Int
+        /// Sampled entries left out because their difference crossed a kink downstream.
+        public var skipped: Int
 
-        public init(index: Int, kind: String, tensor: String, maxRelativeError: Double, checked: Int, size: Int) {
+        public init(index: Int, kind: String, tensor: String, maxRelativeError: Double, checked: Int, size: Int, skipped: Int = 0) {
             self.index = index
             self.kind = kind
             self.tensor = tensor
             self.maxRelativeError = maxRelativeError
             self.checked = checked
             self.size = size
+            self.skipped = skipped
         }
     }
 
@@ -40,7 +52,9 @@ public enum ModelGradientCheck {
     public static let zeroGradient = 1e-7
 
     /// Norm-wise relative error, or the absolute difference for a zero gradient (see above).
-    public static func error(_ a: [Double], _ n: [Double]) -> Double {
+    /// `floor` is the least scale divided by: a tensor whose gradients are small beside the
+    /// differences' rounding noise (see `roundingFloor`) is judged against that noise instead.
+    public static func error(_ a: [Double], _ n: [Double], floor: Double = 0) -> Double {
         var diff = 0.0, na = 0.0, nn = 0.0
         for (x, y) in zip(a, n) {
             diff += (x - y) * (x - y)
@@ -48,14 +62,35 @@ public enum ModelGradientCheck {
             nn += y * y
         }
         let scale = max(na, nn).squareRoot()
-        return scale < zeroGradient ? diff.squareRoot() : diff.squareRoot() / scale
+        return scale < zeroGradient ? diff.squareRoot() : diff.squareRoot() / max(scale, floor)
+    }
+
+    /// The scale below which differences cannot resolve a gradient to `tolerance`: each
+    /// difference (L(+h) - L(-h)) / 2h carries the rounding of L's terms, about
+    /// eps * sum|logit * G| / h, and each layer's rounding on the way up adds its share (10x
+    /// covers the deepest presets). Over k entries that is sqrt(k) times as much in norm;
+    /// dividing by the tolerance makes an error at that noise level count as `tolerance`.
+    /// (A BatchNorm input over many positions has gradients about 1/sqrt(N H W) of the
+    /// logits': 26x26 maps and 8 images put them near 1e-3, where L's rounding is 1e-6 of them.)
+    public static func roundingFloor(termMagnitude s: Double, entries k: Int, step h: Double, tolerance: Double = 1e-6) -> Double {
+        10 * Double(k).squareRoot() * Double.ulpOfOne * s / h / tolerance
+    }
+
+    /// The differences a check of `net` on `x` takes: for each layer, the entries sampled from
+    /// its input and parameters (each costs two forward passes from that layer to the output).
+    public static func differences(_ net: Network<Double>, batch: Int, samples: Int?) -> [Int] {
+        net.layers.map { layer in
+            ([batch * layer.inFeatures] + layer.parameters.map(\.value.count)).reduce(0) { $0 + min($1, samples ?? $1) }
+        }
     }
 
     /// `samples`: entries checked per tensor (seeded, without repetition); nil checks all.
+    /// `emit` receives each tensor's entry as soon as it is checked (the input's, then each
+    /// parameter's, layer by layer), so a long check shows its progress as it goes.
     public static func run(
         _ net: Network<Double>, kinds: [String], x: Matrix<Double>, upstream g: Matrix<Double>,
-        samples: Int?, rng: inout SplitMix64, step h: Double = 1e-6
-    ) -> [Entry] {
+        samples: Int?, rng: inout SplitMix64, step h: Double = 1e-6, emit: (Entry) throws -> Void
+    ) rethrows -> [Entry] {
         let layers = net.layers
         precondition(kinds.count == layers.count, "one kind per layer")
         for case let d as Dropout<Double> in layers { d.freezeMask = true }
@@ -86,51 +121,66 @@ public enum ModelGradientCheck {
             for k in 0..<h.count { s += h.data[k] * g.data[k] }
             return s
         }
-        func check(_ values: UnsafeMutablePointer<Double>, count: Int, analytic: [Double], from i: Int, input: Matrix<Double>, skip: Set<Int> = []) -> (Double, Int) {
-            var idx = samples.map { GradientCheck.sampleIndices(count: count, limit: $0, rng: &rng) } ?? Array(0..<count)
-            if !skip.isEmpty { idx = idx.filter { !skip.contains($0) } }
-            let numeric = GradientCheck.numericalGradient(of: values, indices: idx, step: h) { loss(from: i, input) }
-            return (error(idx.map { analytic[$0] }, numeric), idx.count)
+        /// sum |logit * G| of the unperturbed network: the size of L's terms, whose rounding
+        /// each difference carries.
+        var terms = 0.0
+        do {
+            var y = x
+            for l in layers { y = l.forward(y, training: true) }
+            for k in 0..<y.count { terms += abs(y.data[k] * g.data[k]) }
+        }
+        /// Central differences at the sampled entries of `values`, leaving out those whose
+        /// +h or -h run is on another side of a kink at layer i or after (see above).
+        func check(_ values: UnsafeMutablePointer<Double>, count: Int, analytic: [Double], from i: Int, input: Matrix<Double>) -> (error: Double, checked: Int, skipped: Int) {
+            let idx = samples.map { GradientCheck.sampleIndices(count: count, limit: $0, rng: &rng) } ?? Array(0..<count)
+            _ = loss(from: i, input)
+            let sides = kinkSides(layers[i...])
+            var kept: [Int] = [], numeric: [Double] = []
+            for j in idx {
+                let saved = values[j]
+                values[j] = saved + h
+                let plus = loss(from: i, input), plusSides = kinkSides(layers[i...])
+                values[j] = saved - h
+                let minus = loss(from: i, input), minusSides = kinkSides(layers[i...])
+                values[j] = saved
+                guard plusSides == sides, minusSides == sides else { continue }
+                kept.append(j)
+                numeric.append((plus - minus) / (2 * h))
+            }
+            let floor = roundingFloor(termMagnitude: terms, entries: kept.count, step: h)
+            return (error(kept.map { analytic[$0] }, numeric, floor: floor), kept.count, idx.count - kept.count)
         }
         var out: [Entry] = []
         for (i, layer) in layers.enumerated() {
             let input = inputs[i]
-            // A max-pool input tied (within the step) with another entry of its window — ReLU's
-            // zeros, typically — has no derivative there: those entries are not checked.
-            let skip = (layer as? Pool2D<Double>).map { tiedEntries($0, input, tolerance: 4 * h) } ?? []
-            let (e, n) = check(input.data, count: input.count, analytic: inputGrads[i], from: i, input: input, skip: skip)
-            out.append(Entry(index: i, kind: kinds[i], tensor: "input", maxRelativeError: e, checked: n, size: input.count))
+            let c = check(input.data, count: input.count, analytic: inputGrads[i], from: i, input: input)
+            out.append(Entry(index: i, kind: kinds[i], tensor: "input", maxRelativeError: c.error, checked: c.checked, size: input.count, skipped: c.skipped))
+            try emit(out[out.count - 1])
             for (p, analytic) in zip(layer.parameters, paramGrads[i]) {
                 let name = String(p.name.split(separator: ".").last ?? "param")
-                let (e, n) = check(p.value.data, count: p.value.count, analytic: analytic, from: i, input: input)
-                out.append(Entry(index: i, kind: kinds[i], tensor: name, maxRelativeError: e, checked: n, size: p.value.count))
+                let c = check(p.value.data, count: p.value.count, analytic: analytic, from: i, input: input)
+                out.append(Entry(index: i, kind: kinds[i], tensor: name, maxRelativeError: c.error, checked: c.checked, size: p.value.count, skipped: c.skipped))
+                try emit(out[out.count - 1])
             }
         }
         return out
     }
 
-    /// Entries of a max-pool input that share their window's maximum (within `tolerance`)
-    /// with another entry.
-    static func tiedEntries(_ pool: Pool2D<Double>, _ x: Matrix<Double>, tolerance: Double) -> Set<Int> {
-        guard pool.kind == .max else { return [] }
-        var tied = Set<Int>()
-        let s = pool.input, o = pool.output
-        for e in 0..<x.rows {
-            for c in 0..<s.c {
-                for i in 0..<o.h {
-                    for j in 0..<o.w {
-                        var members: [Int] = []
-                        for u in 0..<pool.kernelH {
-                            for v in 0..<pool.kernelW { members.append(e * s.count + (c * s.h + pool.stride * i + u) * s.w + pool.stride * j + v) }
-                        }
-                        let m = members.map { x.data[$0] }.max() ?? 0
-                        let near = members.filter { m - x.data[$0] <= tolerance }
-                        if near.count > 1 { tied.formUnion(near) }
-                    }
-                }
+    /// A digest of which side of each kink the last forward pass of `layers` took: the sign of
+    /// every ReLU input (its output > 0) and every max-pool window's winner. Two runs with the
+    /// same digest are on the same smooth piece of the function (FNV-1a over those choices).
+    static func kinkSides(_ layers: ArraySlice<any Layer<Double>>) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        func mix(_ v: UInt64) { hash = (hash ^ v) &* 0x0000_0100_0000_01B3 }
+        for layer in layers {
+            if let a = layer as? Activation<Double>, a.kind == .relu {
+                let y = a.output
+                for k in 0..<y.count { mix(y.data[k] > 0 ? 1 : 2) }
+            } else if let p = layer as? Pool2D<Double>, p.kind == .max {
+                for k in 0..<p.out.count { mix(UInt64(UInt32(bitPattern: p.argmax[k]))) }
             }
         }
-        return tied
+        return hash
     }
 
     /// What learners get wrong most, as checks with errors: BatchNorm's staged and simplified

@@ -149,7 +149,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
                 layers.append(.fc(nil))
             } else if token.hasPrefix("fc") {
                 let digits = token.dropFirst(2)
-                guard digits.allSatisfy(\.isASCII), let n = Int(digits), n >= 1, n <= maxWidth else {
+                guard digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits), n >= 1, n <= maxWidth else {
                     throw bad("fcN needs a width N from 1 to \(maxWidth) (fc256), or plain 'fc' for the last layer")
                 }
                 layers.append(.fc(n))
