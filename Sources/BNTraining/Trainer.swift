@@ -235,7 +235,10 @@ public final class Trainer {
         var m = s.metadata
         m["bntrain.version"] = bntrainVersion
         m["bntrain.data"] = config.data ?? ""
-        let json = (try? JSONEncoder().encode(config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+        // Sorted keys: the same run writes the same header.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = (try? encoder.encode(config)).flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
         m["bntrain.config"] = json
         m["bntrain.data_identity"] = dataIdentity
         return m

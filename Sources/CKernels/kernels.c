@@ -298,3 +298,21 @@ int bn_kernels_avx512(void) {
     return 0;
 #endif
 }
+
+/* dst (cols x rows) = transpose of src (rows x cols), both row-major, elements of 4 or 8
+   bytes moved as bit patterns. 32 x 32 tiles keep both sides' cache lines in use; a plain
+   strided loop touches one element of each destination line per pass. */
+#define BN_TRANSPOSE_TILE 32
+#define BN_DEFINE_TRANSPOSE(NAME, TYPE)                                                        \
+    void NAME(const TYPE *restrict src, size_t rows, size_t cols, TYPE *restrict dst) {       \
+        for (size_t r0 = 0; r0 < rows; r0 += BN_TRANSPOSE_TILE) {                              \
+            size_t r1 = r0 + BN_TRANSPOSE_TILE < rows ? r0 + BN_TRANSPOSE_TILE : rows;         \
+            for (size_t c0 = 0; c0 < cols; c0 += BN_TRANSPOSE_TILE) {                          \
+                size_t c1 = c0 + BN_TRANSPOSE_TILE < cols ? c0 + BN_TRANSPOSE_TILE : cols;     \
+                for (size_t r = r0; r < r1; r++)                                               \
+                    for (size_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];    \
+            }                                                                                  \
+        }                                                                                      \
+    }
+BN_DEFINE_TRANSPOSE(bn_transpose_u32, uint32_t)
+BN_DEFINE_TRANSPOSE(bn_transpose_u64, uint64_t)

@@ -84,6 +84,29 @@ final class FusionTests: XCTestCase {
         XCTAssertGreaterThan(maxAbsDiff(a.weight.logicalValues(), w.toArray()), 1e-3, "the step moved the weights")
     }
 
+    /// A transposed parameter's bulk copies (checkpoints, optimizer state, initialisation) put
+    /// every element where `logicalIndex` says, for shapes that are not whole 32 x 32 tiles.
+    func testTransposedBulkCopiesFollowLogicalIndex() {
+        func check<T: BLASScalar>(_: T.Type, out: Int, inputs: Int) {
+            let d = Dense<T>(inFeatures: inputs, outFeatures: out, activation: .identity, weightLayout: .inOut, name: "d")
+            let p = d.weight
+            XCTAssertTrue(p.storedTransposed)
+            for k in 0..<p.value.count { p.value.data[k] = T(k) }
+            let expected = (0..<p.value.count).map { p.value.data[p.logicalIndex($0)] }
+            XCTAssertEqual(p.logicalValues(), expected, "\(T.self) \(out)x\(inputs)")
+            let logical = (0..<p.value.count).map { T($0 * 3 + 1) }
+            p.setLogicalValues(logical)
+            XCTAssertEqual((0..<p.value.count).map { p.value.data[p.logicalIndex($0)] }, logical)
+            XCTAssertEqual(p.logicalValues(), logical)
+            p.setLogicalValues(logical.lazy.map { $0 + 1 })  // a collection without contiguous storage
+            XCTAssertEqual(p.logicalValues(), logical.map { $0 + 1 })
+        }
+        for (out, inputs) in [(1, 5), (5, 1), (37, 70), (64, 33), (33, 64), (10, 784)] {
+            check(Float.self, out: out, inputs: inputs)
+            check(Double.self, out: out, inputs: inputs)
+        }
+    }
+
     /// trainStep (backward fused with the update) gives the same parameters as
     /// computeGradients followed by SGD.step.
     func testFusedTrainStepMatchesGradientsThenSGD() {

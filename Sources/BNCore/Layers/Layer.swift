@@ -1,3 +1,5 @@
+import CKernels
+
 /// A learnable tensor and its gradient, named as PyTorch's `state_dict` would name it
 /// (`fc1.weight`, `bn.bias`, ...), with PyTorch's logical layout (Linear weight is (out, in)).
 ///
@@ -39,13 +41,47 @@ public final class Parameter<T: BLASScalar> {
 
     /// The values in logical (PyTorch) row-major order.
     public func logicalValues() -> [T] {
-        (0..<value.count).map { value.data[logicalIndex($0)] }
+        [T](unsafeUninitializedCapacity: value.count) { out, count in
+            copyToLogical(from: UnsafePointer(value.data), to: out.baseAddress!)
+            count = value.count
+        }
     }
 
     /// Sets the values from logical (PyTorch) row-major order; `values.count == value.count`.
     public func setLogicalValues<C: Collection>(_ values: C) where C.Element == T {
         precondition(values.count == value.count, "\(name): \(values.count) values for \(value.count) elements")
-        for (k, v) in values.enumerated() { value.data[logicalIndex(k)] = v }
+        let done: Void? = values.withContiguousStorageIfAvailable { copyFromLogical(from: $0.baseAddress!, to: value.data) }
+        if done == nil { setLogicalValues(Array(values)) }
+    }
+
+    /// Copies a tensor held in this parameter's storage layout (`value`, `grad`, or an
+    /// optimizer's moment of the same shape) into logical row-major order: `value.count`
+    /// elements from `storage` to `logical`.
+    public func copyToLogical(from storage: UnsafePointer<T>, to logical: UnsafeMutablePointer<T>) {
+        // Storage is a row-major (c, r) matrix for the logical [r, c].
+        if storedTransposed { Self.transpose(storage, rows: shape[1], cols: shape[0], to: logical) } else { logical.update(from: storage, count: value.count) }
+    }
+
+    /// The inverse of `copyToLogical`: logical row-major order into the storage layout.
+    public func copyFromLogical(from logical: UnsafePointer<T>, to storage: UnsafeMutablePointer<T>) {
+        if storedTransposed { Self.transpose(logical, rows: shape[0], cols: shape[1], to: storage) } else { storage.update(from: logical, count: value.count) }
+    }
+
+    /// dst (cols x rows) = transpose of src (rows x cols), both row-major. The elements move
+    /// as bit patterns through a C kernel, so no generic code runs per element.
+    static func transpose(_ src: UnsafePointer<T>, rows: Int, cols: Int, to dst: UnsafeMutablePointer<T>) {
+        switch MemoryLayout<T>.size {
+        case 4:
+            UnsafeRawPointer(src).withMemoryRebound(to: UInt32.self, capacity: rows * cols) { s in
+                UnsafeMutableRawPointer(dst).withMemoryRebound(to: UInt32.self, capacity: rows * cols) { bn_transpose_u32(s, rows, cols, $0) }
+            }
+        case 8:
+            UnsafeRawPointer(src).withMemoryRebound(to: UInt64.self, capacity: rows * cols) { s in
+                UnsafeMutableRawPointer(dst).withMemoryRebound(to: UInt64.self, capacity: rows * cols) { bn_transpose_u64(s, rows, cols, $0) }
+            }
+        default:
+            for r in 0..<rows { for c in 0..<cols { dst[c * rows + r] = src[r * cols + c] } }
+        }
     }
 }
 

@@ -20,7 +20,9 @@ public enum Initializer: String, CaseIterable, Sendable {
     public func initialize<T: BLASScalar>(_ dense: Dense<T>, rng: inout SplitMix64) {
         let std = standardDeviation(fanIn: dense.inFeatures, fanOut: dense.outFeatures)
         let p = dense.weight
-        for k in 0..<p.value.count { p.value.data[p.logicalIndex(k)] = T(rng.nextNormal() * std) }
+        var draws = [T](repeating: 0, count: p.value.count)
+        for k in draws.indices { draws[k] = T(rng.nextNormal() * std) }
+        p.setLogicalValues(draws)
         dense.bias.value.fill(0)
     }
 

@@ -106,12 +106,19 @@ public final class SlotBuffers<T: BLASScalar> {
         for (i, p) in parameters.enumerated() {
             for (k, name) in names.enumerated() {
                 // Logical (PyTorch) order, as the parameter itself is saved.
-                out.append(("\(p.name).\(name)", (0..<counts[i]).map { buffers[i][k][p.logicalIndex($0)] }))
+                let storage = UnsafePointer(buffers[i][k])
+                out.append(("\(p.name).\(name)", [T](unsafeUninitializedCapacity: counts[i]) { dst, n in
+                    p.copyToLogical(from: storage, to: dst.baseAddress!)
+                    n = counts[i]
+                }))
             }
         }
         return out
     }
 
+    // Specialized: a checkpoint's moments are checked element by element, which unspecialized
+    // generic code does through value witnesses.
+    @_specialize(where T == Float)
     func load(_ state: [String: [T]], _ parameters: [Parameter<T>]) throws {
         ensure(parameters)
         for (i, p) in parameters.enumerated() {
@@ -120,7 +127,7 @@ public final class SlotBuffers<T: BLASScalar> {
                 guard let v = state[key] else { throw OptimizerStateError(message: "optimizer state '\(key)' is missing", doesNotFit: true) }
                 guard v.count == counts[i] else { throw OptimizerStateError(message: "optimizer state '\(key)' has \(v.count) values for a parameter of \(counts[i])", doesNotFit: true) }
                 guard v.allSatisfy({ $0.isFinite }) else { throw OptimizerStateError(message: "optimizer state '\(key)' holds a non-finite value") }
-                for j in 0..<v.count { buffers[i][k][p.logicalIndex(j)] = v[j] }
+                v.withUnsafeBufferPointer { p.copyFromLogical(from: $0.baseAddress!, to: buffers[i][k]) }
             }
         }
     }

@@ -87,6 +87,10 @@ void bn_bias_sigmoid_f32(float *restrict y, const float *restrict b, size_t rows
 /// decoded to float32 at load.
 void bn_pixels_to_f32(const uint8_t *restrict src, float *restrict dst, size_t n);
 
+/// dst (cols x rows) = transpose of src (rows x cols), row-major, copied as bit patterns.
+void bn_transpose_u32(const uint32_t *restrict src, size_t rows, size_t cols, uint32_t *restrict dst);
+void bn_transpose_u64(const uint64_t *restrict src, size_t rows, size_t cols, uint64_t *restrict dst);
+
 /// 1 if this process runs the AVX-512 clones, x86-64-v4: AVX-512 F, BW, CD, DQ and VL (for the
 /// run's config record).
 int bn_kernels_avx512(void);
