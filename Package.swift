@@ -35,7 +35,7 @@ let package = Package(
         // records and metrics files, data location. Everything the executable does but parse flags.
         .target(
             name: "BNTraining",
-            dependencies: ["BNCore", "BNData", "BNCheckpoint", .product(name: "RealModule", package: "swift-numerics")]
+            dependencies: ["BNCore", "BNData", "BNCheckpoint", "CKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
         // The command-line tool: flags -> RunConfig, subcommands (train, eval, predict, summary), exit codes.
         .executableTarget(

@@ -1,4 +1,6 @@
 import BNCore
+import BNData
+import CKernels
 import Foundation
 
 /// `--trace LAYER[:input|output][:unit=K]`: statistics of one layer's input or output, for
@@ -73,62 +75,112 @@ public struct Summary: Equatable, Sendable {
     public var p15: Double, p50: Double, p85: Double, mean: Double, std: Double
 
     /// numpy.percentile's default (linear interpolation between the closest ranks) and the
-    /// population standard deviation (numpy.std, ddof 0). Sorts `values`.
-    public init(_ values: inout [Double]) {
+    /// population standard deviation (numpy.std, ddof 0), computed in Double. Sorts `values`.
+    public init<F: BinaryFloatingPoint>(_ values: inout [F]) {
         values.sort()
+        self.init(sorted: values)
+    }
+
+    /// The same statistics of values already in ascending order.
+    public init<F: BinaryFloatingPoint>(sorted values: [F]) {
         func pct(_ q: Double) -> Double {
             let pos = q / 100 * Double(values.count - 1)
             let lo = Int(pos.rounded(.down)), hi = min(lo + 1, values.count - 1)
-            return values[lo] + (values[hi] - values[lo]) * (pos - Double(lo))
+            let (a, b) = (Double(values[lo]), Double(values[hi]))
+            return a + (b - a) * (pos - Double(lo))
         }
         p15 = pct(15)
         p50 = pct(50)
         p85 = pct(85)
         let n = Double(values.count)
-        let m = values.reduce(0, +) / n
+        let m = values.reduce(0.0) { $0 + Double($1) } / n
         mean = m
-        std = (values.reduce(0) { $0 + ($1 - m) * ($1 - m) } / n).squareRoot()
+        std = (values.reduce(0.0) { $0 + (Double($1) - m) * (Double($1) - m) } / n).squareRoot()
     }
 }
 
-/// Runs a probe batch through a network and summarises the traced tensor.
+/// Runs a probe set through a network and summarises the traced tensor.
+///
+/// Memory: the traced values of the whole probe set (examples x width floats, kept to take
+/// exact percentiles) and one chunk's forward pass; `Trainer.memoryEstimate` counts both.
 final class Tracer {
     let spec: TraceSpec
     /// Index in the built network whose input or output is the traced tensor.
     let networkLayer: Int
     let useOutput: Bool
     let width: Int
-    let probe: Matrix<Float>
-    var unitValues: [Double]
-    var allValues: [Double]
+    let images: ImageSet
+    let examples: Int
+    /// Probe rows per forward pass (the automatic evaluation batch, fixed by the spec): a trace
+    /// of a wide layer is bounded in memory and can be interrupted between chunks. Rows are
+    /// independent in evaluation mode, but BLAS may round a product's last bit differently
+    /// for another row count, so the chunk must not depend on flags such as --eval-batch.
+    let chunk: Int
+    let input: Matrix<Float>
+    /// The last, shorter chunk: a view of `input`'s first rows.
+    let tail: Matrix<Float>
+    var unitValues: [Float]
+    var allValues: [Float]
+    /// The radix sort's second buffer.
+    var scratch: [Float]
+
+    /// The floats the tracer keeps beyond one evaluation batch's forward pass.
+    /// (The values and the sort's scratch, for the layer and for one unit.)
+    static func storedFloats(examples: Int, width: Int) -> Double { 2 * Double(examples) * Double(width + 1) }
 
     /// Maps the spec index to the built network's layers: an fc fused with its sigmoid is one
     /// layer whose output is the sigmoid's, so tracing the fc's output or the sigmoid's input
-    /// (the pre-activation) needs the unfused network (likewise a 2-D bn fused with its relu); Trainer builds the trace on a network
-    /// whose layers are one per spec token when that is the case.
-    init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, probe: Matrix<Float>) {
+    /// (the pre-activation) needs the unfused network (likewise a 2-D bn fused with its relu);
+    /// Trainer builds the network with one layer per spec token when that is the case.
+    init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, images: ImageSet, examples: Int, chunk: Int) {
         self.spec = spec
         self.networkLayer = networkLayer
         self.useOutput = useOutput
         self.width = width
-        self.probe = probe
-        unitValues = [Double](repeating: 0, count: probe.rows)
-        allValues = [Double](repeating: 0, count: probe.rows * width)
+        self.images = images
+        self.examples = examples
+        self.chunk = max(1, min(chunk, examples))
+        self.input = Matrix(rows: self.chunk, cols: images.featureCount, zeroed: false)
+        self.tail = Matrix(viewOf: input)
+        unitValues = [Float](repeating: 0, count: examples)
+        allValues = [Float](repeating: 0, count: examples * width)
+        scratch = [Float](repeating: 0, count: examples * width)
     }
 
-    /// Evaluation-mode forward of the probe set up to the traced tensor; its statistics.
-    func measure(_ net: Network<Float>) -> (unit: Summary, all: Summary) {
-        var h = probe
-        for (i, layer) in net.layers.enumerated() {
-            if i == networkLayer && !useOutput { break }
-            h = layer.forward(h, training: false)
-            if i == networkLayer { break }
+    /// Sorts with a radix sort (the tensor may hold hundreds of millions of values); the
+    /// order equals a comparison sort's, but for -0 and +0, which the statistics treat alike.
+    func sorted(_ values: inout [Float]) {
+        values.withUnsafeMutableBufferPointer { v in
+            scratch.withUnsafeMutableBufferPointer { bn_sort_f32(v.baseAddress!, $0.baseAddress!, v.count) }
         }
-        precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
-        for r in 0..<h.rows {
-            unitValues[r] = Double(h[r, spec.unit])
-            for j in 0..<width { allValues[r * width + j] = Double(h.data[r * width + j]) }
+    }
+
+    /// Evaluation-mode forward of the probe set up to the traced tensor, and its statistics;
+    /// nil when `shouldStop` reports a signal between chunks.
+    func measure(_ net: Network<Float>, shouldStop: () -> Int32? = { nil }) -> (unit: Summary, all: Summary)? {
+        var start = 0
+        while start < examples {
+            if start > 0, shouldStop() != nil { return nil }
+            let n = min(chunk, examples - start)
+            images.convert(images: start, count: n, into: input.data)
+            if n < chunk { tail.view(of: input, row: 0, rows: n) }
+            var h = n == chunk ? input : tail
+            for (i, layer) in net.layers.enumerated() {
+                if i == networkLayer && !useOutput { break }
+                h = layer.forward(h, training: false)
+                if i == networkLayer { break }
+            }
+            precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
+            for r in 0..<n {
+                unitValues[start + r] = h[r, spec.unit]
+                (allValues.withUnsafeMutableBufferPointer { $0.baseAddress! } + (start + r) * width).update(from: h.data + r * width, count: width)
+            }
+            start += n
         }
-        return (Summary(&unitValues), Summary(&allValues))
+        // Sorting every value takes a while for a wide layer: one more chance to stop first.
+        if shouldStop() != nil { return nil }
+        sorted(&unitValues)
+        sorted(&allValues)
+        return (Summary(sorted: unitValues), Summary(sorted: allValues))
     }
 }

@@ -101,14 +101,6 @@ public final class Trainer {
         if outputs.saveBest && valIndices.isEmpty {
             throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", code: ExitStatus.usage)
         }
-        // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
-        // cannot overflow: it is computed in Double).
-        evalBatch = config.evalBatch > 0 ? config.evalBatch : Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
-        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes, batch: config.batch, evalBatch: min(evalBatch, max(dataset.test.count, valIndices.count)))
-        let available = Memory.physicalBytes
-        if needed > Double(available) / 2 {
-            throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller batch", code: ExitStatus.usage)
-        }
         // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
         dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
         // The trace target, and whether the network must be built unfused to expose it (the
@@ -129,6 +121,25 @@ public final class Trainer {
                 throw fail("\(origin(.trace)) \(e.message)", code: code(.trace))
             }
         }
+        // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
+        // cannot overflow: it is computed in Double).
+        evalBatch = config.evalBatch > 0 ? config.evalBatch : Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
+        // A trace keeps its values and runs its probe set in chunks of the automatic evaluation
+        // batch (whatever --eval-batch says, so the values do not depend on it).
+        let traceExamples = min(config.traceExamples, dataset.test.count)
+        let traceChunk = Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
+        var traceFloats = 0.0
+        if let target {
+            let chunkFloats = 4 * Double(min(traceChunk, traceExamples)) * Trainer.floatsPerImage(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
+            traceFloats = Tracer.storedFloats(examples: traceExamples, width: target.width) + chunkFloats
+        }
+        let needed = Trainer.memoryEstimate(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes, batch: config.batch, evalBatch: min(evalBatch, max(dataset.test.count, valIndices.count)), extraFloats: traceFloats)
+        let available = Memory.physicalBytes
+        if needed > Double(available) / 2 {
+            let traced = traceFloats > 0 ? " and \(origin(.trace)) of \(traceExamples) examples (\(Memory.describe(Int(min(4 * traceFloats, 9e18)))))" : ""
+            let fix = traceFloats > 0 ? "use narrower layers, a smaller batch, fewer \(origin(.traceExamples)) or another traced layer" : "use narrower layers or a smaller batch"
+            throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch)\(traced) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); \(fix)", code: ExitStatus.usage)
+        }
         do {
             network = try spec.build(
                 Float.self, inputs: dataset.featureCount, classes: dataset.classes, image: image, options: options,
@@ -139,9 +150,7 @@ public final class Trainer {
         if let target {
             // The network layer computing the traced spec layer (the builder records which).
             let layer = network.specIndices.lastIndex { $0 <= target.index }!
-            let n = min(config.traceExamples, dataset.test.count)
-            let probe = dataset.test.images.floats(count: n)
-            tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, probe: probe)
+            tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, images: dataset.test.images, examples: traceExamples, chunk: traceChunk)
             traceIndex = target.index
         } else {
             tracer = nil
@@ -184,14 +193,21 @@ public final class Trainer {
     /// The evaluation batch when --eval-batch is not given (`Evaluation.automaticBatch` of the
     /// spec's layer widths): training, `eval` and `predict` all choose with this.
     public static func automaticEvalBatch(spec: ModelSpec, inputs: Int, image: ImageShape?, classes: Int) -> Int {
-        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return 1000 }
-        return Evaluation.automaticBatch(floatsPerImage: rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) })
+        let floats = floatsPerImage(spec: spec, inputs: inputs, image: image, classes: classes)
+        return floats.isFinite ? Evaluation.automaticBatch(floatsPerImage: floats) : 1000
+    }
+
+    /// The input and every layer's output, per image (infinite for a spec that does not chain).
+    static func floatsPerImage(spec: ModelSpec, inputs: Int, image: ImageShape?, classes: Int) -> Double {
+        guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return .infinity }
+        return rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
     }
 
     /// Bytes the model needs beyond the dataset: weights and gradients (3 copies with the
     /// optimizer's scratch), and per example of a training or evaluation batch about four
     /// buffers of each layer's width (output, input gradient, cached values).
-    public static func memoryEstimate(spec: ModelSpec, inputs: Int, image: ImageShape, classes: Int, batch: Int, evalBatch: Int) -> Double {
+    /// `extraFloats`: what an observer keeps besides (a trace's values).
+    public static func memoryEstimate(spec: ModelSpec, inputs: Int, image: ImageShape, classes: Int, batch: Int, evalBatch: Int, extraFloats: Double = 0) -> Double {
         // A spec whose counts do not fit 64 bits, or whose shapes do not chain, fits nowhere.
         guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return .infinity }
         let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
@@ -202,7 +218,7 @@ public final class Trainer {
             guard case let .conv(o, _, _, _) = pair.1 else { return acc }
             return acc + Double(pair.0.flops - pair.0.outputWidth) / 2 / Double(o)
         }
-        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch) + Double(batch * inputs))
+        return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch) + Double(batch * inputs) + extraFloats)
     }
 
     /// A checkpoint that names its model must name this one (dfn2 checkpoints of 0.3 name none).
@@ -337,7 +353,8 @@ public final class Trainer {
                 // Observation between steps (evaluation mode: reads the model, changes nothing).
                 let globalStep = (epoch - 1) * steps + b + 1
                 if let tracer, globalStep % c.traceEvery == 0 {
-                    let (u, a) = tracer.measure(network)
+                    // A signal during a long trace ends it; the next step's check saves and stops.
+                    guard let (u, a) = tracer.measure(network, shouldStop: shouldStop) else { continue }
                     let r = Record("trace", [
                         ("step", .int(globalStep)), ("epoch", .int(epoch)), ("layer", .int(traceIndex)), ("side", .string(tracer.spec.side.rawValue)),
                         ("unit", .int(tracer.spec.unit)), ("p15", .exact(u.p15)), ("p50", .exact(u.p50)), ("p85", .exact(u.p85)),

@@ -1,5 +1,6 @@
 #include "CKernels.h"
 #include <math.h>
+#include <string.h>
 
 #pragma STDC FP_CONTRACT OFF
 
@@ -316,3 +317,35 @@ int bn_kernels_avx512(void) {
     }
 BN_DEFINE_TRANSPOSE(bn_transpose_u32, uint32_t)
 BN_DEFINE_TRANSPOSE(bn_transpose_u64, uint64_t)
+
+/* Sorts v[0..n) ascending, using scratch[0..n): an LSD radix sort on the bit patterns
+   (3 passes of 11 bits). Keys map floats to unsigned integers in the same order: a positive
+   float's sign bit is set, a negative float's bits are all flipped; -0 sorts before +0, and
+   NaNs sort to the ends (by sign). The result ends in v. */
+static inline uint32_t bn_float_key(uint32_t b) { return (b & 0x80000000u) ? ~b : (b | 0x80000000u); }
+
+void bn_sort_f32(float *v, float *scratch, size_t n) {
+    enum { BITS = 11, BUCKETS = 1 << BITS };
+    static const int shifts[3] = {0, 11, 22};
+    size_t counts[3][BUCKETS];
+    memset(counts, 0, sizeof counts);
+    const uint32_t *u = (const uint32_t *)v;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = bn_float_key(u[i]);
+        counts[0][k & (BUCKETS - 1)]++;
+        counts[1][(k >> 11) & (BUCKETS - 1)]++;
+        counts[2][k >> 22]++;
+    }
+    uint32_t *src = (uint32_t *)v, *dst = (uint32_t *)scratch;
+    for (int p = 0; p < 3; p++) {
+        size_t sum = 0;
+        for (int b = 0; b < BUCKETS; b++) { size_t c = counts[p][b]; counts[p][b] = sum; sum += c; }
+        for (size_t i = 0; i < n; i++) {
+            uint32_t k = bn_float_key(src[i]);
+            dst[counts[p][(k >> shifts[p]) & (BUCKETS - 1)]++] = src[i];
+        }
+        uint32_t *t = src; src = dst; dst = t;
+    }
+    /* Three passes leave the result in scratch. */
+    memcpy(v, src, n * sizeof(float));
+}

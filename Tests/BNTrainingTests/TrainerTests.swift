@@ -184,6 +184,19 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A signal that arrives during a trace ends the trace before its record; the run stops
+    /// at the next step's check, as for a signal between steps.
+    func testASignalDuringATraceEndsItBeforeItsRecord() throws {
+        var c = config("dfn2", epochs: 1)
+        c.trace = "last-sigmoid"
+        c.traceEvery = 1
+        c.traceExamples = 40
+        XCTAssertEqual(try run(c).filter { $0.kind == "trace" }.count, 8, "8 steps, a trace after each")
+        // shouldStop's first call is before step 1; its second is inside step 1's trace.
+        let stopped = try run(c, stopAtStep: 1)
+        XCTAssertEqual(stopped.map(\.kind), ["config"], "no trace record of the interrupted trace")
+    }
+
     /// A resumed run traces and evaluates at the same steps, with the same values, as an
     /// uninterrupted one: the two halves put together are the whole.
     func testResumeKeepsTracingConsistent() throws {

@@ -277,6 +277,19 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(try timed(["eval", "--model", model, "--data", data]).status, 0)
     }
 
+    // 5. A trace keeps every traced value of its probe set: that memory is in the estimate,
+    // so a trace too large for the machine is refused up front, naming --trace-examples.
+    func testATraceTooLargeForTheMachineIsRefusedUpFront() throws {
+        // conv65536k1 on 6x6 images: 2,359,296 values per example; 8 bytes each (the values
+        // and the sort's scratch). Enough test images that the trace alone exceeds the memory.
+        let width = 65536 * 36
+        let examples = min(100_000, Int(ProcessInfo.processInfo.physicalMemory / UInt64(8 * width)) + 1)
+        let wide = dir + "/wide"
+        try writeTinyDataset(in: wide, train: 64, test: examples)
+        let run = ["--data", wide, "--model", "conv65536k1-fc", "--batch", "16", "--epochs", "1", "--quiet"]
+        assertOneLineError(try timed(run + ["--trace", "0:output", "--trace-examples", "\(examples)"]), code: 64, mentions: ["--trace of \(examples) examples", "--trace-examples", "more than half of this machine's"])
+    }
+
     // 12. Input that would be silently ignored or misread is refused, naming the flag: a flag
     // only another flag (or another schedule) reads, a sign in a width, a repeated trace part.
     func testIgnoredOrMisreadInputIsRefused() throws {

@@ -192,7 +192,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
             values[letter] = v
         }
         if isConv {
-            guard let k = values["k"], k >= 1, k <= 64, first <= 65536 else { throw bad(usage + "; 1 <= K <= 64") }
+            guard let k = values["k"], k >= 1, k <= 64, first <= 65536 else { throw bad(usage + "; 1 <= N <= 65536, 1 <= K <= 64") }
             let st = values["s"] ?? 1, pd = values["p"] ?? 0
             guard st >= 1, st <= 64, pd <= 64 else { throw bad(usage + "; 1 <= S <= 64, P <= 64") }
             return .conv(out: first, kernel: k, stride: st, padding: pd)

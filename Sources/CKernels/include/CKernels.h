@@ -91,6 +91,9 @@ void bn_pixels_to_f32(const uint8_t *restrict src, float *restrict dst, size_t n
 void bn_transpose_u32(const uint32_t *restrict src, size_t rows, size_t cols, uint32_t *restrict dst);
 void bn_transpose_u64(const uint64_t *restrict src, size_t rows, size_t cols, uint64_t *restrict dst);
 
+/// Sorts v ascending (a radix sort; scratch holds n floats); -0 before +0.
+void bn_sort_f32(float *v, float *scratch, size_t n);
+
 /// 1 if this process runs the AVX-512 clones, x86-64-v4: AVX-512 F, BW, CD, DQ and VL (for the
 /// run's config record).
 int bn_kernels_avx512(void);
