@@ -124,8 +124,8 @@ final class Tracer {
     /// The radix sort's second buffer.
     var scratch: [Float]
 
-    /// The floats the tracer keeps beyond one evaluation batch's forward pass.
-    /// (The values and the sort's scratch, for the layer and for one unit.)
+    /// The floats the tracer keeps beyond one chunk's forward pass: the traced values and the
+    /// sort's scratch, for the whole layer and for one unit.
     static func storedFloats(examples: Int, width: Int) -> Double { 2 * Double(examples) * Double(width + 1) }
 
     /// Maps the spec index to the built network's layers: an fc fused with its sigmoid is one
@@ -171,10 +171,10 @@ final class Tracer {
                 if i == networkLayer { break }
             }
             precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
-            for r in 0..<n {
-                unitValues[start + r] = h[r, spec.unit]
-                (allValues.withUnsafeMutableBufferPointer { $0.baseAddress! } + (start + r) * width).update(from: h.data + r * width, count: width)
-            }
+            for r in 0..<n { unitValues[start + r] = h[r, spec.unit] }
+            // Rows are contiguous in both: the chunk's values are one copy.
+            let first = start * width
+            allValues.withUnsafeMutableBufferPointer { (all: inout UnsafeMutableBufferPointer<Float>) in (all.baseAddress! + first).update(from: h.data, count: n * width) }
             start += n
         }
         // Sorting every value takes a while for a wide layer: one more chance to stop first.
