@@ -19,25 +19,52 @@ for a convolutional one. Checkpoints of bntrain 0.3 (dfn2 with tensors
 fc1/bn/fc2) are renamed on load. As a module: `sequential(spec, inputs, classes)`, `load(path)`.
 """
 import argparse
+import json
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
-PRESETS = {
-    "dfn2": lambda hidden: f"fc{hidden}-sigmoid-bn-fc",
-    "bn-paper": lambda hidden: "-".join(["fc100-bn-sigmoid"] * 3 + ["fc"]),
-    "mlp": lambda hidden: "-".join(["fc256-bn-relu-dropout0.2"] * 2 + ["fc"]),
-    "lenet-bn": lambda hidden: "conv6k5p2-bn-relu-maxpool2-conv16k5-bn-relu-maxpool2-fc120-bn-relu-fc84-bn-relu-fc",
-    "cnn": lambda hidden: "conv32k3-bn-relu-conv64k3-bn-relu-maxpool2-dropout0.25-fc128-bn-relu-dropout0.5-fc",
-}
+REPO = pathlib.Path(__file__).resolve().parents[2]
+_expanded = {}
+LAYER_TOKEN = re.compile(r"fc\d*|sigmoid|tanh|relu|bn|ln|gap|dropout[0-9.]+|(conv|maxpool|avgpool)\d+(?:[ksp]\d+)*")
+
+
+def bntrain_binary():
+    """The bntrain that expands presets: $BNTRAIN, else this checkout's release build, else PATH."""
+    if os.environ.get("BNTRAIN"):
+        return os.environ["BNTRAIN"]
+    built = REPO / ".build" / "release" / "bntrain"
+    return str(built) if built.exists() else (shutil.which("bntrain") or "bntrain")
+
+
+def expand(preset, hidden=200):
+    """A preset's layer tokens, from `bntrain summary --model PRESET --hidden H --log-format
+    jsonl`: the presets are written down once, in bntrain."""
+    if (preset, hidden) not in _expanded:
+        cmd = [bntrain_binary(), "summary", "--model", preset, "--log-format", "jsonl"] + (["--hidden", str(hidden)] if hidden != 200 else [])
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except OSError as e:
+            raise SystemExit(f"bntrain_torch: cannot run bntrain to expand preset {preset!r} ({e}); "
+                             "build it (swift build -c release) or set BNTRAIN to its path")
+        if done.returncode != 0:
+            raise ValueError(done.stderr.strip() or f"bntrain summary --model {preset!r} failed")
+        records = [json.loads(line) for line in done.stdout.splitlines()]
+        _expanded[(preset, hidden)] = [r["token"] for r in records if r["kind"] == "layer"]
+    return _expanded[(preset, hidden)]
 
 
 def tokens(spec, hidden=200):
-    """The layer tokens of a spec or preset (bntrain's grammar: '-' or spaces between tokens)."""
+    """The layer tokens of a spec (bntrain's grammar: '-' or spaces between tokens) or of a
+    preset (any name that is not such a spec: bntrain expands it)."""
     spec = spec.strip()
-    if spec in PRESETS:
-        spec = PRESETS[spec](hidden)
-    return [t for piece in spec.split("-") for t in piece.split()]
+    toks = [t for piece in spec.split("-") for t in piece.split()]
+    if toks and all(LAYER_TOKEN.fullmatch(t) for t in toks):
+        return toks
+    return expand(spec, hidden)
 
 
 IMAGE_TOKEN = re.compile(r"(conv|maxpool|avgpool)(\d+)((?:[ksp]\d+)*)")
@@ -100,7 +127,9 @@ def sequential(spec, inputs, classes, bn_eps=1e-5, bn_momentum=0.9, hidden=200, 
     return nn.Sequential(*layers)
 
 
-LEGACY = {"fc1": "0", "bn": "2"}
+def legacy_names(has_bn):
+    """bntrain 0.3's dfn2 module names -> nn.Sequential indices (fc1 0, sigmoid 1, bn 2, fc2)."""
+    return {"fc1": "0", "bn": "2", "fc2": "3" if has_bn else "2"}
 
 
 def load(path):
@@ -116,13 +145,12 @@ def load(path):
     spec = meta.get("bntrain.model")
     if spec is None and "fc1.weight" in tensors:  # bntrain 0.3: dfn2 with named modules
         has_bn = "bn.weight" in tensors
-        rename = dict(LEGACY, fc2="3" if has_bn else "2")
+        rename = legacy_names(has_bn)
         tensors = {rename[k.split(".")[0]] + "." + k.split(".", 1)[1]: v for k, v in tensors.items()}
         spec = f"fc{tensors['0.weight'].shape[0]}-sigmoid" + ("-bn" if has_bn else "") + "-fc"
     toks = tokens(spec)
-    image = None
-    if is_convolutional(spec):
-        image = tuple(int(d) for d in meta["bntrain.input_shape"].split("x"))
+    image = input_image(spec, meta)
+    if image is not None:
         inputs = image[0] * image[1] * image[2]
     else:
         first = next(i for i, t in enumerate(toks) if t.startswith("fc") or t in ("bn", "ln"))
@@ -133,6 +161,14 @@ def load(path):
                        bn_momentum=float(meta.get("bntrain.bn_momentum", 0.9)), image=image)
     model.load_state_dict(tensors, strict=True)
     return model.eval(), spec, meta, inputs
+
+
+def input_image(spec, meta):
+    """(C, H, W) a convolutional checkpoint's model takes (metadata "bntrain.input_shape",
+    "CxHxW"); None for a fully connected one, which takes (N, pixels)."""
+    if not is_convolutional(spec):
+        return None
+    return tuple(int(d) for d in meta["bntrain.input_shape"].split("x"))
 
 
 def export_onnx(model, inputs, path, image=None):
@@ -162,9 +198,10 @@ def main():
         print(model)
         print(f"parameters={sum(p.numel() for p in model.parameters())}")
         return
-    model, spec, _, inputs = load(args.checkpoint)
+    model, spec, meta, inputs = load(args.checkpoint)
+    image = input_image(spec, meta)
     if args.cmd == "onnx":
-        export_onnx(model, inputs, args.out)
+        export_onnx(model, inputs, args.out, image=image)
         print(f"onnx spec={spec} out={args.out}")
         return
     import numpy as np
@@ -173,7 +210,8 @@ def main():
     import common
     _, _, xte, yte = common.load(args.data, np)
     with torch.no_grad():
-        logits = model(torch.from_numpy(xte))
+        x = torch.from_numpy(xte)
+        logits = model(x.view(-1, *image) if image is not None else x)
     acc = float((logits.argmax(1).numpy() == yte).mean())
     print(f"eval spec={spec} test={len(yte)} test_acc={acc:.4f}")
 

@@ -29,6 +29,23 @@ public enum GradientCheckRun {
         public var seconds: Double
     }
 
+    /// Moves every normalisation gain and shift (the parameters whose layers declare them
+    /// `.gain` and `.shift`: BatchNorm1D, BatchNorm2D, LayerNorm) off its initial 1 and 0, to
+    /// 1 + 0.3 z and 0.3 z (z standard normal, gain and shift of a feature in turn), so a
+    /// backward that forgets gamma cannot pass as it would at gamma = 1.
+    public static func moveGainsAndShifts(_ net: Network<Double>, rng: inout SplitMix64) {
+        for layer in net.layers {
+            let gains = layer.parameters.filter { $0.role == .gain }, shifts = layer.parameters.filter { $0.role == .shift }
+            precondition(gains.count == shifts.count, "a normalisation layer declares a shift per gain")
+            for (g, s) in zip(gains, shifts) {
+                for j in 0..<g.value.count {
+                    g.value.data[j] = 1 + 0.3 * rng.nextNormal()
+                    s.value.data[j] = 0.3 * rng.nextNormal()
+                }
+            }
+        }
+    }
+
     /// Times one training forward pass of `x` layer by layer, then prices layer i's
     /// differences at two passes through layers i... each.
     public static func plan(_ net: Network<Double>, x: Matrix<Double>, samples: Int?) -> Plan {

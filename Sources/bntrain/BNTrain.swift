@@ -72,7 +72,7 @@ enum Entry {
 private let defaults = RunConfig()
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("A preset (dfn2, bn-paper, mlp) or layers joined by '-': fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP; e.g. 'fc256-bn-relu-dropout0.2-fc'. 'bntrain summary' lists the presets. Default: \(defaults.model).", valueName: "spec"))
+    @Option(help: ArgumentHelp("A preset (\(ModelSpec.presetNames)) or layers joined by '-': \(ModelSpec.layerTokens); e.g. 'fc256-bn-relu-dropout0.2-fc' or 'conv32k3-bn-relu-maxpool2-fc'. 'bntrain summary' describes the presets. Default: \(defaults.model).", valueName: "spec"))
     var model: String?
 
     @Option(help: "Hidden width of the dfn2 preset (default: \(ModelSpec.defaultHidden)); other models spell their widths in --model.")
@@ -148,7 +148,7 @@ struct OptimizerOptions: ParsableArguments {
     @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: 0.")
     var weightDecay: Double?
 
-    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights only; biases and BN/LayerNorm parameters exempt). Default: all.", valueName: "all|weights"))
+    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights and conv kernels only; biases and BN/LayerNorm gains and shifts exempt). Default: all.", valueName: "all|weights"))
     var decay: WeightDecayScope?
 
     @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: 0.")
@@ -247,7 +247,7 @@ struct CheckpointOptions: ParsableArguments {
 struct BNTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bntrain",
-        abstract: "Train an MNIST-style image classifier (an MLP described by --model; batch norm by default) on IDX data.",
+        abstract: "Train an MNIST-style image classifier (fully connected or convolutional, described by --model; batch norm by default) on IDX data.",
         discussion: """
             Default model: dfn2, fc200-sigmoid-bn-fc (Dense -> Sigmoid -> BatchNorm1D -> Dense -> softmax \
             cross-entropy), minibatch SGD. stdout gets a 'config' record, one record per epoch and a 'summary' \

@@ -107,19 +107,7 @@ struct GradcheckCommand: ParsableCommand {
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
-        // Gains and shifts away from their initial 1 and 0, so their gradients are exercised.
-        for bn in net.batchNorms {
-            for j in 0..<bn.features {
-                bn.gamma.value.data[j] = 1 + 0.3 * rng.nextNormal()
-                bn.beta.value.data[j] = 0.3 * rng.nextNormal()
-            }
-        }
-        for case let ln as LayerNorm<Double> in net.layers {
-            for j in 0..<ln.features {
-                ln.gamma.value.data[j] = 1 + 0.3 * rng.nextNormal()
-                ln.beta.value.data[j] = 0.3 * rng.nextNormal()
-            }
-        }
+        GradientCheckRun.moveGainsAndShifts(net, rng: &rng)
         let plan = GradientCheckRun.plan(net, x: x, samples: full ? nil : samples)
         let estimate = Value.number(plan.seconds, digits: plan.seconds < 10 ? 1 : 0).text
         if plan.seconds > maxSeconds {

@@ -4,8 +4,8 @@ import XCTest
 /// Each update rule against values computed by hand for two steps, from p = (1, -2) with the
 /// same gradient g = (0.5, 0.25) at both steps.
 final class OptimizerTests: XCTestCase {
-    func twoSteps(_ s: OptimizerSettings, shape: [Int] = [2]) -> [[Double]] {
-        let p = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [1, -2]), shape: shape == [2] ? nil : [1, 2])
+    func twoSteps(_ s: OptimizerSettings, shape: [Int] = [2], role: Parameter<Double>.Role = .weight) -> [[Double]] {
+        let p = Parameter<Double>(name: "w", value: Matrix(rows: 1, cols: 2, values: [1, -2]), shape: shape, role: role)
         let opt = s.make(Double.self)
         var out: [[Double]] = []
         for _ in 0..<2 {
@@ -173,12 +173,18 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(m[1][0], 1 - 0.01 * b1[0] - 0.01 * b2[0], accuracy: 1e-9)
     }
 
-    /// --decay weights: only 2-D (fc weight) parameters decay.
+    /// --decay weights: only the weights of linear maps decay, whatever their shape (a conv
+    /// kernel is 4-D); biases, gains and shifts do not.
     func testDecayScope() {
-        let vector = twoSteps(settings(.sgd, lr: 0.1) { $0.weightDecay = 0.1; $0.decayScope = .weights })
-        assertClose(vector, [[0.95, -2.025], [0.9, -2.05]])  // a 1-D parameter: no decay
-        let matrix = twoSteps(settings(.sgd, lr: 0.1) { $0.weightDecay = 0.1; $0.decayScope = .weights }, shape: [1, 2])
-        XCTAssertEqual(matrix[0][0], 1 - 0.1 * (0.5 + 0.1), accuracy: 1e-12)
+        func run(_ role: Parameter<Double>.Role, shape: [Int]) -> [[Double]] {
+            twoSteps(settings(.sgd, lr: 0.1) { $0.weightDecay = 0.1; $0.decayScope = .weights }, shape: shape, role: role)
+        }
+        for role in [Parameter<Double>.Role.bias, .gain, .shift] {
+            assertClose(run(role, shape: [2]), [[0.95, -2.025], [0.9, -2.05]])  // exempt: no decay
+        }
+        for shape in [[1, 2], [1, 2, 1, 1], [2]] {
+            XCTAssertEqual(run(.weight, shape: shape)[0][0], 1 - 0.1 * (0.5 + 0.1), accuracy: 1e-12, "\(shape)")
+        }
     }
 
     /// torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when the norm exceeds max.

@@ -340,9 +340,32 @@ final class SlightlyWrong: Layer {
     }
 }
 
+/// A normalisation layer whose input gradient lacks its gamma factor (test-only): its own
+/// dx divided by gamma of each example's feature or channel, right only where gamma = 1.
+final class ForgetsGamma: Layer {
+    let inner: any Layer<Double>
+    init(_ inner: any Layer<Double>) { self.inner = inner }
+    var inFeatures: Int { inner.inFeatures }
+    var outFeatures: Int { inner.outFeatures }
+    var computesInputGradient: Bool {
+        get { inner.computesInputGradient }
+        set { inner.computesInputGradient = newValue }
+    }
+    var parameters: [Parameter<Double>] { inner.parameters }
+    var buffers: [Buffer<Double>] { inner.buffers }
+    func forward(_ x: Matrix<Double>, training: Bool) -> Matrix<Double> { inner.forward(x, training: training) }
+    func backward(_ dy: Matrix<Double>) -> Matrix<Double> {
+        let dx = inner.backward(dy)
+        let gamma = parameters.first { $0.role == .gain }!.value.data
+        let plane = inFeatures / parameters[0].value.count  // H*W for BatchNorm2D, 1 for BatchNorm1D
+        for k in 0..<dx.count { dx.data[k] /= gamma[(k % inFeatures) / plane] }
+        return dx
+    }
+}
+
 /// lenet-bn in Double, unfused, and a batch of MNIST-style images: a black background (exact
 /// zeros, which zero padding extends) around a patch of 8-bit intensities.
-func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil) throws -> (Network<Double>, [String], Matrix<Double>, [Int32]) {
+func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil, wrong: (any Layer<Double>) -> any Layer<Double> = SlightlyWrong.init) throws -> (Network<Double>, [String], Matrix<Double>, [Int32]) {
     let spec = try ModelSpec.parse("lenet-bn")
     var options = BuildOptions()
     options.fuse = false
@@ -352,7 +375,7 @@ func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil) throws -> (Ne
     for e in 0..<4 {
         for r in 8..<20 { for c in 9..<19 { x.data[e * 784 + r * 28 + c] = Double(rng.nextInt(below: 256)) / 255 } }
     }
-    let layers = net.layers.enumerated().map { i, l -> any Layer<Double> in i == wrongLayer ? SlightlyWrong(l) : l }
+    let layers = net.layers.enumerated().map { i, l -> any Layer<Double> in i == wrongLayer ? wrong(l) : l }
     return (Network(layers: layers, classes: 10), spec.layers.map(\.kind), x, [1, 7, 3, 9])
 }
 
@@ -398,6 +421,28 @@ final class GradientCheckRunTests: XCTestCase {
                 XCTAssertEqual(bad.firstFailure?.index, wrong, "seed \(seed): the layer to blame")
             }
         }
+    }
+
+    /// gradcheck moves every normalisation gain off 1 first (BatchNorm2D's too), so a
+    /// BatchNorm2D backward that forgets gamma fails; at gamma = 1 it would pass.
+    func testABatchNorm2DBackwardWithoutGammaFailsOnceGainsMove() throws {
+        let seed: UInt64 = 2
+        let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: seed, wrongLayer: 1, wrong: ForgetsGamma.init)
+        XCTAssertTrue(net.layers[1].parameters[0].value.toArray().allSatisfy { $0 == 1 })
+        let unmoved = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 20, seed: seed)
+        XCTAssertTrue(unmoved.passed, "at gamma = 1 the slip is invisible: \(unmoved.worst!)")
+        var rng = SplitMix64(seed: seed, stream: "inputs")
+        GradientCheckRun.moveGainsAndShifts(net, rng: &rng)
+        for layer in [1, 5, 9, 12] {  // lenet-bn's BatchNorm2D, BatchNorm2D, BatchNorm1D, BatchNorm1D
+            XCTAssertTrue(net.layers[layer].parameters.allSatisfy { p in p.value.toArray().allSatisfy { $0 != (p.role == .gain ? 1 : 0) } }, "layer \(layer)")
+        }
+        let bad = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 20, seed: seed)
+        XCTAssertFalse(bad.passed)
+        XCTAssertEqual(bad.firstFailure?.index, 1, "the BatchNorm2D to blame")
+        let (good, goodKinds, _, _) = try lenetOnBlackBackgrounds(seed: seed)
+        GradientCheckRun.moveGainsAndShifts(good, rng: &rng)
+        let fine = GradientCheckRun.run(good, kinds: goodKinds, x: x, labels: labels, samples: 20, seed: seed)
+        XCTAssertTrue(fine.passed, "the real layers pass with moved gains: \(fine.worst!)")
     }
 
     /// Entries stream out as they are checked, and the plan counts the differences run takes.

@@ -1,3 +1,4 @@
+import BNCore
 import BNData
 import Foundation
 import XCTest
@@ -114,6 +115,17 @@ final class CLITests: XCTestCase {
                      "--bn-eps", "--no-batchnorm", "--init", "--threads", "--bn-running-var", "exit codes"] {
             XCTAssertTrue(r.stdout.contains(flag), "--help lacks \(flag)")
         }
+    }
+
+    /// --model's help names every preset and every layer kind, from the same lists the
+    /// parser uses; the overview does not call every model an MLP.
+    func testModelHelpNamesEveryPresetAndLayerKind() throws {
+        let flat = try bntrain(["--help"]).stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for preset in ModelSpec.presets { XCTAssertTrue(flat.contains(preset.name), "--help lacks the preset \(preset.name)") }
+        for kind in ["fcN", "sigmoid", "tanh", "relu", "bn", "ln", "dropoutP", "convNkK", "maxpoolK", "avgpoolK", "gap"] {
+            XCTAssertTrue(flat.contains(kind), "--help lacks the layer \(kind)")
+        }
+        XCTAssertFalse(flat.contains("MLP"), "the overview says every model is an MLP")
     }
 
     func testUsageErrorsExit64WithOneLineNamingTheFlag() throws {

@@ -47,6 +47,45 @@ def test_onnx_export_runs_in_onnxruntime_with_predicts_labels(bntrain, small_fas
     assert logits.argmax(1).tolist() == labels
 
 
+@pytest.mark.parametrize("model", ["lenet-bn", "mlp"])
+def test_the_documented_eval_and_onnx_commands_work_on_every_kind_of_checkpoint(bntrain, small_fashion, tmp_path, model):
+    """`bntrain_torch.py eval CHECKPOINT --data D` and `onnx CHECKPOINT OUT` as a user runs
+    them: a convolutional checkpoint is fed images (N, C, H, W), its accuracy is `bntrain
+    eval`'s, and the ONNX file gives predict's labels."""
+    import onnxruntime
+    path, onnx_path = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    run([bntrain, "--data", str(small_fashion), "--model", model, "--epochs", "1", "--lr", "0.05", "--save", str(path), "--quiet"])
+    ours = float(fields(run([bntrain, "eval", "--model", str(path), "--data", str(small_fashion)]).stdout.splitlines()[0])["test_acc"])
+    script = [sys.executable, str(REPO / "Scripts" / "reference" / "bntrain_torch.py")]
+    env = {**__import__("os").environ, "BNTRAIN": bntrain}
+    theirs = fields(run(script + ["eval", str(path), "--data", str(small_fashion)], env=env).stdout.strip())
+    assert theirs["spec"] == bntrain_torch.load(path)[1]
+    assert abs(float(theirs["test_acc"]) - ours) <= 2 / 2000, (theirs, ours)
+    run(script + ["onnx", str(path), str(onnx_path)], env=env)
+    images = read_idx(small_fashion / "t10k-images-idx3-ubyte")[:100]
+    write_idx(tmp_path / "hundred-idx3-ubyte", images)
+    pred = run([bntrain, "predict", "--model", str(path), "--images", str(tmp_path / "hundred-idx3-ubyte"), "--log-format", "csv"]).stdout
+    labels = [int(line.split(",")[1]) for line in pred.strip().splitlines()[1:]]
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = scaled(images)
+    shape = session.get_inputs()[0].shape
+    logits = session.run(["logits"], {"images": x.reshape(-1, 1, 28, 28) if len(shape) == 4 else x})[0]
+    assert (len(shape) == 4) == (model == "lenet-bn"), shape
+    assert logits.argmax(1).tolist() == labels
+
+
+def test_presets_come_from_bntrain(bntrain, monkeypatch):
+    """The reference module writes no preset down: it asks bntrain, for dfn2 at any --hidden too."""
+    monkeypatch.setenv("BNTRAIN", bntrain)
+    listed = [json.loads(l) for l in run([bntrain, "summary", "--log-format", "jsonl"]).stdout.splitlines()]
+    for preset in (r for r in listed if r["kind"] == "preset"):
+        assert "-".join(bntrain_torch.tokens(preset["name"])) == preset["spec"]
+    assert bntrain_torch.tokens("dfn2", hidden=300) == ["fc300", "sigmoid", "bn", "fc"]
+    assert bntrain_torch.tokens("fc64 relu-fc") == ["fc64", "relu", "fc"]
+    with pytest.raises(ValueError, match="nosuch"):
+        bntrain_torch.tokens("nosuch")
+
+
 @pytest.mark.parametrize("spec", ["bn-paper", "fc128-ln-tanh-fc64-ln-tanh-fc"])
 def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, tmp_path, spec):
     """Same initial weights (PyTorch's own init, saved and loaded with --init-from), same

@@ -54,8 +54,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         self.momentum = momentum
         self.eps = eps
         self.runningVariance = runningVariance
-        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)))
-        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: features))
+        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)), role: .gain)
+        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: features), role: .shift)
         runningMean = Buffer(name: "\(name).running_mean", value: Matrix(rows: 1, cols: features))
         runningVar = Buffer(name: "\(name).running_var", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)))
         parameters = [gamma, beta]

@@ -46,8 +46,8 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         self.eps = eps
         self.runningVariance = runningVariance
         let c = shape.c
-        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c)))
-        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: c))
+        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c)), role: .gain)
+        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: c), role: .shift)
         runningMean = Buffer(name: "\(name).running_mean", value: Matrix(rows: 1, cols: c))
         runningVar = Buffer(name: "\(name).running_var", value: Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c)))
         parameters = [gamma, beta]

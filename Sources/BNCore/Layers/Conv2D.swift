@@ -66,7 +66,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
         output = ImageShape(outChannels, (input.h + 2 * padding - kernel) / stride + 1, (input.w + 2 * padding - kernel) / stride + 1)
         let ckk = input.c * kernel * kernel
         weight = Parameter(name: "\(name).weight", value: Matrix(rows: outChannels, cols: ckk), shape: [outChannels, input.c, kernel, kernel])
-        bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outChannels))
+        bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outChannels), role: .bias)
         parameters = [weight, bias]
         let p = output.h * output.w
         cols = Matrix(rows: 0, cols: ckk * p)

@@ -38,7 +38,7 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         case .outIn: weight = Parameter(name: "\(name).weight", value: Matrix(rows: outFeatures, cols: inFeatures), shape: [outFeatures, inFeatures])
         case .inOut: weight = Parameter(name: "\(name).weight", value: Matrix(rows: inFeatures, cols: outFeatures), storedTransposed: true)
         }
-        bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures))
+        bias = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: outFeatures), role: .bias)
         parameters = [weight, bias]
         output = Matrix(rows: 0, cols: outFeatures)
         preActivationGrad = Matrix(rows: 0, cols: outFeatures)

@@ -15,12 +15,27 @@ public final class Parameter<T: BLASScalar> {
     /// The tensor's logical shape, as PyTorch would report it ([out, in] or [n]).
     public let shape: [Int]
     public let storedTransposed: Bool
+    /// What the tensor does in its layer, declared by the layer: weight decay's `weights`
+    /// scope and gradcheck's choice of starting values read it, never the shape.
+    public let role: Role
+
+    public enum Role: Sendable {
+        /// A linear map's weights (fc matrices, conv kernels): decayed under `--decay weights`.
+        case weight
+        /// The additive bias of a linear map.
+        case bias
+        /// A normalisation layer's per-feature scale (gamma, initialised to 1).
+        case gain
+        /// A normalisation layer's per-feature shift (beta, initialised to 0).
+        case shift
+    }
 
     /// `shape` defaults to [cols] for a single row (a vector), else [rows, cols]; with
     /// `storedTransposed` it defaults to [cols, rows].
-    public init(name: String, value: Matrix<T>, shape: [Int]? = nil, storedTransposed: Bool = false) {
+    public init(name: String, value: Matrix<T>, shape: [Int]? = nil, storedTransposed: Bool = false, role: Role = .weight) {
         self.name = name
         self.value = value
+        self.role = role
         self.grad = Matrix(rows: value.rows, cols: value.cols)
         self.storedTransposed = storedTransposed
         if storedTransposed {

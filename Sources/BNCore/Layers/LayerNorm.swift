@@ -25,8 +25,8 @@ public final class LayerNorm<T: BLASScalar>: Layer {
     public init(features: Int, eps: T = 1e-5, name: String) {
         self.features = features
         self.eps = eps
-        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)))
-        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: features))
+        gamma = Parameter(name: "\(name).weight", value: Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features)), role: .gain)
+        beta = Parameter(name: "\(name).bias", value: Matrix(rows: 1, cols: features), role: .shift)
         parameters = [gamma, beta]
         xhat = Matrix(rows: 0, cols: features)
         istd = Matrix(rows: 0, cols: 1)

@@ -6,7 +6,8 @@
 ///     dropoutP  inverted dropout, drop probability P in [0, 1) (dropout0.2)
 ///
 /// The model must end with `fc` (or `fcN` with N the class count); it starts from the
-/// flattened image (pixels). Presets: `dfn2`, `bn-paper`, `mlp` (see `presets`).
+/// flattened image (pixels) or, with image layers (conv, pooling, gap), the image itself.
+/// Presets: see `presets`.
 /// The canonical form joins the tokens with `-`; it is what checkpoints and records carry.
 public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     public enum LayerSpec: Equatable, Sendable {
@@ -116,7 +117,12 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     /// Widths accepted for `fcN`: a sanity bound, not a memory estimate.
     public static let maxWidth = 1 << 20
 
-    static let grammar = "layers are fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP (0 <= P < 1), convNkK[sS][pP], maxpoolK[sS], avgpoolK[sS], gap, joined by '-'; presets: \(presets.map(\.name).joined(separator: ", "))"
+    /// Every layer token's form, for help texts and errors.
+    public static let layerTokens = "fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP (0 <= P < 1), convNkK[sS][pP], maxpoolK[sS], avgpoolK[sS], gap"
+    /// The preset names, comma-separated.
+    public static var presetNames: String { presets.map(\.name).joined(separator: ", ") }
+
+    static let grammar = "layers are \(layerTokens), joined by '-'; presets: \(presetNames)"
 
     /// Parses a preset name (with dfn2's `hidden`) or a token string.
     public static func parse(_ text: String, hidden: Int = defaultHidden) throws -> ModelSpec {

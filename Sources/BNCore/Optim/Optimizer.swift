@@ -35,8 +35,9 @@ public struct OptimizerStateError: Error, CustomStringConvertible, Equatable {
 public enum WeightDecayScope: String, CaseIterable, Sendable {
     /// Every parameter, as torch.optim does with one parameter group (the default).
     case all
-    /// Weights of fc layers only: biases and BatchNorm/LayerNorm gains and biases are exempt
-    /// (the usual practice for normalised nets).
+    /// The weights of linear maps only (fc matrices and conv kernels, `Parameter.Role.weight`):
+    /// biases and normalisation gains and shifts are exempt (the usual practice for normalised
+    /// nets; in PyTorch, two parameter groups).
     case weights
 }
 
@@ -71,10 +72,10 @@ public struct OptimizerSettings: Equatable, Sendable {
     }
 }
 
-/// Whether weight decay applies to `p` under `scope`: fc weights are the 2-D parameters.
+/// Whether weight decay applies to `p` under `scope`, by the role its layer declared.
 @inlinable
 func decays<T>(_ p: Parameter<T>, _ scope: WeightDecayScope) -> Bool {
-    scope == .all || p.shape.count == 2
+    scope == .all || p.role == .weight
 }
 
 /// Per-parameter buffers, allocated on first use for a parameter list and reused.
