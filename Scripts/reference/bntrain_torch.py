@@ -138,7 +138,7 @@ def load(path):
     metadata["bntrain.input_shape"] ("CxHxW")."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-    # The model part only: optimizer state (`optimizer.*`, see the README) is bntrain's own.
+    # The model part only: optimizer state (`optimizer.*`, see docs/checkpoints.md) is bntrain's own.
     tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("optimizer.")}
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

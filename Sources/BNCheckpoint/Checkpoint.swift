@@ -72,7 +72,7 @@ public struct StoredModel: Equatable, Sendable {
 /// `fc200-sigmoid-bn-fc`, that is `0.weight` (200, 784), `0.bias`, `2.weight`, `2.bias`,
 /// `2.running_mean`, `2.running_var`, `2.num_batches_tracked`, `3.weight`, `3.bias`. The
 /// metadata holds string values (the model spec, configuration, epoch, metrics, generator
-/// states) under keys documented in the README. Checkpoints from bntrain 0.3 (dfn2 only, with
+/// states) under keys documented in docs/checkpoints.md. Checkpoints from bntrain 0.3 (dfn2 only, with
 /// tensors named `fc1`, `bn`, `fc2` and no `bntrain.model`) are read as dfn2.
 public struct Checkpoint {
     public var tensors: [String: SafeTensors.Tensor]

@@ -3,7 +3,7 @@ import Foundation
 
 /// Works around OpenBLAS releases that do not recognise a newer CPU. Debian 12's OpenBLAS
 /// 0.3.21 falls back to its generic SSE3 "Prescott" kernels on this project's AVX-512 machines
-/// (Sapphire Rapids), running sgemm about 3x slower. OpenBLAS picks its kernels when the
+/// (Sapphire Rapids), running sgemm several times slower (docs/performance.md). OpenBLAS picks its kernels when the
 /// library loads, before any of our code runs, so the only fix from inside the process is to
 /// set OPENBLAS_CORETYPE to the newest family the CPU supports and exec ourselves once.
 /// Setting OPENBLAS_CORETYPE yourself (any value) disables this.

@@ -37,8 +37,8 @@ public enum Evaluation {
     /// The evaluation batch when none is given: 1000 images, or as many as keep one batch's
     /// forward activations (`floatsPerImage`: the input and every layer's output, float32)
     /// within 128 MiB, at least 32. dfn2, mlp and lenet-bn keep 1000 (5-90 KB per image);
-    /// cnn's 780 KB per image gives 172, which took a short cnn run's peak memory from 876 to
-    /// 481 MB and its wall time from 5.3 to 4.2 s (page faults of first touching the buffers).
+    /// cnn's 780 KB per image gives 172, which lowers a cnn run's peak memory and its time
+    /// (fewer page faults of first touching the buffers; docs/performance.md).
     public static func automaticBatch(floatsPerImage: Double) -> Int {
         max(32, min(1000, Int(Double(128 << 20) / 4 / max(floatsPerImage, 1))))
     }

@@ -1,4 +1,4 @@
-/// bntrain's exit codes (sysexits.h values where one fits). Documented in the README and `--help`.
+/// bntrain's exit codes (sysexits.h values where one fits). Documented in docs/output.md and `--help`.
 public enum ExitStatus {
     public static let success: Int32 = 0
     /// A flag is malformed or out of range (swift-argument-parser's ValidationError uses 64 too).

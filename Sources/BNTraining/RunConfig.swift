@@ -73,7 +73,7 @@ public struct RunConfig: Equatable, Sendable {
     /// Which library runs the float32 products (speed only; may change between invocations).
     /// OpenBLAS by default: oneDNN 2.6's gemm allocates its packing buffer on every call, so
     /// only OpenBLAS keeps the training step free of allocations, and oneDNN's gain measured
-    /// small (README: Precision and kernels).
+    /// small (docs/precision.md).
     public var gemm = GEMMLibrary.openblas
     /// How float32 convolutions run (speed only; may change between invocations): oneDNN's
     /// direct convolutions where they measured faster, or im2col (allocation-free).

@@ -110,10 +110,10 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed for the subset, validation split, weight initialisation, shuffling and dropout (independent streams). Default: \(defaults.seed).")
     var seed: UInt64?
 
-    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see the README). Default: 1.")
+    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see docs/performance.md). Default: 1.")
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; README: Precision). Default: fp32.", valueName: "fp32|bf16"))
+    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; docs/precision.md). Default: fp32.", valueName: "fp32|bf16"))
     var precision: Precision?
 
     @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: openblas.", valueName: "auto|openblas|onednn"))
@@ -124,7 +124,7 @@ struct TrainingOptions: ParsableArguments {
 }
 
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (README: Optimizers). Default: sgd.", valueName: "sgd|adam|adamw|rmsprop"))
+    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (docs/optimizers.md). Default: sgd.", valueName: "sgd|adam|adamw|rmsprop"))
     var optimizer: OptimizerSettings.Kind?
 
     @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: 0.")
@@ -251,7 +251,7 @@ struct BNTrain: ParsableCommand {
         discussion: """
             Default model: dfn2, fc200-sigmoid-bn-fc (Dense -> Sigmoid -> BatchNorm1D -> Dense -> softmax \
             cross-entropy), minibatch SGD. stdout gets a 'config' record, one record per epoch and a 'summary' \
-            record (--log-format text, jsonl or csv; documented in the README); diagnostics go to stderr.
+            record (--log-format text, jsonl or csv; documented in docs/output.md); diagnostics go to stderr.
             BatchNorm convention: running = m*running + (1-m)*batch with m = --bn-momentum (PyTorch's momentum=0.1 \
             is m=0.9); running_var takes the biased batch variance unless --bn-running-var unbiased (PyTorch's choice).
             Other commands: 'bntrain summary --model SPEC' (layers, shapes, parameters, FLOPs), 'bntrain gradcheck --model SPEC' \

@@ -38,7 +38,7 @@ def window(tmp_path, model, optimizer, kernels, steps):
 def test_training_step_allocates_nothing(tmp_path, model, optimizer, kernels):
     """With OpenBLAS products and im2col convolutions. oneDNN 2.6's gemm allocates a packing
     buffer per call, so --gemm onednn/auto is not allocation-free, and its primitives
-    (convolutions, bf16 matmuls) allocate small bookkeeping per call (the tests below; README)."""
+    (convolutions, bf16 matmuls) allocate small bookkeeping per call (the tests below; docs/testing.md)."""
     steps = 20 if model == "cnn" else 500  # a cnn step takes ~50 ms
     c, _ = window(tmp_path, model, optimizer, kernels, steps)
     assert c["window_allocations"] == 0, f"training steps of {model} with {optimizer} {kernels} made {c['window_allocations']} heap allocations in {steps} steps"

@@ -1,6 +1,6 @@
 """bf16 mixed precision reaches float32's accuracy on Fashion-MNIST (end to end, the release
 binary): dfn2 on 20,000 images for 5 epochs (SGD) and lenet-bn on 10,000 for 3 epochs (Adam),
-seeds 1-3 each, the mean test accuracy of the two precisions within 0.005. (The README's
+seeds 1-3 each, the mean test accuracy of the two precisions within 0.005. (docs/precision.md's
 acceptance runs: lenet-bn on 20,000 images for 5 epochs, same bound.)"""
 import statistics
 

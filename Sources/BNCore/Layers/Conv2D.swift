@@ -20,9 +20,8 @@ public struct ImageShape: Equatable, Sendable, CustomStringConvertible {
 /// Conv2D<Float> runs instead on oneDNN's convolution primitives when they are available and
 /// chosen (`MatMul.convolution`, `--conv`; thin convolutions stay here, see
 /// `ConvolutionKernels.auto`): one plan per batch size, built on first use
-/// (`OneDNNConvolution`). At cnn's 32 -> 64 layer a training step's forward and backward took
-/// 27.4 ms here, 21.6 ms with oneDNN's direct convolution and 18.4 ms with its Winograd
-/// (`bnbench --breakdown 1`). Double (the gradient checks) always runs im2col.
+/// (`OneDNNConvolution`), faster than im2col at every preset's wide layers (figures in
+/// docs/performance.md). Double (the gradient checks) always runs im2col.
 public final class Conv2D<T: BLASScalar>: Layer {
     public let input: ImageShape, output: ImageShape
     public let kernel: Int, stride: Int, padding: Int

@@ -244,8 +244,8 @@ public final class Adam<T: BLASScalar>: Optimizer {
             let wd = decays(p, scope) ? weightDecay : 0
             let coupled = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1
             if T.self == Float.self {
-                // C, vectorized (Swift's SIMD16 squareRoot() ran 16 scalar sqrtss: 1.7 ns per
-                // parameter); the same expression, rounded alike (no contraction).
+                // C, vectorized (Swift's SIMD16 squareRoot() compiles to 16 scalar square
+                // roots; docs/performance.md); the same expression, rounded alike (no contraction).
                 bn_adam_f32(float32Buffer(w), float32Buffer(g), float32Buffer(m), float32Buffer(v), n, float32(coupled), float32(b1), float32(1 - b1), float32(b2), float32(1 - b2), float32(shrink), float32(stepSize), float32(bc2Sqrt), float32(e))
                 continue
             }

@@ -8,8 +8,7 @@ public enum Precision: String, CaseIterable, Sendable {
     /// matmul primitive, one plan per product shape: `OneDNNMatMul`; as PyTorch's CPU autocast). Everything else (weights, BN
     /// statistics, loss, optimizer state) stays float32. Products smaller than
     /// `MatMul.oneDNNThreshold` multiply-adds stay float32: there, converting the inputs
-    /// costs more than bf16 saves (lenet-bn's per-example convolutions ran at 20-70 GFLOP/s in
-    /// bf16 against 170-190 in float32; `bnbench --model lenet-bn` prints both).
+    /// costs more than bf16 saves (`bnbench --model lenet-bn` prints both; docs/performance.md).
     case bf16
 }
 
@@ -35,8 +34,8 @@ public enum ConvolutionKernels: String, CaseIterable, Sendable {
     /// within 1.6e-6 (largest) and 7.5e-7 (rms) of a Double reference, relative to the largest
     /// value, against 1.3e-6 and 8.6e-7 for the direct convolution (ConvOneDNNTests). A thin convolution such as cnn's
     /// first (1 channel, 3x3: 9) is bound by moving its wide output, and the reorders between
-    /// oneDNN's blocked layout and NCHW cost more than its products save (1.31 against 0.86 ms
-    /// per step, bnbench --breakdown 1); lenet-bn's first (25) gains (0.62 against 0.82 ms).
+    /// oneDNN's blocked layout and NCHW cost more than its products save; lenet-bn's first
+    /// (25) gains (`bnbench --breakdown 1`; docs/performance.md).
     case auto
     /// oneDNN's direct convolution for every convolution (no Winograd, no im2col); refused
     /// without libdnnl.

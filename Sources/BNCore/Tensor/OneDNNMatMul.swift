@@ -9,10 +9,9 @@
 /// it, with the factor given at execution, so a learning-rate schedule reuses the plan: the
 /// product rounds alpha B to bf16 instead of B, one rounding either way.
 ///
-/// Against `dnnl_gemm_bf16bf16f32` on float32 inputs converted by `BFloat16.convert` (the
-/// previous path, still the fallback), dfn2's first layer took 0.071 ms forward instead of
-/// 0.128 (`bnbench --model dfn2 --breakdown 1 --precision bf16`, Zen 5): the library's
-/// reorders use the CPU's bf16 conversion instructions (W, 784x200: 8 us), the matmul
+/// It is faster than `dnnl_gemm_bf16bf16f32` on float32 inputs converted by
+/// `BFloat16.convert` (the previous path, still the fallback; docs/performance.md): the library's
+/// reorders use the CPU's bf16 conversion instructions, the matmul
 /// (`brg:avx512_core_bf16`, or AMX's kernel) packs nothing per call, and its workspace is the
 /// plan's scratchpad, so a run allocates only the library's small argument map.
 final class OneDNNMatMul {
@@ -29,8 +28,8 @@ final class OneDNNMatMul {
     }
 
     /// C = op(A) op(B) + b (b: (1, n) broadcast over rows), optionally through the logistic
-    /// sigmoid, in the matmul's own pass over C (Dense's forward: its separate bias and
-    /// sigmoid pass took 15-20 us per dfn2 step, the fused one about 3).
+    /// sigmoid, in the matmul's own pass over C (Dense's forward: one pass over the output
+    /// instead of two).
     enum Epilogue: UInt8, Hashable { case none, bias, biasSigmoid }
 
     typealias API = OneDNNPrimitives
