@@ -6,72 +6,65 @@ loaded into it, and ONNX export.
     python Scripts/reference/bntrain_torch.py eval run.safetensors --data Data/fashion-mnist
     python Scripts/reference/bntrain_torch.py onnx run.safetensors run.onnx
 
-A spec (or preset) maps token by token onto nn.Sequential, so the modules' indices are the
-layer indices and the state_dict names are bntrain's tensor names (`0.weight`,
-`2.running_mean`, ...): fcN -> nn.Linear, sigmoid/tanh/relu -> nn.Sigmoid/Tanh/ReLU,
-bn -> nn.BatchNorm1d or nn.BatchNorm2d (by its input's shape; eps=bntrain.bn_eps,
-momentum=1 - bntrain.bn_momentum), ln -> nn.LayerNorm(eps=1e-5), dropoutP -> nn.Dropout(P),
-convNkK[sS][pP] -> nn.Conv2d, maxpoolK[sS] / avgpoolK[sS] -> nn.MaxPool2d / nn.AvgPool2d,
-gap -> nn.AdaptiveAvgPool2d(1). The first fc after image layers flattens its input itself
-(FlattenLinear), so no extra module shifts the indices. The input is the image scaled to
-[-1, 1] as (p/255 - 0.5) * 2: shape (N, pixels) for a fully connected model, (N, C, H, W)
-for a convolutional one. Checkpoints of bntrain 0.3 (dfn2 with tensors
-fc1/bn/fc2) are renamed on load. As a module: `sequential(spec, inputs, classes)`, `load(path)`.
+Nothing about bntrain's layers is written down here: `bntrain summary --log-format jsonl`
+describes every layer of a spec or preset (its token, output shape, checkpoint tensors and
+the equivalent PyTorch module as a Python expression), and this module builds the
+nn.Sequential from those records. The modules' indices are the layer indices, so the
+state_dict names are bntrain's tensor names (`0.weight`, `2.running_mean`, ...). The first fc
+after image layers flattens its input itself (FlattenLinear), so no extra module shifts the
+indices. BatchNorm takes eps=bntrain.bn_eps and momentum=1 - bntrain.bn_momentum. The input
+is the image scaled to [-1, 1] as (p/255 - 0.5) * 2: shape (N, pixels) for a fully connected
+model, (N, C, H, W) for a convolutional one. Checkpoints of bntrain 0.3 (dfn2 with tensors
+fc1/bn/fc2) are renamed on load. As a module: `sequential(spec, inputs, classes)`,
+`load(path)`. bntrain is $BNTRAIN, else this checkout's release build, else on PATH.
 """
 import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-_expanded = {}
-LAYER_TOKEN = re.compile(r"fc\d*|sigmoid|tanh|relu|bn|ln|gap|dropout[0-9.]+|(conv|maxpool|avgpool)\d+(?:[ksp]\d+)*")
+_described = {}
 
 
 def bntrain_binary():
-    """The bntrain that expands presets: $BNTRAIN, else this checkout's release build, else PATH."""
+    """The bntrain that describes models: $BNTRAIN, else this checkout's release build, else PATH."""
     if os.environ.get("BNTRAIN"):
         return os.environ["BNTRAIN"]
     built = REPO / ".build" / "release" / "bntrain"
     return str(built) if built.exists() else (shutil.which("bntrain") or "bntrain")
 
 
-def expand(preset, hidden=200):
-    """A preset's layer tokens, from `bntrain summary --model PRESET --hidden H --log-format
-    jsonl`: the presets are written down once, in bntrain."""
-    if (preset, hidden) not in _expanded:
-        cmd = [bntrain_binary(), "summary", "--model", preset, "--log-format", "jsonl"] + (["--hidden", str(hidden)] if hidden != 200 else [])
+def describe(spec, image=None, classes=10, hidden=200):
+    """`bntrain summary`'s records (layers, then the total) for `spec` on images `image`
+    ((C, H, W) or (H, W); default 28x28) with `classes` classes."""
+    rows, cols = (image[-2], image[-1]) if image is not None else (28, 28)
+    key = (spec, rows, cols, classes, hidden)
+    if key not in _described:
+        cmd = [bntrain_binary(), "summary", "--model", spec, "--input", f"{rows}x{cols}", "--classes", str(classes),
+               "--log-format", "jsonl"] + (["--hidden", str(hidden)] if hidden != 200 else [])
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except OSError as e:
-            raise SystemExit(f"bntrain_torch: cannot run bntrain to expand preset {preset!r} ({e}); "
+            raise SystemExit(f"bntrain_torch: cannot run bntrain to describe {spec!r} ({e}); "
                              "build it (swift build -c release) or set BNTRAIN to its path")
         if done.returncode != 0:
-            raise ValueError(done.stderr.strip() or f"bntrain summary --model {preset!r} failed")
-        records = [json.loads(line) for line in done.stdout.splitlines()]
-        _expanded[(preset, hidden)] = [r["token"] for r in records if r["kind"] == "layer"]
-    return _expanded[(preset, hidden)]
+            raise ValueError(done.stderr.strip() or f"bntrain summary --model {spec!r} failed")
+        _described[key] = [json.loads(line) for line in done.stdout.splitlines()]
+    return _described[key]
 
 
 def tokens(spec, hidden=200):
-    """The layer tokens of a spec (bntrain's grammar: '-' or spaces between tokens) or of a
-    preset (any name that is not such a spec: bntrain expands it)."""
-    spec = spec.strip()
-    toks = [t for piece in spec.split("-") for t in piece.split()]
-    if toks and all(LAYER_TOKEN.fullmatch(t) for t in toks):
-        return toks
-    return expand(spec, hidden)
-
-
-IMAGE_TOKEN = re.compile(r"(conv|maxpool|avgpool)(\d+)((?:[ksp]\d+)*)")
+    """The canonical layer tokens of a spec or preset."""
+    return [r["token"] for r in describe(spec, hidden=hidden) if r["kind"] == "layer"]
 
 
 def is_convolutional(spec, hidden=200):
-    return any(IMAGE_TOKEN.fullmatch(t) or t == "gap" for t in tokens(spec, hidden))
+    """Whether the model sees its input as an image (it has image layers)."""
+    return next(r for r in describe(spec, hidden=hidden) if r["kind"] == "total")["input_kind"] == "image"
 
 
 def sequential(spec, inputs, classes, bn_eps=1e-5, bn_momentum=0.9, hidden=200, image=None):
@@ -85,45 +78,14 @@ def sequential(spec, inputs, classes, bn_eps=1e-5, bn_momentum=0.9, hidden=200, 
         def forward(self, x):
             return super().forward(torch.flatten(x, 1))
 
-    layers, width = [], inputs
-    shape = tuple(image) if image is not None and is_convolutional(spec, hidden) else None
-    for t in tokens(spec, hidden):
-        m = IMAGE_TOKEN.fullmatch(t)
-        if m:
-            kind, first = m.group(1), int(m.group(2))
-            opts = {k: int(v) for k, v in re.findall(r"([ksp])(\d+)", m.group(3))}
-            c, h, w = shape
-            if kind == "conv":
-                k, s, p = opts["k"], opts.get("s", 1), opts.get("p", 0)
-                layers.append(nn.Conv2d(c, first, k, stride=s, padding=p))
-                shape = (first, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
-            else:
-                s = opts.get("s", first)
-                layers.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(first, stride=s))
-                shape = (c, (h - first) // s + 1, (w - first) // s + 1)
-            width = shape[0] * shape[1] * shape[2]
-            continue
-        if t == "gap":
-            layers.append(nn.AdaptiveAvgPool2d(1))
-            shape = (shape[0], 1, 1)
-            width = shape[0]
-            continue
-        if t.startswith("fc"):
-            out = int(t[2:]) if t != "fc" else classes
-            layers.append(FlattenLinear(width, out) if shape is not None else nn.Linear(width, out))
-            width, shape = out, None
-        elif t in ("sigmoid", "tanh", "relu"):
-            layers.append({"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[t]())
-        elif t == "bn" and shape is not None:
-            layers.append(nn.BatchNorm2d(shape[0], eps=bn_eps, momentum=1 - bn_momentum))
-        elif t == "bn":
-            layers.append(nn.BatchNorm1d(width, eps=bn_eps, momentum=1 - bn_momentum))
-        elif t == "ln":
-            layers.append(nn.LayerNorm(width, eps=1e-5))
-        elif re.fullmatch(r"dropout[0-9.]+", t):
-            layers.append(nn.Dropout(float(t[7:])))
-        else:
-            raise ValueError(f"unknown layer token {t!r} in {spec!r}")
+    convolutional = is_convolutional(spec, hidden)
+    shape = tuple(image) if convolutional and image is not None else (1, inputs)
+    layers = []
+    for r in (r for r in describe(spec, shape, classes, hidden) if r["kind"] == "layer"):
+        module = eval(r["pytorch"], {"nn": nn, "FlattenLinear": FlattenLinear})  # bntrain's own description
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.eps, module.momentum = bn_eps, 1 - bn_momentum
+        layers.append(module)
     return nn.Sequential(*layers)
 
 
@@ -148,15 +110,15 @@ def load(path):
         rename = legacy_names(has_bn)
         tensors = {rename[k.split(".")[0]] + "." + k.split(".", 1)[1]: v for k, v in tensors.items()}
         spec = f"fc{tensors['0.weight'].shape[0]}-sigmoid" + ("-bn" if has_bn else "") + "-fc"
-    toks = tokens(spec)
     image = input_image(spec, meta)
+    layers = [r for r in describe(spec) if r["kind"] == "layer"]
     if image is not None:
         inputs = image[0] * image[1] * image[2]
     else:
-        first = next(i for i, t in enumerate(toks) if t.startswith("fc") or t in ("bn", "ln"))
-        w = tensors[f"{first}.weight"]
-        inputs = w.shape[1] if toks[first].startswith("fc") else w.shape[0]
-    classes = tensors[f"{len(toks) - 1}.weight"].shape[0]
+        # The first layer with a weight: an fc's (out, in) or a norm's (in,), as bntrain reads it.
+        w = next(tensors[f"{r['index']}.weight"] for r in layers if f"{r['index']}.weight" in r["tensors"].split(","))
+        inputs = w.shape[1] if w.dim() == 2 else w.shape[0]
+    classes = tensors[f"{len(layers) - 1}.weight"].shape[0]
     model = sequential(spec, inputs, classes, bn_eps=float(meta.get("bntrain.bn_eps", 1e-5)),
                        bn_momentum=float(meta.get("bntrain.bn_momentum", 0.9)), image=image)
     model.load_state_dict(tensors, strict=True)

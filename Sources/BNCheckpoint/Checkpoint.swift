@@ -181,10 +181,11 @@ public struct Checkpoint {
             image = ImageShape(dims[0], dims[1], dims[2])
             inputs = image!.count
         } else {
-            guard let first = spec.layers.firstIndex(where: { $0.kind == "fc" || $0 == .batchNorm || $0 == .layerNorm }) else {
+            // The first layer whose weight says how many features it takes (its kind knows which dimension).
+            guard let first = spec.layers.firstIndex(where: { $0.facts.inputFromWeight != nil }), let probe = spec.layers[first].facts.inputFromWeight else {
                 throw CheckpointError.malformed(path: path, reason: "model '\(spec)' has no layer with tensors")
             }
-            inputs = spec.layers[first].kind == "fc" ? try shape("\(first).weight", rank: 2)[1] : try shape("\(first).weight", rank: 1)[0]
+            inputs = try shape("\(first).weight", rank: probe.rank)[probe.dimension]
         }
         let classes = try shape("\(spec.layers.count - 1).weight", rank: 2)[0]
         guard classes >= 2 else { throw CheckpointError.malformed(path: path, reason: "its last layer has \(classes) output; a classifier needs at least 2 classes") }
@@ -218,19 +219,7 @@ public struct Checkpoint {
         var out: [(String, [Int], Bool)] = []
         var inShape = try spec.inputShape(inputs: inputs, image: image)
         for (i, l) in spec.layers.enumerated() {
-            let w = shapes[i].count
-            switch (l, inShape) {
-            case (.fc, _): out += [("\(i).weight", [w, inShape.count], false), ("\(i).bias", [w], false)]
-            case (.batchNorm, _):
-                // Per feature (1-D) or per channel (2-D).
-                var d = w
-                if case let .image(s) = inShape { d = s.c }
-                out += [("\(i).weight", [d], false), ("\(i).bias", [d], false), ("\(i).running_mean", [d], true),
-                        ("\(i).running_var", [d], true), ("\(i).num_batches_tracked", [], true)]
-            case (.layerNorm, _): out += [("\(i).weight", [w], false), ("\(i).bias", [w], false)]
-            case let (.conv(o, k, _, _), .image(s)): out += [("\(i).weight", [o, s.c, k, k], false), ("\(i).bias", [o], false)]
-            default: break
-            }
+            out += l.facts.tensors(index: i, input: inShape, output: shapes[i]).map { ($0.name, $0.shape, $0.buffer) }
             inShape = shapes[i]
         }
         return out

@@ -11,7 +11,8 @@ public enum HeaderMutator {
     static let interestingNumbers: [Any] = [0, 1, -1, 2, 7, 36, 255, 256, 65535, 1 << 31, (1 << 31) - 1, 1 << 32, Int64.max, Int64.min, 1e308, -1e308, 0.5, 1.5, -0.0]
     static let interestingStrings = ["", "-1", "0", "1", "2", "9223372036854775807", "18446744073709551615", "99999999999999999999",
                                      "nan", "-nan", "inf", "1e308", "-1e-5", "0.9", "1", "biased", "unbiased", "all", "on", "off", "epoch", "none", "\n"]
-    static let tokens = ["fc1", "fc4", "fc8", "fc36", "fc1048576", "fc", "bn", "ln", "relu", "sigmoid", "tanh", "dropout0.5", "dropout1", "bogus", "dfn2", "mlp"]
+    /// Every kind's sample tokens (valid and not), an unknown one and the presets.
+    static let tokens = LayerKinds.all.flatMap { $0.sampleTokens } + ["bogus"] + ModelSpec.presets.map(\.name)
     static let metadataKeys = ["bntrain.model", "bntrain.epoch", "bntrain.step", "bntrain.shuffle_rng", "bntrain.dropout_rng", "bntrain.bn_eps",
                                "bntrain.bn_momentum", "bntrain.bn_running_var", "bntrain.partial_loss_sum", "bntrain.prev_train_loss",
                                "bntrain.best_val_acc", "bntrain.best_val_epoch", "bntrain.best_test_epoch", "bntrain.train_seconds", "bntrain.data_identity",

@@ -34,6 +34,8 @@ public final class Trainer {
     /// Images per test/validation batch: --eval-batch, or `automaticEvalBatch` when not given.
     public let evalBatch: Int
     public let network: Network<Float>
+    /// The kernels the network computes with (its precision, libraries and caches).
+    public let kernels: Kernels
     public let optimizer: any Optimizer<Float>
     /// Where the run resumes (nil for a fresh run).
     public private(set) var state: TrainingState
@@ -108,6 +110,11 @@ public final class Trainer {
         // are two layers;
         // unfused, the same arithmetic runs in the same order, so training is unchanged).
         var options = config.buildOptions
+        // The network's own kernels: what this trainer's config says, whatever else runs in
+        // the process.
+        do { kernels = try Kernels(precision: config.precision, library: config.gemm, convolution: config.conv) } catch let e as MatMul.ConfigurationError {
+            throw fail("\(e)", code: ExitStatus.usage)  // the message names the flag
+        }
         var target: (spec: TraceSpec, index: Int, width: Int)?
         if let t = config.trace {
             do {
@@ -143,7 +150,7 @@ public final class Trainer {
         do {
             network = try spec.build(
                 Float.self, inputs: dataset.featureCount, classes: dataset.classes, image: image, options: options,
-                rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
+                kernels: kernels, rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
         }
@@ -212,11 +219,11 @@ public final class Trainer {
         guard let rows = try? spec.summary(inputs: inputs, classes: classes, image: image) else { return .infinity }
         let params = rows.reduce(0.0) { $0 + Double($1.parameters) }
         let widths = rows.reduce(Double(inputs)) { $0 + Double($1.outputWidth) }
-        // Convolutions keep each training example's im2col columns, C K^2 OH OW values: the
-        // layer's multiply-adds divided by its output channels.
-        let columns = zip(rows, spec.layers).reduce(0.0) { acc, pair in
-            guard case let .conv(o, _, _, _) = pair.1 else { return acc }
-            return acc + Double(pair.0.flops - pair.0.outputWidth) / 2 / Double(o)
+        // What a layer keeps per training example besides its output (convolutions: im2col
+        // columns), by its kind.
+        guard let shapes = try? spec.shapes(inputs: inputs, classes: classes, image: image), let input = try? spec.inputShape(inputs: inputs, image: image) else { return .infinity }
+        let columns = zip(spec.layers, zip([input] + shapes.dropLast(), shapes)).reduce(0.0) { acc, pair in
+            acc + Double(pair.0.facts.scratchPerExample(input: pair.1.0, output: pair.1.1))
         }
         return 4 * (3 * params + 4 * widths * Double(batch + evalBatch) + columns * Double(batch) + Double(batch * inputs) + extraFloats)
     }
@@ -240,7 +247,7 @@ public final class Trainer {
         fields += config.fields.filter { $0.0 != RunConfig.CodingKeys.data.rawValue && $0.0 != RunConfig.CodingKeys.evalBatch.rawValue }
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
-            ("kernels", .string(MatMul.kernels)), ("conv_kernels", .string(MatMul.convolution.rawValue)), ("blas_core", .string(BLAS.coreName)),
+            ("kernels", .string(kernels.description)), ("conv_kernels", .string(kernels.convolution.rawValue)), ("blas_core", .string(BLAS.coreName)),
             ("onednn", .string(OneDNN.summary)), ("elementwise", .string(ElementwiseKernels.isa)), ("load_seconds", .number(loadSeconds, digits: 3)),
         ]
         return Record("config", fields)

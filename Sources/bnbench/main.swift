@@ -89,13 +89,13 @@ func FileHandle_stderr(_ s: String) { fputs(s, stderr) }
 
 let (n, h, d, c, steps, repeats) = (opts["batch"]!, opts["hidden"]!, opts["inputs"]!, opts["classes"]!, opts["steps"]!, opts["repeats"]!)
 MatMul.setThreads(opts["threads"]!)
-func configure(_ p: Precision, _ l: GEMMLibrary) {
-    do { try MatMul.configure(precision: p, library: l, convolution: convolution) } catch {
+func makeKernels(_ p: Precision, _ l: GEMMLibrary) -> Kernels {
+    do { return try Kernels(precision: p, library: l, convolution: convolution) } catch {
         FileHandle_stderr("bnbench: error: \(error)\n")
         exit(64)
     }
 }
-configure(precision, library)
+let kernels = makeKernels(precision, library)
 
 func now() -> Double {
     var ts = timespec()
@@ -135,7 +135,7 @@ do {
         FileHandle_stderr("bnbench: error: --model '\(spec.canonical)' with --batch \(n) needs about \(Memory.describe(Int(min(needed, 9e18)))), more than half of this machine's \(Memory.describe(Memory.physicalBytes)); use a smaller --batch, --inputs or --hidden\n")
         exit(64)
     }
-    net = try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, rng: &initRNG)
+    net = try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, kernels: kernels, rng: &initRNG)
 } catch {
     FileHandle_stderr("bnbench: error: --model \(error)\n")
     exit(64)
@@ -183,17 +183,17 @@ for layer in net.layers {
     }
     input = randomMatrix(n, fout)
 }
-func run(_ s: Shape) {
-    Float.gemm(transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
+func run(_ s: Shape, _ kernels: Kernels = kernels) {
+    Float.gemm(using: kernels, transA: s.tA, transB: s.tB, m: s.m, n: s.n, k: s.k, alpha: 1, a: s.a.data, lda: s.a.cols, b: s.b.data, ldb: s.b.cols, beta: 0, c: s.out.data, ldc: s.out.cols)
 }
 let flopsPerStep = shapes.reduce(0) { $0 + 2 * $1.m * $1.n * $1.k * $1.repeats }
 let dnnl = OneDNN.shared
-print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(MatMul.kernels) conv=\(MatMul.convolution.rawValue) blas_core=\(BLAS.coreName) onednn=\(OneDNN.summary) flops_per_step=\(flopsPerStep)")
+print("config model=\(spec.canonical) optimizer=\(optimizerSettings.kind.rawValue) momentum=\(optimizerSettings.momentum) batch=\(n) hidden=\(h) inputs=\(d) classes=\(c) steps=\(steps) threads=\(BLAS.threads) precision=\(precision.rawValue) kernels=\(kernels) conv=\(kernels.convolution.rawValue) blas_core=\(BLAS.coreName) onednn=\(OneDNN.summary) flops_per_step=\(flopsPerStep)")
 // Each product alone: with the chosen kernels, then with each library (when available).
 func gflops(_ s: Shape, _ p: Precision, _ l: GEMMLibrary) -> Double {
-    configure(p, l)
+    let k = makeKernels(p, l)
     let reps = max(1, Int(2e8 / Double(2 * s.m * s.n * s.k)))
-    let t = best { for _ in 0..<reps { run(s) } }
+    let t = best { for _ in 0..<reps { run(s, k) } }
     return Double(2 * s.m * s.n * s.k * reps) / t / 1e9
 }
 for s in shapes where opts["shapes"]! != 0 {
@@ -205,7 +205,6 @@ for s in shapes where opts["shapes"]! != 0 {
     }
     print(line)
 }
-configure(precision, library)
 optimizerSettings.learningRate = optimizerSettings.kind == .sgd ? 0.01 : 1e-3
 let sgd = optimizerSettings.make(Float.self)
 let labels = UnsafeMutablePointer<Int32>.allocate(capacity: n)
@@ -299,17 +298,17 @@ guard opts["shapes"]! != 0 else { exit(0) }
 let sq = opts["square"]!
 let A = randomMatrix(sq, sq), B = randomMatrix(sq, sq), C = Matrix<Float>(rows: sq, cols: sq)
 let square = Shape(name: "square", tA: false, tB: false, m: sq, n: sq, k: sq, a: A, b: B, out: C)
-configure(.fp32, .openblas)
-let tsq = best { run(square) }
+let openblas = makeKernels(.fp32, .openblas)
+let tsq = best { run(square, openblas) }
 let squareFlops = 2 * Double(sq) * Double(sq) * Double(sq)
 var squareLine = "gemm_square n=\(sq) gflops=\(String(format: "%.1f", squareFlops / tsq / 1e9))"
 // The machine's measured peaks, one per kernel family (oneDNN float32 and bf16 when present).
 if let dnnl {
-    configure(.fp32, .onednn)
-    squareLine += " onednn=\(String(format: "%.1f", squareFlops / best { run(square) } / 1e9))"
+    let onednn = makeKernels(.fp32, .onednn)
+    squareLine += " onednn=\(String(format: "%.1f", squareFlops / best { run(square, onednn) } / 1e9))"
     if dnnl.hasBF16 {
-        configure(.bf16, .onednn)
-        squareLine += " bf16=\(String(format: "%.1f", squareFlops / best { run(square) } / 1e9))"
+        let bf16 = makeKernels(.bf16, .onednn)
+        squareLine += " bf16=\(String(format: "%.1f", squareFlops / best { run(square, bf16) } / 1e9))"
     }
 }
 print(squareLine)

@@ -28,6 +28,12 @@ struct SummaryCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Take the input size and class count from this dataset (default: 28x28 images, 10 classes).", valueName: "dir|name"))
     var data: String?
 
+    @Option(help: ArgumentHelp("The images' size instead of --data's: rows x cols (one channel).", valueName: "RxC"))
+    var input: String?
+
+    @Option(help: ArgumentHelp("The class count instead of --data's.", valueName: "n"))
+    var classes: Int?
+
     @Option(help: ArgumentHelp("text (key=value lines) or jsonl.", valueName: "text|jsonl"))
     var logFormat: ReportFormat = .text
 
@@ -37,6 +43,20 @@ struct SummaryCommand: ParsableCommand {
         c.hidden = hidden
         c.batchNorm = !noBatchnorm
         try c.checkFlags([.model, .hidden])
+        if let input, imageSize(input) == nil {
+            throw ValidationError("--input '\(input)' is not an image size; write rows x cols, e.g. 28x28")
+        }
+        if let classes, !(2...ModelSpec.maxWidth).contains(classes) {
+            throw ValidationError("--classes \(classes) is out of range; use 2 to \(ModelSpec.maxWidth)")
+        }
+    }
+
+    /// rows x cols, each from 1 to `ModelSpec.maxWidth` (1xN describes N features).
+    func imageSize(_ text: String) -> (rows: Int, cols: Int)? {
+        let parts = text.split(separator: "x", omittingEmptySubsequences: false)
+        let range = 1...ModelSpec.maxWidth
+        guard parts.count == 2, let r = Int(parts[0]), let c = Int(parts[1]), range.contains(r), range.contains(c), range.contains(r * c) else { return nil }
+        return (r, c)
     }
 
     func run() throws {
@@ -47,6 +67,8 @@ struct SummaryCommand: ParsableCommand {
             (inputs, classes, image) = (dataset.featureCount, dataset.classes, "\(dataset.rows)x\(dataset.cols)")
             imageShape = ImageShape(1, dataset.rows, dataset.cols)
         }
+        if let input, let (r, c) = imageSize(input) { (inputs, image, imageShape) = (r * c, "\(r)x\(c)", ImageShape(1, r, c)) }
+        if let n = self.classes { classes = n }
         guard let model else {
             for p in ModelSpec.presets {
                 var c = RunConfig()
@@ -69,11 +91,13 @@ struct SummaryCommand: ParsableCommand {
         for r in rows {
             try report.emit(Record("layer", [
                 ("index", .int(r.index)), ("layer_kind", .string(r.kind)), ("token", .string(r.token)), ("output", .string(r.outputShape)),
-                ("parameters", .int(r.parameters)), ("flops", .int(r.flops)),
+                ("parameters", .int(r.parameters)), ("flops", .int(r.flops)), ("tensors", .string(r.tensors.joined(separator: ","))),
+                ("pytorch", .string(r.pytorch)),
             ]))
         }
         try report.emit(Record("total", [
-            ("model", .string(model)), ("spec", .string(spec.canonical)), ("input", .string(image)), ("classes", .int(classes)),
+            ("model", .string(model)), ("spec", .string(spec.canonical)), ("input", .string(image)),
+            ("input_kind", .string(spec.isConvolutional ? "image" : "features")), ("classes", .int(classes)),
             ("layers", .int(rows.count)), ("parameters", .int(rows.reduce(0) { $0 + $1.parameters })), ("flops", .int(rows.reduce(0) { $0 + $1.flops })),
         ]))
     }

@@ -39,9 +39,6 @@ struct TrainingRun {
         let initFrom = try command.modelOptions.initFrom.map { (checkpoint: try readCheckpoint($0, flag: "--init-from"), path: $0) }
 
         MatMul.setThreads(config.threads)
-        do { try MatMul.configure(precision: config.precision, library: config.gemm, convolution: config.conv) } catch {
-            throw fail("\(error)", code: ExitStatus.usage)  // the message names the flag
-        }
         let clock = ContinuousClock()
         let loadStarted = clock.now
         let (folder, dataset) = try DataLocation.load(config.data)

@@ -10,18 +10,14 @@ final class ConvOneDNNTests: XCTestCase {
         guard OneDNN.shared?.primitives != nil else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
     }
 
-    override func tearDown() {
-        try? MatMul.configure(precision: .fp32, library: .openblas)
-    }
-
     /// A Float layer on `kernels` and a Double one with the same weights.
-    func pair(_ input: ImageShape, out: Int, k: Int, s: Int, p: Int, kernels: ConvolutionKernels, seed: UInt64) -> (Conv2D<Float>, Conv2D<Double>) {
+    func pair(_ input: ImageShape, out: Int, k: Int, s: Int, p: Int, kernels: ConvolutionKernels, seed: UInt64, precision: Precision = .fp32) -> (Conv2D<Float>, Conv2D<Double>) {
         var r = TestRandom(seed)
         let d = Conv2D<Double>(input: input, outChannels: out, kernel: k, stride: s, padding: p, name: "c")
         d.weight.value.copy(from: r.matrix(out, input.c * k * k, scale: 0.5))
         d.bias.value.copy(from: r.matrix(1, out))
-        let f = Conv2D<Float>(input: input, outChannels: out, kernel: k, stride: s, padding: p, name: "c")
-        f.kernels = kernels
+        let f = Conv2D<Float>(input: input, outChannels: out, kernel: k, stride: s, padding: p, name: "c", kernels: try! Kernels(precision: precision, library: .openblas))
+        f.convolutionOverride = kernels
         f.weight.value.copy(from: Matrix<Float>(rows: out, cols: input.c * k * k, values: d.weight.value.toArray().map { Float($0) }))
         f.bias.value.copy(from: Matrix<Float>(rows: 1, cols: out, values: d.bias.value.toArray().map { Float($0) }))
         return (f, d)
@@ -127,17 +123,17 @@ final class ConvOneDNNTests: XCTestCase {
     /// and visibly rounded (not silently float32).
     func testBF16ConvolutionIsWithinBF16Rounding() throws {
         guard OneDNN.shared?.hasBF16 == true else { throw XCTSkip("this CPU has no bf16 instructions") }
-        try MatMul.configure(precision: .bf16, library: .openblas)
-        let (f, d) = pair(ImageShape(32, 12, 12), out: 64, k: 3, s: 1, p: 0, kernels: .onednn, seed: 8)
+        let (f, d) = pair(ImageShape(32, 12, 12), out: 64, k: 3, s: 1, p: 0, kernels: .onednn, seed: 8, precision: .bf16)
         let errors = compare(f, d, batch: 6, seed: 9)
         XCTAssertTrue(f.lastImplementation.hasPrefix("bf16 "), f.lastImplementation)
         for (name, e) in errors {
             XCTAssertLessThan(e, 1e-2, name)
             XCTAssertGreaterThan(e, 1e-5, "\(name) looks unrounded")
         }
-        // Back to float32: the plans are rebuilt in float32.
-        try MatMul.configure(precision: .fp32, library: .openblas)
-        for (name, e) in compare(f, d, batch: 6, seed: 9) { XCTAssertLessThan(e, 2e-6, name) }
-        XCTAssertFalse(f.lastImplementation.hasPrefix("bf16"))
+        // A float32 layer beside it, in the same process, stays float32.
+        let (f32, _) = pair(ImageShape(32, 12, 12), out: 64, k: 3, s: 1, p: 0, kernels: .onednn, seed: 8)
+        for (name, e) in compare(f32, d, batch: 6, seed: 9) { XCTAssertLessThan(e, 2e-6, name) }
+        XCTAssertFalse(f32.lastImplementation.hasPrefix("bf16"))
+
     }
 }

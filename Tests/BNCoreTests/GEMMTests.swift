@@ -14,7 +14,7 @@ final class GEMMTests: XCTestCase {
                 let fast = Matrix<T>(rows: m, cols: n), slow = Matrix<T>(rows: m, cols: n)
                 fast.copy(from: c0)
                 slow.copy(from: c0)
-                T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: a.cols,
+                T.gemm(using: Kernels(), transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: a.cols,
                        b: b.data, ldb: b.cols, beta: 2, c: fast.data, ldc: n)
                 referenceGEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: a.cols,
                               b: b.data, ldb: b.cols, beta: 2, c: slow.data, ldc: n)
@@ -22,7 +22,7 @@ final class GEMMTests: XCTestCase {
                 XCTAssertLessThan(diff, tolerance, "transA=\(transA) transB=\(transB)")
                 // And beta = 0 must ignore whatever C held (even NaN).
                 fast.fill(.nan)
-                T.gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a.data, lda: a.cols,
+                T.gemm(using: Kernels(), transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1, a: a.data, lda: a.cols,
                        b: b.data, ldb: b.cols, beta: 0, c: fast.data, ldc: n)
                 XCTAssertTrue(fast.toArray().allSatisfy { $0.isFinite })
             }
@@ -37,7 +37,7 @@ final class GEMMTests: XCTestCase {
         let a = Matrix<Float>(rows: 2, cols: 2, values: [1, 2, 3, 4])
         let b = Matrix<Float>(rows: 2, cols: 2, values: [5, 6, 7, 8])
         let c = Matrix<Float>(rows: 2, cols: 2)
-        Float.gemm(transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: a.data, lda: 2, b: b.data, ldb: 2, beta: 0, c: c.data, ldc: 2)
+        Float.gemm(using: Kernels(), transA: false, transB: false, m: 2, n: 2, k: 2, alpha: 1, a: a.data, lda: 2, b: b.data, ldb: 2, beta: 0, c: c.data, ldc: 2)
         XCTAssertEqual(c.toArray(), [19, 22, 43, 50])
     }
 }

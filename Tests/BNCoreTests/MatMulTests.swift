@@ -6,10 +6,6 @@ import XCTest
 /// against a float32 reference. The oneDNN paths are skipped, saying why, where the library
 /// or the CPU's bf16 instructions are missing.
 final class MatMulTests: XCTestCase {
-    override func tearDown() {
-        try? MatMul.configure(precision: .fp32, library: .openblas)
-    }
-
     func testBFloat16RoundsToNearestEven() {
         let cases: [(UInt32, UInt16)] = [
             (0x3F80_0000, 0x3F80),  // 1 is exact
@@ -60,7 +56,7 @@ final class MatMulTests: XCTestCase {
     }
 
     func check(_ precision: Precision, _ library: GEMMLibrary, tolerance: Double, file: StaticString = #filePath, line: UInt = #line) throws {
-        try MatMul.configure(precision: precision, library: library)
+        let kernels = try Kernels(precision: precision, library: library)
         var r = TestRandom(11)
         for (tA, tB) in [(false, false), (true, false), (false, true), (true, true)] {
             for (m, n, k) in [(7, 33, 19), (64, 200, 784), (150, 100, 16), (300, 120, 40)] {
@@ -72,7 +68,7 @@ final class MatMulTests: XCTestCase {
                 a.withUnsafeBufferPointer { pa in
                     b.withUnsafeBufferPointer { pb in
                         c.withUnsafeMutableBufferPointer { pc in
-                            Float.gemm(transA: tA, transB: tB, m: m, n: n, k: k, alpha: 0.5, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: 0.25, c: pc.baseAddress!, ldc: n)
+                            Float.gemm(using: kernels, transA: tA, transB: tB, m: m, n: n, k: k, alpha: 0.5, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: 0.25, c: pc.baseAddress!, ldc: n)
                         }
                     }
                 }
@@ -102,13 +98,13 @@ final class MatMulTests: XCTestCase {
     func testBF16AgainstTheFloat32Reference() throws {
         guard let dnnl = OneDNN.shared else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
         guard dnnl.hasBF16 else {
-            XCTAssertThrowsError(try MatMul.configure(precision: .bf16, library: .auto)) { e in
+            XCTAssertThrowsError(try Kernels(precision: .bf16, library: .auto)) { e in
                 XCTAssertTrue("\(e)".contains("bf16 instructions"), "\(e)")
             }
             throw XCTSkip("this CPU has no bf16 instructions (oneDNN: \(dnnl.isaName)); checked that bf16 is refused")
         }
         try check(.bf16, .auto, tolerance: 1e-2)
-        XCTAssertEqual(MatMul.kernels, "onednn-bf16-from-\(MatMul.oneDNNThreshold)+openblas")
+        XCTAssertEqual(try Kernels(precision: .bf16, library: .auto).description, "onednn-bf16-from-\(MatMul.oneDNNThreshold)+openblas")
     }
 
     /// The bf16 matmul plans round A and B to bf16 (nearest even) and accumulate in float32:
@@ -118,8 +114,7 @@ final class MatMulTests: XCTestCase {
     /// within bf16's rounding of the float32 product. One plan per shape is reused.
     func testBF16MatMulPlansRoundTheInputsAndAccumulateInFloat32() throws {
         guard let dnnl = OneDNN.shared, dnnl.hasBF16 else { throw XCTSkip("needs oneDNN with bf16 instructions") }
-        try MatMul.configure(precision: .bf16, library: .auto)
-        defer { try? MatMul.configure(precision: .fp32, library: .openblas) }
+        let kernels = try Kernels(precision: .bf16, library: .auto)
         var r = TestRandom(5)
         let rounded = { (v: [Float]) in v.map { BFloat16.toFloat(BFloat16.fromFloat($0)) } }
         for (tA, tB) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -135,7 +130,7 @@ final class MatMulTests: XCTestCase {
                         a.withUnsafeBufferPointer { pa in
                             b.withUnsafeBufferPointer { pb in
                                 c.withUnsafeMutableBufferPointer { pc in
-                                    Float.gemm(transA: tA, transB: tB, m: m, n: n, k: k, alpha: alpha, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: beta, c: pc.baseAddress!, ldc: n)
+                                    Float.gemm(using: kernels, transA: tA, transB: tB, m: m, n: n, k: k, alpha: alpha, a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: beta, c: pc.baseAddress!, ldc: n)
                                 }
                             }
                         }
@@ -153,7 +148,7 @@ final class MatMulTests: XCTestCase {
                 }
             }
         }
-        let implementations = MatMul.bf16Implementations
+        let implementations = kernels.bf16Implementations
         XCTAssertFalse(implementations.isEmpty)
         XCTAssertFalse(implementations.contains { $0.contains("ref") }, "\(implementations)")
     }
@@ -164,20 +159,22 @@ final class MatMulTests: XCTestCase {
     /// gives exactly the float32 layer's output.
     func testDenseBF16ForwardFusesBiasAndSigmoid() throws {
         guard let dnnl = OneDNN.shared, dnnl.hasBF16 else { throw XCTSkip("needs oneDNN with bf16 instructions") }
-        defer { try? MatMul.configure(precision: .fp32, library: .openblas) }
+        let fp32 = try Kernels(precision: .fp32, library: .openblas), bf16 = try Kernels(precision: .bf16, library: .auto)
         var r = TestRandom(9)
         let round = { (v: Float) in Double(BFloat16.toFloat(BFloat16.fromFloat(v))) }
         for (inF, outF, act, layout) in [(784, 200, Dense<Float>.Activation.sigmoid, Dense<Float>.WeightLayout.inOut), (784, 200, .identity, .outIn), (300, 120, .sigmoid, .outIn), (20, 10, .sigmoid, .inOut)] {
-            let dense = Dense<Float>(inFeatures: inF, outFeatures: outF, activation: act, weightLayout: layout, name: "fc")
-            let w = r.matrix(dense.weight.value.rows, dense.weight.value.cols, scale: 0.05, as: Float.self)
-            dense.weight.value.data.update(from: w.data, count: w.count)
+            // Two layers with the same weights, one on each kernel choice, side by side.
+            let dense32 = Dense<Float>(inFeatures: inF, outFeatures: outF, activation: act, weightLayout: layout, name: "fc", kernels: fp32)
+            let dense16 = Dense<Float>(inFeatures: inF, outFeatures: outF, activation: act, weightLayout: layout, name: "fc", kernels: bf16)
+            let w = r.matrix(dense32.weight.value.rows, dense32.weight.value.cols, scale: 0.05, as: Float.self)
             let bias = r.matrix(1, outF, as: Float.self)
-            dense.bias.value.data.update(from: bias.data, count: outF)
+            for dense in [dense32, dense16] {
+                dense.weight.value.data.update(from: w.data, count: w.count)
+                dense.bias.value.data.update(from: bias.data, count: outF)
+            }
             let x = r.matrix(64, inF, as: Float.self)
-            try MatMul.configure(precision: .fp32, library: .openblas)
-            let y32 = dense.forward(x, training: true).toArray()
-            try MatMul.configure(precision: .bf16, library: .auto)
-            let y16 = dense.forward(x, training: true).toArray()
+            let y32 = dense32.forward(x, training: true).toArray()
+            let y16 = dense16.forward(x, training: true).toArray()
             let name = "\(inF)->\(outF) \(act) \(layout)"
             guard 64 * inF * outF >= MatMul.oneDNNThreshold else {
                 XCTAssertEqual(y16, y32, "below the threshold bf16 runs float32: \(name)")

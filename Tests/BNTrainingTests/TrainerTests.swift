@@ -264,6 +264,36 @@ final class TrainerTests: XCTestCase {
     }
 
     /// The config record is the configuration's encoding plus what follows from it.
+    /// Kernels are a value: two trainers built in one process with different kernel choices
+    /// each compute with, and record, their own, and a run is the same whatever ran beside it.
+    func testTwoTrainersInOneProcessComputeWithTheirOwnKernels() throws {
+        guard (try? Kernels(convolution: .onednn)) != nil else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
+        func make(_ conv: ConvolutionKernels, _ gemm: GEMMLibrary) throws -> (Trainer, RecordList) {
+            var c = config("conv8k5p2-bn-relu-fc", epochs: 1)
+            c.conv = conv
+            c.gemm = gemm
+            let sink = RecordList()
+            return (try Trainer(config: c, outputs: RunOutputs(), dataset: dataset, sink: sink, diagnostics: { _ in }), sink)
+        }
+        let (a, aRecords) = try make(.im2col, .openblas)
+        let (b, bRecords) = try make(.onednn, .onednn)
+        try a.run(shouldStop: { nil })
+        try b.run(shouldStop: { nil })
+        let (again, againRecords) = try make(.im2col, .openblas)
+        try again.run(shouldStop: { nil })
+        let field = { (records: [Record], key: String) in records[0].fields.first { $0.0 == key }?.1 }
+        XCTAssertEqual(field(aRecords.records, "kernels"), .string("openblas"))
+        XCTAssertEqual(field(aRecords.records, "conv_kernels"), .string("im2col"))
+        XCTAssertEqual(field(bRecords.records, "kernels"), .string("onednn"))
+        XCTAssertEqual(field(bRecords.records, "conv_kernels"), .string("onednn"))
+        let conv = { (t: Trainer) in t.network.layers.compactMap { $0 as? Conv2D<Float> }.first!.lastImplementation }
+        XCTAssertEqual(conv(a), "im2col")
+        XCTAssertNotEqual(conv(b), "im2col", "the oneDNN trainer's convolution ran on oneDNN")
+        XCTAssertEqual(conv(again), "im2col")
+        XCTAssertTrue(a.kernels !== b.kernels)
+        XCTAssertEqual(stable(aRecords.records), stable(againRecords.records), "the same run, whatever ran before it")
+    }
+
     func testConfigRecordDerivesFromTheConfiguration() throws {
         let records = try run(config("dfn2", epochs: 1))
         let keys = records[0].fields.map(\.0)

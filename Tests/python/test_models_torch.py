@@ -86,6 +86,21 @@ def test_presets_come_from_bntrain(bntrain, monkeypatch):
         bntrain_torch.tokens("nosuch")
 
 
+def test_bntrains_layer_descriptions_give_pytorchs_tensor_names_and_counts(bntrain, monkeypatch):
+    """For every preset and an all-kinds spec, the modules built from `bntrain summary`'s
+    records have exactly the tensors bntrain's layers declare, and bntrain's parameter counts."""
+    monkeypatch.setenv("BNTRAIN", bntrain)
+    listed = [json.loads(l) for l in run([bntrain, "summary", "--log-format", "jsonl"]).stdout.splitlines()]
+    for spec in [r["name"] for r in listed if r["kind"] == "preset"] + ["conv4k3s2p1-bn-relu-avgpool2-conv8k3-gap-fc16-ln-tanh-dropout0.1-fc"]:
+        records = bntrain_torch.describe(spec, (1, 28, 28), 10)
+        layers = [r for r in records if r["kind"] == "layer"]
+        net = bntrain_torch.sequential(spec, 784, 10, image=(1, 28, 28))
+        declared = [t for r in layers for t in r["tensors"].split(",") if t]
+        assert list(net.state_dict()) == declared, spec
+        for r, module in zip(layers, net):
+            assert sum(p.numel() for p in module.parameters()) == r["parameters"], (spec, r)
+
+
 @pytest.mark.parametrize("spec", ["bn-paper", "fc128-ln-tanh-fc64-ln-tanh-fc"])
 def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, tmp_path, spec):
     """Same initial weights (PyTorch's own init, saved and loaded with --init-from), same

@@ -18,7 +18,7 @@ public struct ImageShape: Equatable, Sendable, CustomStringConvertible {
 /// (sized once, reused), so backward does not unfold again.
 ///
 /// Conv2D<Float> runs instead on oneDNN's convolution primitives when they are available and
-/// chosen (`MatMul.convolution`, `--conv`; thin convolutions stay here, see
+/// chosen (`Kernels.convolution`; thin convolutions stay here, see
 /// `ConvolutionKernels.auto`): one plan per batch size, built on first use
 /// (`OneDNNConvolution`), faster than im2col at every preset's wide layers (figures in
 /// docs/performance.md). Double (the gradient checks) always runs im2col.
@@ -38,13 +38,14 @@ public final class Conv2D<T: BLASScalar>: Layer {
     @usableFromInline let dcol: Matrix<T>  // (1, C k k * OH OW) scratch
     @usableFromInline var rows = 0
 
-    /// Overrides `MatMul.convolution` for this layer (tests compare the two paths).
-    public var kernels: ConvolutionKernels?
+    /// The products' and convolutions' kernels: the network's.
+    public let kernels: Kernels
+    /// Overrides `kernels.convolution` for this layer (tests compare the two paths).
+    public var convolutionOverride: ConvolutionKernels?
     /// oneDNN plans by batch size (training, the last short batch, evaluation), at most
     /// `maxPlans`; the plan the last forward ran, which its backward runs too (nil: im2col).
     @usableFromInline var plans: [OneDNNConvolution] = []
     @usableFromInline var activePlan: OneDNNConvolution?
-    @usableFromInline var planPrecision = Precision.fp32
     /// Set when oneDNN could not build this layer's convolution: it stays on im2col.
     @usableFromInline var oneDNNFailed = false
     static var maxPlans: Int { 6 }
@@ -56,7 +57,8 @@ public final class Conv2D<T: BLASScalar>: Layer {
         return (p.bf16 ? "bf16 " : "") + p.implementations.joined(separator: ",")
     }
 
-    public init(input: ImageShape, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, name: String) {
+    public init(input: ImageShape, outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, name: String, kernels: Kernels = Kernels()) {
+        self.kernels = kernels
         precondition(kernel >= 1 && stride >= 1 && padding >= 0 && input.h + 2 * padding >= kernel && input.w + 2 * padding >= kernel, "convolution does not fit its input")
         self.input = input
         self.kernel = kernel
@@ -152,11 +154,10 @@ public final class Conv2D<T: BLASScalar>: Layer {
     /// im2col chosen, or oneDNN missing or unable to build this convolution.
     @usableFromInline
     func oneDNNPlan(batch n: Int, training: Bool) -> OneDNNConvolution? {
-        let choice = kernels ?? MatMul.convolution
+        let choice = convolutionOverride ?? kernels.convolution
         guard T.self == Float.self, choice != .im2col, !oneDNNFailed, let api = OneDNN.shared?.primitives,
               choice == .onednn || input.c * kernel * kernel >= ConvolutionKernels.oneDNNMinimumTaps
         else { return nil }
-        if planPrecision != MatMul.precision { plans.removeAll(); planPrecision = MatMul.precision }
         if let p = plans.first(where: { $0.batch == n && ($0.trains || !training) && $0.inputGradient == computesInputGradient }) {
             return p
         }
@@ -166,7 +167,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
         // bf16 where the library has fast bf16 kernels for this shape; else, with `auto`, a
         // 3x3 stride-1 convolution in Winograd's F(4x4, 3x3) where the library has it; else
         // the direct float32 convolution.
-        let bf16 = MatMul.precision == .bf16 ? try? build(bf16: true) : nil
+        let bf16 = kernels.precision == .bf16 ? try? build(bf16: true) : nil
         let winograd = bf16 == nil && choice == .auto && kernel == 3 && stride == 1 ? try? build(bf16: false, winograd: true) : nil
         guard let p = bf16 ?? winograd ?? (try? build(bf16: false)) else {
             oneDNNFailed = true
@@ -198,7 +199,7 @@ public final class Conv2D<T: BLASScalar>: Layer {
         for e in 0..<n {
             let col = training ? cols.data + e * ckk * p : dcol.data, y = out.data + e * o * p
             im2col(x.data + e * input.count, col)
-            T.gemm(transA: false, transB: false, m: o, n: p, k: ckk, alpha: 1, a: weight.value.data, lda: ckk, b: col, ldb: p, beta: 0, c: y, ldc: p)
+            T.gemm(using: kernels, transA: false, transB: false, m: o, n: p, k: ckk, alpha: 1, a: weight.value.data, lda: ckk, b: col, ldb: p, beta: 0, c: y, ldc: p)
             for oc in 0..<o {
                 let b = bias.value.data[oc], yr = y + oc * p
                 for j in 0..<p { yr[j] += b }
@@ -227,10 +228,10 @@ public final class Conv2D<T: BLASScalar>: Layer {
             let g = dy.data + e * o * p, col = cols.data + e * ckk * p
             for oc in 0..<o { db[oc] += Elementwise.sum(g + oc * p, p) }
             // dW (O, Ckk) += dY (O, P) x col^T
-            T.gemm(transA: false, transB: true, m: o, n: ckk, k: p, alpha: 1, a: g, lda: p, b: col, ldb: p, beta: 1, c: dw, ldc: ckk)
+            T.gemm(using: kernels, transA: false, transB: true, m: o, n: ckk, k: p, alpha: 1, a: g, lda: p, b: col, ldb: p, beta: 1, c: dw, ldc: ckk)
             guard computesInputGradient else { continue }
             // dcol (Ckk, P) = W^T (Ckk, O) x dY (O, P), folded into dx.
-            T.gemm(transA: true, transB: false, m: ckk, n: p, k: o, alpha: 1, a: weight.value.data, lda: ckk, b: g, ldb: p, beta: 0, c: dcol.data, ldc: p)
+            T.gemm(using: kernels, transA: true, transB: false, m: ckk, n: p, k: o, alpha: 1, a: weight.value.data, lda: ckk, b: g, ldb: p, beta: 0, c: dcol.data, ldc: p)
             col2im(dcol.data, inputGrad.data + e * input.count)
         }
         return inputGrad

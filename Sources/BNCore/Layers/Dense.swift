@@ -22,6 +22,8 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
     public let weight: Parameter<T>  // logical (out, in); stored (in, out) when weightLayout == .inOut
     public let bias: Parameter<T>  // (1, out)
     public var computesInputGradient = true
+    /// The products' kernels: the network's.
+    public let kernels: Kernels
 
     /// The input of the most recent forward (owned by the caller; must stay unchanged until backward).
     @usableFromInline var input: Matrix<T>?
@@ -29,7 +31,8 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
     @usableFromInline let preActivationGrad: Matrix<T>  // dL/dz: (N, out), sigmoid only
     @usableFromInline let inputGrad: Matrix<T>  // (N, in)
 
-    public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, weightLayout: WeightLayout = .outIn, name: String) {
+    public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, weightLayout: WeightLayout = .outIn, name: String, kernels: Kernels = Kernels()) {
+        self.kernels = kernels
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
         self.activation = activation
@@ -61,13 +64,13 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         let ldb = transposedWeight ? inFeatures : d
         // bf16: the bias and sigmoid ride in the matmul's epilogue (one pass over y).
         if T.gemmBias(
-            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures, a: x.data, lda: inFeatures,
+            using: kernels, transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures, a: x.data, lda: inFeatures,
             b: weight.value.data, ldb: ldb, bias: bias.value.data, sigmoid: activation == .sigmoid, c: output.data, ldc: d)
         {
             return output
         }
         T.gemm(
-            transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures,
+            using: kernels, transA: false, transB: transposedWeight, m: n, n: d, k: inFeatures,
             alpha: 1, a: x.data, lda: inFeatures, b: weight.value.data, ldb: ldb,
             beta: 0, c: output.data, ldc: d)
         switch activation {
@@ -127,7 +130,7 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         let outIn = weightLayout == .outIn
         if computesInputGradient {
             T.gemm(
-                transA: false, transB: !outIn, m: n, n: inFeatures, k: d,
+                using: kernels, transA: false, transB: !outIn, m: n, n: inFeatures, k: d,
                 alpha: 1, a: dz, lda: d, b: weight.value.data, ldb: outIn ? inFeatures : d,
                 beta: 0, c: inputGrad.data, ldc: inFeatures)
         }
@@ -135,12 +138,12 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         let (alpha, beta, target): (T, T, UnsafeMutablePointer<T>) = learningRate.map { (-$0, 1, weight.value.data) } ?? (1, 0, weight.grad.data)
         if outIn {
             T.gemm(
-                transA: true, transB: false, m: d, n: inFeatures, k: n,
+                using: kernels, transA: true, transB: false, m: d, n: inFeatures, k: n,
                 alpha: alpha, a: dz, lda: d, b: x.data, ldb: inFeatures,
                 beta: beta, c: target, ldc: inFeatures)
         } else {
             T.gemm(
-                transA: true, transB: false, m: inFeatures, n: d, k: n,
+                using: kernels, transA: true, transB: false, m: inFeatures, n: d, k: n,
                 alpha: alpha, a: x.data, lda: inFeatures, b: dz, ldb: d,
                 beta: beta, c: target, ldc: d)
         }

@@ -25,10 +25,7 @@ extension ModelSpec {
     /// by a relu (BatchNorm2D with the ReLU fused, when the bn receives images).
     public func mayFuseWithNext(_ i: Int) -> Bool {
         guard i >= 0, i + 1 < layers.count else { return false }
-        switch (layers[i], layers[i + 1]) {
-        case (.fc, .activation(.sigmoid)), (.batchNorm, .activation(.relu)): return true
-        default: return false
-        }
+        return layers[i].facts.fusesWith(layers[i + 1].facts, input: nil)
     }
 
     /// Builds the network for `inputs` features and `classes` classes. Tensors are named as
@@ -43,63 +40,30 @@ extension ModelSpec {
     /// the ReLU fused; a Dense that is the network's first layer stores its
     /// weight transposed (its forward product is the step's largest and runs faster as a plain
     /// NN product; its input gradient, the product that layout slows, is never computed).
+    ///
+    /// `kernels` is what the network's products and convolutions run on, shared by its
+    /// layers: its caches (bf16 plans, scratch) are this network's own.
     public func build<T: BLASScalar>(
         _: T.Type = T.self, inputs: Int, classes: Int, image: ImageShape? = nil, options: BuildOptions = BuildOptions(),
-        rng: inout SplitMix64, dropoutRNG: SplitMix64 = SplitMix64(seed: 0)
+        kernels: Kernels = Kernels(), rng: inout SplitMix64, dropoutRNG: SplitMix64 = SplitMix64(seed: 0)
     ) throws -> Network<T> {
         let shapes = try shapes(inputs: inputs, classes: classes, image: image)
-        let widths = shapes.map(\.count)
         var shape = try inputShape(inputs: inputs, image: image)
         let stream = RandomStream(dropoutRNG)
         var built: [any Layer<T>] = []
         var specIndices: [Int] = []
-        var width = inputs
         var i = 0
-        let runningVariance = BatchNorm1D<T>.RunningVariance(rawValue: options.runningVariance.rawValue)!
         while i < layers.count {
-            let name = "\(i)"
-            let out = widths[i]
             specIndices.append(i)
-            switch layers[i] {
-            case .fc:
-                let fuseSigmoid = options.fuse && mayFuseWithNext(i)
-                let dense = Dense<T>(
-                    inFeatures: width, outFeatures: out, activation: fuseSigmoid ? .sigmoid : .identity,
-                    weightLayout: built.isEmpty ? .inOut : .outIn, name: name)
-                options.initializer.initialize(dense, rng: &rng)
-                built.append(dense)
-                if fuseSigmoid { i += 1 }
-            case let .activation(kind):
-                built.append(Activation<T>(kind, features: out))
-            case .batchNorm:
-                // BatchNorm1D over features, or BatchNorm2D over channels: from the shape it receives.
-                if case let .image(s) = shape {
-                    let fuseReLU = options.fuse && mayFuseWithNext(i)
-                    built.append(BatchNorm2D<T>(shape: s, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, fusedReLU: fuseReLU, name: name))
-                    if fuseReLU {
-                        shape = shapes[i + 1]
-                        i += 1
-                    }
-                } else {
-                    built.append(BatchNorm1D<T>(features: out, momentum: T(options.bnMomentum), eps: T(options.bnEps), runningVariance: runningVariance, name: name))
-                }
-            case let .conv(o, k, st, pd):
-                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
-                let conv = Conv2D<T>(input: s, outChannels: o, kernel: k, stride: st, padding: pd, name: name)
-                options.initializer.initialize(conv, rng: &rng)
-                built.append(conv)
-            case let .pool(mx, k, st):
-                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
-                built.append(Pool2D<T>(mx ? .max : .average, input: s, kernel: k, stride: st))
-            case .globalAvgPool:
-                guard case let .image(s) = shape else { preconditionFailure("checked by shapes()") }
-                built.append(Pool2D<T>(.average, input: s, kernel: nil))
-            case .layerNorm:
-                built.append(LayerNorm<T>(features: out, name: name))
-            case let .dropout(p):
-                built.append(Dropout<T>(probability: p, features: out, stream: stream))
-            }
-            width = out
+            let facts = layers[i].facts
+            // Fused, this layer computes the next one too (whose output shape it then has).
+            let fused = options.fuse && i + 1 < layers.count && facts.fusesWith(layers[i + 1].facts, input: shape)
+            var context = LayerBuildContext<T>(
+                name: "\(i)", input: shape, output: shapes[i], isFirst: built.isEmpty, options: options, kernels: kernels,
+                rng: rng, dropoutStream: stream)
+            built.append(facts.build(&context, fused: fused))
+            rng = context.rng
+            if fused { i += 1 }
             shape = shapes[i]
             i += 1
         }

@@ -10,55 +10,27 @@
 /// Presets: see `presets`.
 /// The canonical form joins the tokens with `-`; it is what checkpoints and records carry.
 public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
-    public enum LayerSpec: Equatable, Sendable {
-        /// `nil`: one output per class (only as the last layer).
-        case fc(Int?)
-        case activation(ActivationKind)
-        case batchNorm
-        case layerNorm
-        case dropout(Double)
-        /// 2-D convolution: output channels, k x k kernel, stride, zero padding (`conv32k3`,
-        /// `conv6k5p2`, `conv16k5s2`).
-        case conv(out: Int, kernel: Int, stride: Int, padding: Int)
-        /// Max or average pooling over k x k windows with a stride (`maxpool2`, `maxpool3s2`,
-        /// `avgpool2`); the stride defaults to k.
-        case pool(max: Bool, kernel: Int, stride: Int)
-        /// Global average pooling (`gap`): each channel's mean, C x 1 x 1.
-        case globalAvgPool
+    /// One layer of a spec: a parsed token, its kind's facts (`LayerKind`) behind it.
+    public struct LayerSpec: Equatable, Sendable, CustomStringConvertible {
+        /// The kind with its settings (`FullyConnectedLayer(width: 256)`).
+        public let facts: any LayerKind
+        public init(_ facts: any LayerKind) { self.facts = facts }
 
-        public var isImageLayer: Bool {
-            switch self {
-            case .conv, .pool, .globalAvgPool: return true
-            default: return false
-            }
-        }
-
-        public var token: String {
-            switch self {
-            case let .fc(n): return n.map { "fc\($0)" } ?? "fc"
-            case let .activation(k): return k.rawValue
-            case .batchNorm: return "bn"
-            case .layerNorm: return "ln"
-            case let .dropout(p): return "dropout\(p)"
-            case let .conv(o, k, st, pd): return "conv\(o)k\(k)" + (st != 1 ? "s\(st)" : "") + (pd != 0 ? "p\(pd)" : "")
-            case let .pool(mx, k, st): return (mx ? "maxpool" : "avgpool") + "\(k)" + (st != k ? "s\(st)" : "")
-            case .globalAvgPool: return "gap"
-            }
-        }
-
+        public var token: String { facts.token }
         /// What the layer is called in summaries and errors.
-        public var kind: String {
-            switch self {
-            case .fc: return "fc"
-            case let .activation(k): return k.rawValue
-            case .batchNorm: return "bn"
-            case .layerNorm: return "ln"
-            case .dropout: return "dropout"
-            case .conv: return "conv"
-            case let .pool(mx, _, _): return mx ? "maxpool" : "avgpool"
-            case .globalAvgPool: return "gap"
-            }
-        }
+        public var kind: String { facts.name }
+        public var isImageLayer: Bool { facts.isImageLayer }
+        public var description: String { token }
+
+        /// Two layers are the same when their canonical tokens are: a token names one kind
+        /// with one setting.
+        public static func == (a: LayerSpec, b: LayerSpec) -> Bool { a.token == b.token }
+
+        /// `fcN`, or `fc` (nil: one output per class).
+        public static func fc(_ width: Int?) -> LayerSpec { LayerSpec(FullyConnectedLayer(width: width)) }
+        public static func activation(_ f: ActivationKind) -> LayerSpec { LayerSpec(ActivationLayer(f)) }
+        public static let batchNorm = LayerSpec(BatchNormLayer())
+        public static let layerNorm = LayerSpec(LayerNormLayer())
     }
 
     /// Whether the model treats its input as an image (it has convolution or pooling layers);
@@ -73,10 +45,10 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     public var description: String { layers.map(\.token).joined(separator: "-") }
     public var canonical: String { description }
 
-    public var hasBatchNorm: Bool { layers.contains(.batchNorm) }
+    public var hasBatchNorm: Bool { layers.contains { $0.facts is BatchNormLayer } }
 
     /// The same model with every BatchNorm layer left out (`--no-batchnorm`).
-    public func removingBatchNorm() -> ModelSpec { ModelSpec(layers: layers.filter { $0 != .batchNorm }) }
+    public func removingBatchNorm() -> ModelSpec { ModelSpec(layers: layers.filter { !($0.facts is BatchNormLayer) }) }
 
     // MARK: Presets
 
@@ -117,12 +89,12 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     /// Widths accepted for `fcN`: a sanity bound, not a memory estimate.
     public static let maxWidth = 1 << 20
 
-    /// Every layer token's form, for help texts and errors.
-    public static let layerTokens = "fcN, fc (last: one output per class), sigmoid, tanh, relu, bn, ln, dropoutP (0 <= P < 1), convNkK[sS][pP], maxpoolK[sS], avgpoolK[sS], gap"
+    /// Every layer token's form, for help texts and errors (from the kinds' own).
+    public static var layerTokens: String { LayerKinds.forms }
     /// The preset names, comma-separated.
     public static var presetNames: String { presets.map(\.name).joined(separator: ", ") }
 
-    static let grammar = "layers are \(layerTokens), joined by '-'; presets: \(presetNames)"
+    static var grammar: String { "layers are \(layerTokens), joined by '-'; presets: \(presetNames)" }
 
     /// Parses a preset name (with dfn2's `hidden`) or a token string.
     public static func parse(_ text: String, hidden: Int = defaultHidden) throws -> ModelSpec {
@@ -142,36 +114,11 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         }
         var layers: [LayerSpec] = []
         for (i, token) in tokens.enumerated() {
-            func bad(_ why: String) -> ParseError {
-                ParseError(message: "'\(trimmed)', layer \(i + 1) '\(token)': \(why)")
-            }
-            if let k = ActivationKind(rawValue: token) {
-                layers.append(.activation(k))
-            } else if token == "bn" {
-                layers.append(.batchNorm)
-            } else if token == "ln" {
-                layers.append(.layerNorm)
-            } else if token == "fc" {
-                layers.append(.fc(nil))
-            } else if token.hasPrefix("fc") {
-                let digits = token.dropFirst(2)
-                guard digits.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(digits), n >= 1, n <= maxWidth else {
-                    throw bad("fcN needs a width N from 1 to \(maxWidth) (fc256), or plain 'fc' for the last layer")
-                }
-                layers.append(.fc(n))
-            } else if token == "gap" {
-                layers.append(.globalAvgPool)
-            } else if token.hasPrefix("conv") || token.hasPrefix("maxpool") || token.hasPrefix("avgpool") {
-                layers.append(try parseImageToken(token) { bad($0) })
-            } else if token.hasPrefix("dropout") {
-                let rest = token.dropFirst(7)
-                guard !rest.isEmpty else { throw bad("dropout needs its drop probability, e.g. dropout0.5") }
-                guard rest.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let p = Double(rest), p >= 0, p < 1 else {
-                    throw bad("the dropout probability must be a decimal in [0, 1), e.g. dropout0.5")
-                }
-                layers.append(.dropout(p))
-            } else {
-                throw bad("unknown layer; \(grammar)")
+            do {
+                guard let facts = try LayerKinds.parse(token) else { throw LayerKindError("unknown layer; \(grammar)") }
+                layers.append(LayerSpec(facts))
+            } catch let e as LayerKindError {
+                throw ParseError(message: "'\(trimmed)', layer \(i + 1) '\(token)': \(e.why)")
             }
         }
         let spec = ModelSpec(layers: layers)
@@ -179,39 +126,9 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         return spec
     }
 
-    /// `convNkK[sS][pP]` or `maxpoolK[sS]` / `avgpoolK[sS]`: letters each followed by a number.
-    static func parseImageToken(_ token: String, _ bad: (String) -> ParseError) throws -> LayerSpec {
-        let isConv = token.hasPrefix("conv")
-        let name = isConv ? "conv" : String(token.prefix(7))
-        var rest = Substring(token.dropFirst(name.count))
-        func number() -> Int? {
-            let digits = rest.prefix { $0.isASCII && $0.isNumber }
-            rest = rest.dropFirst(digits.count)
-            return digits.isEmpty || digits.count > 7 ? nil : Int(digits)
-        }
-        let usage = isConv ? "write convNkK with optional sS and pP (conv32k3, conv6k5p2, conv16k5s2)" : "write \(name)K with an optional sS (maxpool2, maxpool3s2)"
-        guard let first = number(), first >= 1 else { throw bad(usage) }
-        var values: [Character: Int] = [:]
-        while let letter = rest.first {
-            rest = rest.dropFirst()
-            guard "ksp".contains(letter), values[letter] == nil, let v = number() else { throw bad(usage) }
-            values[letter] = v
-        }
-        if isConv {
-            guard let k = values["k"], k >= 1, k <= 64, first <= 65536 else { throw bad(usage + "; 1 <= N <= 65536, 1 <= K <= 64") }
-            let st = values["s"] ?? 1, pd = values["p"] ?? 0
-            guard st >= 1, st <= 64, pd <= 64 else { throw bad(usage + "; 1 <= S <= 64, P <= 64") }
-            return .conv(out: first, kernel: k, stride: st, padding: pd)
-        }
-        guard values["k"] == nil, values["p"] == nil, first <= 64 else { throw bad(usage) }
-        let st = values["s"] ?? first
-        guard st >= 1, st <= 64 else { throw bad(usage) }
-        return .pool(max: name == "maxpool", kernel: first, stride: st)
-    }
-
     /// The rules a token list must follow beyond each token being valid.
     func checkStructure(text: String) throws {
-        guard let last = layers.last, case .fc = last else {
+        guard let last = layers.last, last.facts is FullyConnectedLayer else {
             throw ParseError(message: "'\(text)' must end with 'fc' (one output per class); add '-fc'")
         }
         for (i, l) in layers.enumerated().dropLast() where l == .fc(nil) {
@@ -252,28 +169,10 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         var shape = try inputShape(inputs: inputs, image: image)
         var out: [Shape] = []
         for (i, l) in layers.enumerated() {
-            func bad(_ why: String) -> ParseError { ParseError(message: "'\(canonical)', layer \(i + 1) '\(l.token)': \(why)") }
-            switch (l, shape) {
-            case let (.fc(n), _):
-                if i == layers.count - 1, let n, n != classes {
-                    throw ParseError(message: "'\(canonical)' ends with fc\(n) but the data has \(classes) classes; end it with plain 'fc'")
-                }
-                shape = .flat(n ?? classes)
-            case let (.conv(o, k, st, pd), .image(s)):
-                guard s.h + 2 * pd >= k, s.w + 2 * pd >= k else { throw bad("a \(k)x\(k) kernel does not fit its \(s) input") }
-                let next = ImageShape(o, (s.h + 2 * pd - k) / st + 1, (s.w + 2 * pd - k) / st + 1)
-                guard ModelSpec.product([next.c, next.h, next.w]) != nil else { throw bad("its \(next) output has more values than a 64-bit count holds; use fewer channels, less padding or a stride") }
-                shape = .image(next)
-            case let (.pool(_, k, st), .image(s)):
-                guard s.h >= k, s.w >= k else { throw bad("a \(k)x\(k) window does not fit its \(s) input") }
-                shape = .image(ImageShape(s.c, (s.h - k) / st + 1, (s.w - k) / st + 1))
-            case let (.globalAvgPool, .image(s)):
-                shape = .image(ImageShape(s.c, 1, 1))
-            case (.conv, .flat), (.pool, .flat), (.globalAvgPool, .flat):
-                throw bad("needs an image input; image layers must come before the first fc")
-            case (.layerNorm, .image):
-                throw bad("ln normalises a feature vector; use bn on images, or put ln after an fc")
-            default: break  // activations, dropout, bn keep the shape
+            do {
+                shape = try l.facts.output(from: shape, classes: classes, isLast: i == layers.count - 1)
+            } catch let e as LayerKindError {
+                throw ParseError(message: e.aboutModel ? "'\(canonical)' \(e.why)" : "'\(canonical)', layer \(i + 1) '\(l.token)': \(e.why)")
             }
             out.append(shape)
         }
@@ -283,19 +182,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
     /// Output width of each layer for `inputs` features in and `classes` classes; throws when
     /// the last layer's explicit width is not the class count.
     public func widths(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [Int] {
-        if isConvolutional { return try shapes(inputs: inputs, classes: classes, image: image).map(\.count) }
-        var w = inputs
-        var out: [Int] = []
-        for (i, l) in layers.enumerated() {
-            if case let .fc(n) = l {
-                if i == layers.count - 1, let n, n != classes {
-                    throw ParseError(message: "'\(canonical)' ends with fc\(n) but the data has \(classes) classes; end it with plain 'fc'")
-                }
-                w = n ?? classes
-            }
-            out.append(w)
-        }
-        return out
+        try shapes(inputs: inputs, classes: classes, image: image).map(\.count)
     }
 
     /// One line of `bntrain summary`.
@@ -311,37 +198,32 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         public var flops: Int
         /// "6x28x28" for an image, "120" for a feature vector.
         public var outputShape: String = ""
+        /// The equivalent PyTorch module, a Python expression (`nn.Linear(784, 100)`).
+        public var pytorch: String = ""
+        /// The layer's checkpoint tensors (`0.weight`, `0.bias`), buffers included.
+        public var tensors: [String] = []
     }
 
     /// Each layer's output, parameters and FLOPs. Every count is checked arithmetic, and so
     /// are their totals over the model: a spec whose counts overflow 64-bit integers is refused
     /// with a `ParseError` naming the layer, so callers may add the rows up freely.
-    public func summary(inputs: Int, classes: Int, image: ImageShape? = nil) throws -> [LayerSummary] {
+    public func summary(inputs: Int, classes: Int, image: ImageShape? = nil, options: BuildOptions = BuildOptions()) throws -> [LayerSummary] {
         let shapes = try shapes(inputs: inputs, classes: classes, image: image)
         var rows: [LayerSummary] = []
         var inShape = try inputShape(inputs: inputs, image: image)
         var totalParams = 0, totalFlops = 0, totalWidth = inputs
         for (i, l) in layers.enumerated() {
             let outShape = shapes[i], out = outShape.count, inWidth = inShape.count
-            let p = ModelSpec.product, s = ModelSpec.sum
-            let (params, flops): (Int?, Int?)
-            switch (l, inShape, outShape) {
-            case (.fc, _, _): (params, flops) = (s([p([inWidth, out]), out]), s([p([2, inWidth, out]), out]))
-            case (.activation, _, _): (params, flops) = (0, out)
-            case let (.batchNorm, .image(sh), _): (params, flops) = (p([2, sh.c]), p([2, out]))
-            case (.batchNorm, _, _): (params, flops) = (p([2, out]), p([2, out]))
-            case (.layerNorm, _, _): (params, flops) = (p([2, out]), p([7, out]))
-            case (.dropout, _, _): (params, flops) = (0, 0)
-            case let (.conv(o, k, _, _), .image(sh), _): (params, flops) = (s([p([o, sh.c, k, k]), o]), s([p([2, sh.c, k, k, out]), out]))
-            case let (.pool(_, k, _), _, _): (params, flops) = (0, p([k, k, out]))
-            case (.globalAvgPool, _, _): (params, flops) = (0, inWidth)
-            default: (params, flops) = (0, 0)
-            }
+            let (params, flops) = l.facts.counts(input: inShape, output: outShape)
+            let s = ModelSpec.sum
             guard let params, let flops, let tp = s([totalParams, params]), let tf = s([totalFlops, flops]), let tw = s([totalWidth, out]) else {
                 throw ParseError(message: "'\(canonical)', layer \(i + 1) '\(l.token)': the model's parameter or FLOP count passes what a 64-bit integer holds (\(Int.max)); use narrower or fewer layers")
             }
             (totalParams, totalFlops, totalWidth) = (tp, tf, tw)
-            rows.append(LayerSummary(index: i, kind: l.kind, token: l.token, outputWidth: out, parameters: params, flops: flops, outputShape: outShape.description))
+            rows.append(LayerSummary(
+                index: i, kind: l.kind, token: l.token, outputWidth: out, parameters: params, flops: flops, outputShape: outShape.description,
+                pytorch: l.facts.pytorch(input: inShape, output: outShape, options: options),
+                tensors: l.facts.tensors(index: i, input: inShape, output: outShape).map(\.name)))
             inShape = outShape
         }
         return rows

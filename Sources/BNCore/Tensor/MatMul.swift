@@ -46,55 +46,11 @@ public enum ConvolutionKernels: String, CaseIterable, Sendable {
     public static let oneDNNMinimumTaps = 16
 }
 
-/// Process-wide choice of kernels for `Float.gemm`. OpenBLAS runs without allocating; oneDNN
-/// 2.6's float32 gemm function allocates and frees a packing buffer on every call, so a step
-/// through it makes one heap allocation per oneDNN product; bf16 products run matmul plans
-/// that allocate only the library's small argument maps. Set once, before training, by the
-/// executable (`--precision`, `--gemm`); the layers never see it. Double (the checks) always
-/// runs OpenBLAS's dgemm.
+/// Constants and library-wide settings of the products. The kernel choice itself is a value,
+/// `Kernels`, that each network is built with.
 public enum MatMul {
-    nonisolated(unsafe) public private(set) static var precision: Precision = .fp32
-    nonisolated(unsafe) public private(set) static var library: GEMMLibrary = .openblas
-    /// What float32 convolutions run on; `.auto` only when oneDNN's primitives are there.
-    nonisolated(unsafe) public private(set) static var convolution: ConvolutionKernels = OneDNN.shared?.primitives != nil ? .auto : .im2col
     /// `auto` sends a product to oneDNN when m n k is at least this.
     public static let oneDNNThreshold = 1 << 20
-
-    /// bf16 products run as oneDNN matmul plans, one per product shape, built on first use
-    /// (a training run has a handful of shapes; past `maxBF16Plans` the gemm function runs).
-    /// A shape the library cannot plan is remembered as nil.
-    nonisolated(unsafe) static var bf16Plans: [OneDNNMatMul.Key: OneDNNMatMul?] = [:]
-    static let maxBF16Plans = 64
-
-    static func bf16Plan(_ key: OneDNNMatMul.Key, _ dnnl: OneDNN) -> OneDNNMatMul? {
-        if let p = bf16Plans[key] { return p }
-        guard bf16Plans.count < maxBF16Plans, let api = dnnl.primitives else { return nil }
-        let p = try? OneDNNMatMul(api: api, key: key)
-        bf16Plans[key] = p
-        return p
-    }
-
-    /// The implementations of the bf16 matmul plans built so far (tests check that none is
-    /// oneDNN's reference code).
-    public static var bf16Implementations: [String] {
-        Array(Set(bf16Plans.values.compactMap { $0?.implementation })).sorted()
-    }
-
-    /// bf16 copies of A and B for the gemm function, grown to the largest product seen and
-    /// then reused.
-    nonisolated(unsafe) static var scratchA = Scratch(), scratchB = Scratch()
-    struct Scratch {
-        var data = UnsafeMutablePointer<UInt16>.allocate(capacity: 1)
-        var capacity = 1
-        mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt16> {
-            if n > capacity {
-                data.deallocate()
-                data = .allocate(capacity: n)
-                capacity = n
-            }
-            return data
-        }
-    }
 
     public enum ConfigurationError: Error, Equatable, CustomStringConvertible {
         case oneDNNMissing(String), noBF16(String)
@@ -106,36 +62,104 @@ public enum MatMul {
         }
     }
 
-    /// Chooses the kernels. `auto` without oneDNN falls back to OpenBLAS; an explicit oneDNN
-    /// or bf16 without the library, or bf16 on a CPU without bf16 instructions, is refused.
-    public static func configure(precision p: Precision, library l: GEMMLibrary, convolution c: ConvolutionKernels = .auto) throws {
+    /// Thread count for both libraries (OpenBLAS's pool and oneDNN's OpenMP). A setting of the
+    /// loaded libraries themselves, so it applies to every network in the process.
+    public static func setThreads(_ n: Int) {
+        BLAS.setThreads(n)
+        OneDNN.shared?.setThreads(n)
+    }
+}
+
+/// The kernels a network computes with: the precision, the library of the float32 products
+/// and the convolution kernels, with the caches that choice needs (bf16 matmul plans, bf16
+/// scratch copies). Every layer that multiplies holds its network's `Kernels`; two networks
+/// built with different ones compute side by side in one process, each with its own. A
+/// `Kernels` is used by one thread at a time, as its network is.
+///
+/// OpenBLAS runs without allocating; oneDNN 2.6's float32 gemm function allocates and frees a
+/// packing buffer on every call, so a step through it makes one heap allocation per oneDNN
+/// product; bf16 products run matmul plans that allocate only the library's small argument
+/// maps. Double (the checks) always runs OpenBLAS's dgemm, whatever the choice.
+public final class Kernels: CustomStringConvertible {
+    public let precision: Precision
+    public let library: GEMMLibrary
+    /// What float32 convolutions run on; `.auto` only when oneDNN's primitives are there.
+    public let convolution: ConvolutionKernels
+
+    /// Chooses the kernels. `auto` without oneDNN falls back to OpenBLAS, and convolutions
+    /// to im2col; an explicit oneDNN or bf16 without the library, or bf16 on a CPU without
+    /// bf16 instructions, is refused.
+    public init(precision p: Precision = .fp32, library l: GEMMLibrary = .openblas, convolution c: ConvolutionKernels = .auto) throws {
         let dnnl = OneDNN.shared
-        if c == .onednn && dnnl?.primitives == nil { throw ConfigurationError.oneDNNMissing("--conv onednn") }
+        if c == .onednn && dnnl?.primitives == nil { throw MatMul.ConfigurationError.oneDNNMissing("--conv onednn") }
         if p == .bf16 {
-            guard let dnnl else { throw ConfigurationError.oneDNNMissing("--precision bf16") }
-            guard dnnl.hasBF16 else { throw ConfigurationError.noBF16(dnnl.isaName) }
+            guard let dnnl else { throw MatMul.ConfigurationError.oneDNNMissing("--precision bf16") }
+            guard dnnl.hasBF16 else { throw MatMul.ConfigurationError.noBF16(dnnl.isaName) }
         }
-        if l == .onednn && dnnl == nil { throw ConfigurationError.oneDNNMissing("--gemm onednn") }
+        if l == .onednn && dnnl == nil { throw MatMul.ConfigurationError.oneDNNMissing("--gemm onednn") }
         precision = p
         library = (l == .auto && dnnl == nil) ? .openblas : l
         convolution = dnnl?.primitives == nil ? .im2col : c
     }
 
-    /// Thread count for both libraries (OpenBLAS's pool and oneDNN's OpenMP).
-    public static func setThreads(_ n: Int) {
-        BLAS.setThreads(n)
-        OneDNN.shared?.setThreads(n)
+    /// float32 through OpenBLAS, convolutions on oneDNN where it is installed: possible on
+    /// every machine.
+    public convenience init() {
+        try! self.init(precision: .fp32, library: .openblas, convolution: .auto)  // cannot throw: nothing it needs can be missing
+    }
+
+    deinit {
+        scratchA.free()
+        scratchB.free()
+    }
+
+    /// bf16 products run as oneDNN matmul plans, one per product shape, built on first use
+    /// (a training run has a handful of shapes; past `maxBF16Plans` the gemm function runs).
+    /// A shape the library cannot plan is remembered as nil.
+    var bf16Plans: [OneDNNMatMul.Key: OneDNNMatMul?] = [:]
+    static let maxBF16Plans = 64
+
+    func bf16Plan(_ key: OneDNNMatMul.Key, _ dnnl: OneDNN) -> OneDNNMatMul? {
+        if let p = bf16Plans[key] { return p }
+        guard bf16Plans.count < Self.maxBF16Plans, let api = dnnl.primitives else { return nil }
+        let p = try? OneDNNMatMul(api: api, key: key)
+        bf16Plans[key] = p
+        return p
+    }
+
+    /// The implementations of the bf16 matmul plans built so far (tests check that none is
+    /// oneDNN's reference code).
+    public var bf16Implementations: [String] {
+        Array(Set(bf16Plans.values.compactMap { $0?.implementation })).sorted()
+    }
+
+    /// bf16 copies of A and B for the gemm function, grown to the largest product seen and
+    /// then reused.
+    var scratchA = Scratch(), scratchB = Scratch()
+    struct Scratch {
+        var data: UnsafeMutablePointer<UInt16>?
+        var capacity = 0
+        mutating func reserve(_ n: Int) -> UnsafeMutablePointer<UInt16> {
+            if n > capacity || data == nil {
+                data?.deallocate()
+                data = .allocate(capacity: max(n, 1))
+                capacity = max(n, 1)
+            }
+            return data!
+        }
+        func free() { data?.deallocate() }
     }
 
     /// What runs, for the config record: openblas, onednn, or for auto
     /// onednn-from-1048576+openblas (oneDNN from that many multiply-adds, OpenBLAS below);
     /// bf16: onednn-bf16-from-1048576+openblas (bf16 from that size, float32 OpenBLAS below).
-    public static var kernels: String {
+    public var description: String {
+        let threshold = MatMul.oneDNNThreshold
         switch (precision, library) {
-        case (.bf16, _): return "onednn-bf16-from-\(oneDNNThreshold)+openblas"
+        case (.bf16, _): return "onednn-bf16-from-\(threshold)+openblas"
         case (.fp32, .openblas): return "openblas"
         case (.fp32, .onednn): return "onednn"
-        case (.fp32, .auto): return "onednn-from-\(oneDNNThreshold)+openblas"
+        case (.fp32, .auto): return "onednn-from-\(threshold)+openblas"
         }
     }
 
@@ -143,11 +167,11 @@ public enum MatMul {
     /// bf16 matmul with the bias and sigmoid in its epilogue. Runs only under bf16 for a
     /// product of at least `oneDNNThreshold` multiply-adds that oneDNN can plan; returns false
     /// otherwise, and the caller runs `sgemm` and its own bias pass (as float32 always does).
-    public static func biasProduct(
+    public func biasProduct(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>, sigmoid: Bool, c: UnsafeMutablePointer<Float>, ldc: Int
     ) -> Bool {
-        guard precision == .bf16, m > 0, n > 0, m * n * k >= oneDNNThreshold, let dnnl = OneDNN.shared else { return false }
+        guard precision == .bf16, m > 0, n > 0, m * n * k >= MatMul.oneDNNThreshold, let dnnl = OneDNN.shared else { return false }
         var key = OneDNNMatMul.Key(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: 0, scaled: false)
         key.epilogue = sigmoid ? .biasSigmoid : .bias
         guard let p = bf16Plan(key, dnnl) else { return false }
@@ -156,12 +180,13 @@ public enum MatMul {
     }
 
     /// Row-major float32 C = alpha op(A) op(B) + beta C through the chosen kernels.
-    public static func sgemm(
+    public func sgemm(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        if precision == .bf16, m * n * k >= oneDNNThreshold, let dnnl = OneDNN.shared {
+        let threshold = MatMul.oneDNNThreshold
+        if precision == .bf16, m * n * k >= threshold, let dnnl = OneDNN.shared {
             let key = OneDNNMatMul.Key(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, beta: beta.bitPattern, scaled: alpha != 1)
             if let p = bf16Plan(key, dnnl) {
                 p.run(alpha: alpha, a: a, b: b, c: c)
@@ -178,7 +203,7 @@ public enum MatMul {
             precondition(status == 0, "dnnl_gemm_bf16bf16f32 failed (status \(status)) at m=\(m) n=\(n) k=\(k)")
             return
         }
-        if library == .onednn || (library == .auto && m * n * k >= oneDNNThreshold), let dnnl = OneDNN.shared, k > 0 {
+        if library == .onednn || (library == .auto && m * n * k >= threshold), let dnnl = OneDNN.shared, k > 0 {
             let status = dnnl.sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             precondition(status == 0, "dnnl_sgemm failed (status \(status)) at m=\(m) n=\(n) k=\(k)")
             return

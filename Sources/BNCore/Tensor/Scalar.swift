@@ -7,9 +7,10 @@ import RealModule
 /// generic Swift over `Real` (exp, log, sqrt from swift-numerics).
 public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
     /// Row-major `C = alpha * op(A) * op(B) + beta * C`, op(A): (m, k), op(B): (k, n), C: (m, n).
-    /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored (before op).
+    /// `lda`, `ldb`, `ldc` are the row strides of A, B, C as stored (before op). Float runs on
+    /// `kernels` (the network's choice of precision and library); Double always on dgemm.
     static func gemm(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         alpha: Self, a: UnsafePointer<Self>, lda: Int,
         b: UnsafePointer<Self>, ldb: Int,
         beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
@@ -21,17 +22,17 @@ public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
 
     /// `C = op(A) op(B) + bias` (bias (1, n) broadcast over rows), through the logistic sigmoid
     /// when asked, as one product with the bias and sigmoid in its epilogue; false when the
-    /// configured kernels have no such product (float32 and Double: always), and the caller
-    /// runs `gemm` and its own bias pass.
+    /// kernels have no such product (float32 and Double: always), and the caller runs `gemm`
+    /// and its own bias pass.
     static func gemmBias(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
         b: UnsafePointer<Self>, ldb: Int, bias: UnsafePointer<Self>, sigmoid: Bool, c: UnsafeMutablePointer<Self>, ldc: Int) -> Bool
 }
 
 extension BLASScalar {
     @inlinable
     public static func gemmBias(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int,
         b: UnsafePointer<Self>, ldb: Int, bias: UnsafePointer<Self>, sigmoid: Bool, c: UnsafeMutablePointer<Self>, ldc: Int
     ) -> Bool { false }
 }
@@ -42,13 +43,13 @@ func cblasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTran
 extension Float: BLASScalar {
     @inlinable
     public static func gemm(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         alpha: Float, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        // Through MatMul: OpenBLAS or oneDNN, float32 or bf16, as configured for the process.
-        MatMul.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        // OpenBLAS or oneDNN, float32 or bf16, as the network's kernels say.
+        kernels.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     @inlinable
@@ -56,20 +57,20 @@ extension Float: BLASScalar {
         bn_sgd_f32(w, g, n, lr)
     }
 
-    /// Under bf16, a oneDNN matmul with the bias and sigmoid as post-ops (`MatMul.biasProduct`).
+    /// Under bf16, a oneDNN matmul with the bias and sigmoid as post-ops (`Kernels.biasProduct`).
     @inlinable
     public static func gemmBias(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
         b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>, sigmoid: Bool, c: UnsafeMutablePointer<Float>, ldc: Int
     ) -> Bool {
-        MatMul.biasProduct(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, sigmoid: sigmoid, c: c, ldc: ldc)
+        kernels.biasProduct(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, bias: bias, sigmoid: sigmoid, c: c, ldc: ldc)
     }
 }
 
 extension Double: BLASScalar {
     @inlinable
     public static func gemm(
-        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        using kernels: Kernels, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         alpha: Double, a: UnsafePointer<Double>, lda: Int,
         b: UnsafePointer<Double>, ldb: Int,
         beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
