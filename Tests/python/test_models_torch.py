@@ -101,15 +101,18 @@ def test_bntrains_layer_descriptions_give_pytorchs_tensor_names_and_counts(bntra
             assert sum(p.numel() for p in module.parameters()) == r["parameters"], (spec, r)
 
 
-@pytest.mark.parametrize("spec", ["bn-paper", "fc128-ln-tanh-fc64-ln-tanh-fc"])
+@pytest.mark.parametrize("spec", ["bn-paper", "fc128-ln-tanh-fc64-ln-tanh-fc",
+                                  "fc128-gn4-tanh-fc64-gn1-tanh-fc", "conv8k3-gn2-tanh-avgpool2-conv16k3-gn4-tanh-fc"])
 def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, tmp_path, spec):
     """Same initial weights (PyTorch's own init, saved and loaded with --init-from), same
-    data order (--shuffle none): every epoch's training loss agrees to 1e-4 relative."""
+    data order (--shuffle none): every epoch's training loss agrees to 1e-4 relative. GroupNorm
+    (gnG) on vectors and images is step-matched with nn.GroupNorm here."""
     import torch
     from safetensors.torch import save_file
     torch.manual_seed(5)
     torch.set_num_threads(1)
-    model = bntrain_torch.sequential(spec, 784, 10)
+    image = (1, 28, 28) if bntrain_torch.is_convolutional(spec) else None
+    model = bntrain_torch.sequential(spec, 784, 10, image=image)
     init = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(init, str(tmp_path / "init.safetensors"))
     epochs, batch, lr = 3, 64, 0.05
@@ -120,9 +123,10 @@ def test_step_matched_with_pytorch_from_shared_weights(bntrain, small_fashion, t
 
     x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
     y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
-    theirs = torch_epoch_losses(model, x, y, epochs, batch, lr)
+    theirs = torch_epoch_losses(model, x.view(-1, *image) if image else x, y, epochs, batch, lr)
     assert len(ours) == epochs
     for e, (a, b) in enumerate(zip(ours, theirs), 1):
+        print(f"{spec} epoch {e}: bntrain {a} PyTorch {b:.6f} relative {abs(a - b) / b:.1e}")
         assert abs(a - b) / b < 1e-4, f"{spec} epoch {e}: bntrain {a} vs PyTorch {b}"
 
 

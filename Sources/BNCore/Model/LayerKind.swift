@@ -102,6 +102,7 @@ public enum LayerKinds {
         ActivationLayer.self,
         BatchNormLayer.self,
         LayerNormLayer.self,
+        GroupNormLayer.self,
         DropoutLayer.self,
         ConvolutionLayer.self,
         PoolingLayer.self,
