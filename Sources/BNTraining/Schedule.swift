@@ -116,3 +116,39 @@ public struct EarlyStopping: Equatable, Sendable {
         return badEpochs >= patience
     }
 }
+
+extension LRSchedule {
+    /// The schedule as the run in `s` left it (a fresh run: the plateau rule at its base rate).
+    public func resumed(from s: TrainingState) -> LRSchedule {
+        var r = self
+        r.plateauLR = s.plateauLR ?? baseLR
+        r.plateauBest = s.plateauBest
+        r.plateauBadEpochs = s.plateauBadEpochs
+        return r
+    }
+
+    /// Its state, for a checkpoint (the plateau rate only for a plateau schedule).
+    public func save(into s: inout TrainingState) {
+        s.plateauLR = kind == .plateau ? plateauLR : nil
+        s.plateauBest = plateauBest
+        s.plateauBadEpochs = plateauBadEpochs
+    }
+}
+
+extension EarlyStopping {
+    /// The stopper as the run in `s` left it.
+    public func resumed(from s: TrainingState) -> EarlyStopping {
+        var r = self
+        r.best = s.earlyBest
+        r.bestEpoch = s.earlyBestEpoch
+        r.badEpochs = s.earlyBadEpochs
+        return r
+    }
+
+    /// Its state, for a checkpoint; a run without early stopping saves none.
+    public static func save(_ e: EarlyStopping?, into s: inout TrainingState) {
+        s.earlyBest = e?.best
+        s.earlyBestEpoch = e?.bestEpoch ?? 0
+        s.earlyBadEpochs = e?.badEpochs ?? 0
+    }
+}

@@ -284,173 +284,173 @@ public final class Trainer {
     public func run(progress: Progress? = nil, shouldStop: () -> Int32? = { nil }) throws {
         let clock = ContinuousClock()
         let c = config
-        let trainBatches = MinibatchSampler(split: dataset.train, indices: trainIndices, batchSize: c.batch)
-        let valBatches = valIndices.isEmpty ? nil : MinibatchSampler(split: dataset.train, indices: valIndices, batchSize: min(evalBatch, valIndices.count))
-        let testBatches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch, dataset.test.count))
+        let batches = Batches(self)
         try sink.emit(configRecord)
-        let stepsPerEpoch = trainBatches.batchCount
+        let steps = batches.train.batchCount
         let metricsFile = try outputs.metrics.map {
-            try MetricsFile(path: $0, resumeEpoch: resumed ? state.epoch : nil, resumeStep: resumed ? state.epoch * stepsPerEpoch + state.step : nil)
+            try MetricsFile(path: $0, resumeEpoch: resumed ? state.epoch : nil, resumeStep: resumed ? state.epoch * steps + state.step : nil)
         }
+        let publish = { (r: Record) in
+            progress?.clear()
+            try self.sink.emit(r)
+            try metricsFile?.append(r)
+        }
+        let observers = stepObservers(batches)
         var shuffleRNG = SplitMix64(seed: 0)
         shuffleRNG.state = state.shuffleState
-        var lastRecord: Record?
         var s = state
-        var schedule = c.schedule
-        schedule.plateauLR = s.plateauLR ?? c.lr
-        schedule.plateauBest = s.plateauBest
-        schedule.plateauBadEpochs = s.plateauBadEpochs
-        var early = c.earlyStop > 0 ? EarlyStopping(patience: c.earlyStop, monitor: c.monitor, minDelta: c.minDelta) : nil
-        early?.best = s.earlyBest
-        early?.bestEpoch = s.earlyBestEpoch
-        early?.badEpochs = s.earlyBadEpochs
-        var stoppedEarly = false
-        // Rates that change within an epoch (warmup) are set every step; others once an epoch.
-        let perStepRate = c.warmupEpochs > 0
+        var schedule = c.schedule.resumed(from: s)
+        var early = c.earlyStop > 0 ? EarlyStopping(patience: c.earlyStop, monitor: c.monitor, minDelta: c.minDelta).resumed(from: s) : nil
+        var lastRecord: Record?, stoppedEarly = false
         let clip: Float? = c.clipGradNorm > 0 ? Float(c.clipGradNorm) : nil
-        let firstEpoch = s.epoch + 1
-        for epoch in firstEpoch...c.epochs {
+        for epoch in (s.epoch + 1)...c.epochs {
             let started = clock.now
             let epochRNGState = shuffleRNG.state
-            if c.shuffle == .epoch { trainBatches.shuffle(rng: &shuffleRNG) }
+            if c.shuffle == .epoch { batches.train.shuffle(rng: &shuffleRNG) }
             var lossSum = s.partialLossSum, seen = s.step * c.batch
-            let steps = trainBatches.batchCount
             var rate = schedule.rate(completed: epoch - 1, step: s.step, stepsPerEpoch: steps, totalEpochs: c.epochs)
             optimizer.learningRate = Float(rate)
             let startStep = s.step
-            s.step = 0
-            s.partialLossSum = 0
-            for b in startStep..<trainBatches.batchCount {
+            (s.step, s.partialLossSum) = (0, 0)
+            steps: for b in startStep..<steps {
                 if let sig = shouldStop() {
                     progress?.clear()
                     s.trainSeconds += (clock.now - started).seconds
-                    var message = "interrupted by \(Interruption.name(sig)) at epoch \(epoch), step \(b) of \(trainBatches.batchCount)"
-                    if let save = outputs.save, outputs.saveBest {
-                        // The file holds the best epoch; the interrupted state must not replace it.
-                        message += s.bestValEpoch > 0 ? "; '\(save)' keeps the best epoch (\(s.bestValEpoch)); the interrupted state was not saved (--save-best)" : "; nothing saved yet (--save-best writes when validation accuracy improves)"
-                    } else if let save = outputs.save {
-                        var here = s
-                        here.epoch = epoch - 1
-                        here.step = b
-                        here.partialLossSum = lossSum
-                        here.shuffleState = epochRNGState
-                        here.dropoutState = network.randomStream.generator.state
-                        here.lastRecordJSON = lastRecord?.jsonLine ?? s.lastRecordJSON
-                        try writeCheckpoint(here, to: save)
-                        message += "; checkpoint saved to '\(save)'; continue with: bntrain --resume \(save) --epochs \(c.epochs)"
-                    } else {
-                        message += "; nothing saved (pass --save FILE to keep interrupted runs)"
-                    }
-                    if let m = outputs.metrics { message += "; metrics up to epoch \(epoch - 1) are in '\(m)'" }
-                    diagnostics(message)
-                    throw TrainingStop.interrupted(signal: sig)
+                    var here = s
+                    (here.epoch, here.step, here.partialLossSum, here.shuffleState) = (epoch - 1, b, lossSum, epochRNGState)
+                    here.lastRecordJSON = lastRecord?.jsonLine ?? s.lastRecordJSON
+                    try stop(signal: sig, at: here, batches: steps)
                 }
-                let n = trainBatches.fill(batch: b)
-                if perStepRate {
+                let n = batches.train.fill(batch: b)
+                if c.warmupEpochs > 0 {  // a rate that changes within the epoch: set every step
                     rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
                     optimizer.learningRate = Float(rate)
                 }
-                let loss = network.trainStep(trainBatches.x, labels: trainBatches.labels, optimizer: optimizer, clipNorm: clip)
+                let loss = network.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip)
                 guard loss.isFinite else {
                     progress?.clear()
-                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(trainBatches.batchCount); try a smaller --lr (now \(c.lr))", code: ExitStatus.diverged)
+                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.lr))", code: ExitStatus.diverged)
                 }
                 lossSum += loss * Double(n)
                 seen += n
-                // Observation between steps (evaluation mode: reads the model, changes nothing).
-                let globalStep = (epoch - 1) * steps + b + 1
-                if let tracer, globalStep % c.traceEvery == 0 {
-                    // A signal during a long trace ends it; the next step's check saves and stops.
-                    guard let (u, a) = tracer.measure(network, shouldStop: shouldStop) else { continue }
-                    let r = Record("trace", [
-                        ("step", .int(globalStep)), ("epoch", .int(epoch)), ("layer", .int(traceIndex)), ("side", .string(tracer.spec.side.rawValue)),
-                        ("unit", .int(tracer.spec.unit)), ("p15", .exact(u.p15)), ("p50", .exact(u.p50)), ("p85", .exact(u.p85)),
-                        ("mean", .exact(u.mean)), ("std", .exact(u.std)), ("all_p15", .exact(a.p15)), ("all_p50", .exact(a.p50)),
-                        ("all_p85", .exact(a.p85)), ("all_mean", .exact(a.mean)), ("all_std", .exact(a.std)),
-                    ])
-                    progress?.clear()
-                    try sink.emit(r)
-                    try metricsFile?.append(r)
+                for observer in observers {
+                    // nil: a signal ended the observation; the next step's check saves and stops.
+                    guard let records = observer.observe(step: (epoch - 1) * steps + b + 1, epoch: epoch, shouldStop: shouldStop) else { continue steps }
+                    for r in records { try publish(r) }
                 }
-                if c.evalEvery > 0, globalStep % c.evalEvery == 0 {
-                    var fields: [(String, Value)] = [("step", .int(globalStep)), ("epoch", .int(epoch))]
-                    if let valBatches {
-                        let v = Evaluation.run(network, valBatches)
-                        fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
-                    }
-                    let t = Evaluation.run(network, testBatches)
-                    fields += [("test_loss", .number(t.loss, digits: 6)), ("test_acc", .number(t.accuracy, digits: 4))]
-                    let r = Record("eval", fields)
-                    progress?.clear()
-                    try sink.emit(r)
-                    try metricsFile?.append(r)
-                }
-                progress?.step(epoch: epoch, epochs: c.epochs, batch: b + 1, batches: trainBatches.batchCount, lossSoFar: lossSum / Double(seen), examples: seen, epochStart: started)
+                progress?.step(epoch: epoch, epochs: c.epochs, batch: b + 1, batches: steps, lossSoFar: lossSum / Double(seen), examples: seen, epochStart: started)
             }
             let seconds = (clock.now - started).seconds
             s.trainSeconds += seconds
             progress?.clear()
-            let trainLoss = lossSum / Double(trainIndices.count)
-
-            var fields: [(String, Value)] = [
-                ("epoch", .int(epoch)), ("train_loss", .number(trainLoss, digits: 6)),
-                ("loss_change", .number(s.previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)), ("lr", .exact(rate)),
-            ]
-            var improvedVal = false
-            if let valBatches {
-                let v = Evaluation.run(network, valBatches)
-                fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
-                if v.accuracy > s.bestValAccuracy {
-                    (s.bestValAccuracy, s.bestValEpoch) = (v.accuracy, epoch)
-                    improvedVal = early == nil
-                }
-                // Validation (never test) data steers the schedule and early stopping; with
-                // early stopping, --save-best keeps the epoch best by its monitor.
-                schedule.endEpoch(validationLoss: v.loss)
-                if var e = early {
-                    stoppedEarly = e.update(epoch: epoch, loss: v.loss, accuracy: v.accuracy)
-                    improvedVal = e.bestEpoch == epoch
-                    early = e
-                }
-            }
-            let testStarted = clock.now
-            let test = Evaluation.run(network, testBatches)
-            let testSeconds = (clock.now - testStarted).seconds
-            if test.accuracy > s.bestTestAccuracy { (s.bestTestAccuracy, s.bestTestEpoch) = (test.accuracy, epoch) }
-            fields += [
-                ("test_loss", .number(test.loss, digits: 6)), ("test_acc", .number(test.accuracy, digits: 4)),
-                ("seconds", .number(seconds, digits: 3)), ("test_seconds", .number(testSeconds, digits: 3)),
-            ]
-            let record = Record("epoch", fields)
+            let (record, improved) = try endEpoch(epoch, lossSum: lossSum, rate: rate, seconds: seconds, batches, &s, &schedule, &early, &stoppedEarly)
             lastRecord = record
-            s.previousLoss = trainLoss
-            s.epoch = epoch
             s.shuffleState = shuffleRNG.state
-            s.dropoutState = network.randomStream.generator.state
-            s.lastRecordJSON = record.jsonLine
-            s.plateauLR = c.lrSchedule == .plateau ? schedule.plateauLR : nil
-            s.plateauBest = schedule.plateauBest
-            s.plateauBadEpochs = schedule.plateauBadEpochs
-            s.earlyBest = early?.best
-            s.earlyBestEpoch = early?.bestEpoch ?? 0
-            s.earlyBadEpochs = early?.badEpochs ?? 0
             state = s
-
-            if let save = outputs.save, outputs.saveBest ? improvedVal : (epoch % outputs.saveEvery == 0 || epoch == c.epochs || stoppedEarly) {
+            if let save = outputs.save, outputs.saveBest ? improved : (epoch % outputs.saveEvery == 0 || epoch == c.epochs || stoppedEarly) {
                 try writeCheckpoint(s, to: save)
             }
             try sink.emit(record)
             try metricsFile?.append(record)
             if stoppedEarly { break }
         }
-        var summary: [(String, Value)] = [("epochs", .int(s.epoch))]
-        if let last = lastRecord {
-            summary += [
-                ("final_train_loss", last["train_loss"]!), ("final_test_loss", last["test_loss"]!), ("final_test_acc", last["test_acc"]!),
-            ]
+        try sink.emit(summaryRecord(s, last: lastRecord, validation: batches.validation != nil, early: early, stoppedEarly: stoppedEarly))
+    }
+
+    /// The run's batches: training in the sampler's order, validation and test in evaluation
+    /// batches.
+    struct Batches {
+        let train: MinibatchSampler
+        let validation: MinibatchSampler?
+        let test: SequentialBatches
+        init(_ t: Trainer) {
+            train = MinibatchSampler(split: t.dataset.train, indices: t.trainIndices, batchSize: t.config.batch)
+            validation = t.valIndices.isEmpty ? nil : MinibatchSampler(split: t.dataset.train, indices: t.valIndices, batchSize: min(t.evalBatch, t.valIndices.count))
+            test = SequentialBatches(split: t.dataset.test, batchSize: min(t.evalBatch, t.dataset.test.count))
         }
-        if valBatches != nil { summary += [("best_val_acc", .number(s.bestValAccuracy, digits: 4)), ("best_val_epoch", .int(s.bestValEpoch))] }
-        // Why the run ended: all its epochs, or early stopping (with the monitor's best epoch).
+    }
+
+    /// What looks at the model between steps, in order: the trace, then step-wise evaluation.
+    func stepObservers(_ batches: Batches) -> [any StepObserver] {
+        var out: [any StepObserver] = []
+        if let tracer { out.append(TraceObserver(tracer: tracer, network: network, every: config.traceEvery, layer: traceIndex)) }
+        if config.evalEvery > 0 { out.append(EvalObserver(network: network, every: config.evalEvery, validation: batches.validation, test: batches.test)) }
+        return out
+    }
+
+    /// A signal between steps: saves `here` (the state before the interrupted step) when the
+    /// run saves, says where it stopped and how to continue, and ends the run.
+    func stop(signal sig: Int32, at here: TrainingState, batches: Int) throws -> Never {
+        var message = "interrupted by \(Interruption.name(sig)) at epoch \(here.epoch + 1), step \(here.step) of \(batches)"
+        if let save = outputs.save, outputs.saveBest {
+            // The file holds the best epoch; the interrupted state must not replace it.
+            message += here.bestValEpoch > 0 ? "; '\(save)' keeps the best epoch (\(here.bestValEpoch)); the interrupted state was not saved (--save-best)" : "; nothing saved yet (--save-best writes when validation accuracy improves)"
+        } else if let save = outputs.save {
+            var s = here
+            s.dropoutState = network.randomStream.generator.state
+            try writeCheckpoint(s, to: save)
+            message += "; checkpoint saved to '\(save)'; continue with: bntrain --resume \(save) --epochs \(config.epochs)"
+        } else {
+            message += "; nothing saved (pass --save FILE to keep interrupted runs)"
+        }
+        if let m = outputs.metrics { message += "; metrics up to epoch \(here.epoch) are in '\(m)'" }
+        diagnostics(message)
+        throw TrainingStop.interrupted(signal: sig)
+    }
+
+    /// The epoch's record after its evaluations; validation (never test) data steers the
+    /// schedule and early stopping. `improved`: --save-best should write (validation accuracy
+    /// improved, or with early stopping, its monitor's best epoch is this one).
+    func endEpoch(
+        _ epoch: Int, lossSum: Double, rate: Double, seconds: Double, _ batches: Batches, _ s: inout TrainingState,
+        _ schedule: inout LRSchedule, _ early: inout EarlyStopping?, _ stoppedEarly: inout Bool
+    ) throws -> (record: Record, improved: Bool) {
+        let trainLoss = lossSum / Double(trainIndices.count)
+        var fields: [(String, Value)] = [
+            ("epoch", .int(epoch)), ("train_loss", .number(trainLoss, digits: 6)),
+            ("loss_change", .number(s.previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)), ("lr", .exact(rate)),
+        ]
+        var improved = false
+        if let validation = batches.validation {
+            let v = Evaluation.run(network, validation)
+            fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
+            if v.accuracy > s.bestValAccuracy {
+                (s.bestValAccuracy, s.bestValEpoch) = (v.accuracy, epoch)
+                improved = early == nil
+            }
+            schedule.endEpoch(validationLoss: v.loss)
+            if var e = early {
+                stoppedEarly = e.update(epoch: epoch, loss: v.loss, accuracy: v.accuracy)
+                improved = e.bestEpoch == epoch
+                early = e
+            }
+        }
+        let clock = ContinuousClock(), testStarted = clock.now
+        let test = Evaluation.run(network, batches.test)
+        let testSeconds = (clock.now - testStarted).seconds
+        if test.accuracy > s.bestTestAccuracy { (s.bestTestAccuracy, s.bestTestEpoch) = (test.accuracy, epoch) }
+        fields += [
+            ("test_loss", .number(test.loss, digits: 6)), ("test_acc", .number(test.accuracy, digits: 4)),
+            ("seconds", .number(seconds, digits: 3)), ("test_seconds", .number(testSeconds, digits: 3)),
+        ]
+        let record = Record("epoch", fields)
+        s.previousLoss = trainLoss
+        s.epoch = epoch
+        s.dropoutState = network.randomStream.generator.state
+        s.lastRecordJSON = record.jsonLine
+        schedule.save(into: &s)
+        EarlyStopping.save(early, into: &s)
+        return (record, improved)
+    }
+
+    /// The `summary` record: the last epoch's results, the bests, why the run ended (all its
+    /// epochs, or early stopping with the monitor's best epoch), time, and the file written.
+    func summaryRecord(_ s: TrainingState, last: Record?, validation: Bool, early: EarlyStopping?, stoppedEarly: Bool) -> Record {
+        var summary: [(String, Value)] = [("epochs", .int(s.epoch))]
+        if let last {
+            summary += [("final_train_loss", last["train_loss"]!), ("final_test_loss", last["test_loss"]!), ("final_test_acc", last["test_acc"]!)]
+        }
+        if validation { summary += [("best_val_acc", .number(s.bestValAccuracy, digits: 4)), ("best_val_epoch", .int(s.bestValEpoch))] }
         summary.append(("stopped", .string(stoppedEarly ? "early_stop" : "completed")))
         if let e = early {
             summary += [("monitor", .string(e.monitor.rawValue)), ("monitor_best", .number(e.best ?? .nan, digits: e.monitor == .valLoss ? 6 : 4)), ("monitor_best_epoch", .int(e.bestEpoch))]
@@ -463,7 +463,7 @@ public final class Trainer {
         // `saved` only for a file this run wrote (--save-best writes when validation improves;
         // a resumed run's file may hold an earlier epoch).
         if let save = outputs.save, wroteCheckpoint { summary.append(("saved", .string(save))) }
-        try sink.emit(Record("summary", summary))
+        return Record("summary", summary)
     }
 }
 
