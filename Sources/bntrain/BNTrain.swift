@@ -87,10 +87,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Epsilon added to the BN variance (default: \(defaults.bnEps)).")
     var bnEps: Double?
 
-    @Option(help: ArgumentHelp("Variance fed into BN's running_var: biased (as normalised) or unbiased (N/(N-1), as PyTorch). Default: biased.", valueName: "biased|unbiased"))
+    @Option(help: ArgumentHelp("Variance fed into BN's running_var: biased (as normalised) or unbiased (N/(N-1), as PyTorch). Default: \(defaults.bnRunningVar.rawValue).", valueName: "biased|unbiased"))
     var bnRunningVar: BatchNorm1D<Float>.RunningVariance?
 
-    @Option(help: ArgumentHelp("Weight initialisation of every fc layer: glorot (normal, var 2/(fan_in+fan_out)), he (normal, var 2/fan_in), std-normal (std 1, the published reference run). Default: glorot.", valueName: "glorot|he|std-normal"))
+    @Option(help: ArgumentHelp("Weight initialisation of every fc layer: glorot (normal, var 2/(fan_in+fan_out)), he (normal, var 2/fan_in), std-normal (std 1, the published reference run). Default: \(defaults.initialization).", valueName: "glorot|he|std-normal"))
     var `init`: Initializer?
 
     @Option(help: ArgumentHelp("Start from the weights in this safetensors file (PyTorch state_dict names of the model's nn.Sequential: 0.weight, ...) instead of --init.", valueName: "file"))
@@ -110,80 +110,80 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Seed for the subset, validation split, weight initialisation, shuffling and dropout (independent streams). Default: \(defaults.seed).")
     var seed: UInt64?
 
-    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see docs/performance.md). Default: 1.")
+    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see docs/performance.md). Default: \(defaults.threads).")
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; docs/precision.md). Default: fp32.", valueName: "fp32|bf16"))
+    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; docs/precision.md). Default: \(defaults.precision.rawValue).", valueName: "fp32|bf16"))
     var precision: Precision?
 
-    @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: openblas.", valueName: "auto|openblas|onednn"))
+    @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: \(defaults.gemm.rawValue).", valueName: "auto|openblas|onednn"))
     var gemm: GEMMLibrary?
 
-    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN: Winograd for 3x3 stride 1, direct otherwise; im2col for thin ones and without oneDNN), onednn (oneDNN's direct convolution throughout), or im2col (sgemm per example; allocation-free). Default: auto.", valueName: "auto|onednn|im2col"))
+    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN: Winograd for 3x3 stride 1, direct otherwise; im2col for thin ones and without oneDNN), onednn (oneDNN's direct convolution throughout), or im2col (sgemm per example; allocation-free). Default: \(defaults.conv.rawValue).", valueName: "auto|onednn|im2col"))
     var conv: ConvolutionKernels?
 }
 
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (docs/optimizers.md). Default: sgd.", valueName: "sgd|adam|adamw|rmsprop"))
+    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (docs/optimizers.md). Default: \(defaults.optimizer.rawValue).", valueName: "sgd|adam|adamw|rmsprop"))
     var optimizer: OptimizerSettings.Kind?
 
-    @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: 0.")
+    @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: \(defaults.momentum).")
     var momentum: Double?
 
     @Flag(help: "Nesterov momentum (sgd with --momentum above 0).")
     var nesterov = false
 
-    @Option(help: "Adam/AdamW decay of the first moment. Default: 0.9.")
+    @Option(help: "Adam/AdamW decay of the first moment. Default: \(defaults.beta1).")
     var beta1: Double?
 
-    @Option(help: "Adam/AdamW decay of the second moment. Default: 0.999.")
+    @Option(help: "Adam/AdamW decay of the second moment. Default: \(defaults.beta2).")
     var beta2: Double?
 
-    @Option(help: "Epsilon of adam, adamw and rmsprop. Default: 1e-08.")
+    @Option(help: "Epsilon of adam, adamw and rmsprop. Default: \(defaults.adamEps).")
     var adamEps: Double?
 
-    @Option(help: "RMSprop smoothing of the squared-gradient average. Default: 0.99.")
+    @Option(help: "RMSprop smoothing of the squared-gradient average. Default: \(defaults.alpha).")
     var alpha: Double?
 
-    @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: 0.")
+    @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: \(defaults.weightDecay).")
     var weightDecay: Double?
 
-    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights and conv kernels only; biases and BN/LayerNorm gains and shifts exempt). Default: all.", valueName: "all|weights"))
+    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights and conv kernels only; biases and BN/LayerNorm gains and shifts exempt). Default: \(defaults.decayScope.rawValue).", valueName: "all|weights"))
     var decay: WeightDecayScope?
 
-    @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: 0.")
+    @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: \(defaults.clipGradNorm).")
     var clipGradNorm: Double?
 }
 
 struct ScheduleOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Learning-rate schedule, stepped per epoch: constant, step (StepLR), cosine (CosineAnnealingLR over --epochs) or plateau (ReduceLROnPlateau on the validation loss; needs --val-split). Default: constant.", valueName: "constant|step|cosine|plateau"))
+    @Option(help: ArgumentHelp("Learning-rate schedule, stepped per epoch: constant, step (StepLR), cosine (CosineAnnealingLR over --epochs) or plateau (ReduceLROnPlateau on the validation loss; needs --val-split). Default: \(defaults.lrSchedule.rawValue).", valueName: "constant|step|cosine|plateau"))
     var lrSchedule: LRSchedule.Kind?
 
-    @Option(help: "step: multiply the rate by --lr-gamma every N epochs. Default: 10.")
+    @Option(help: "step: multiply the rate by --lr-gamma every N epochs. Default: \(defaults.lrStepEpochs).")
     var lrStepEpochs: Int?
 
-    @Option(help: "step: the factor. Default: 0.1.")
+    @Option(help: "step: the factor. Default: \(defaults.lrGamma).")
     var lrGamma: Double?
 
-    @Option(help: "cosine and plateau: the lowest rate. Default: 0.")
+    @Option(help: "cosine and plateau: the lowest rate. Default: \(defaults.lrMin).")
     var lrMin: Double?
 
-    @Option(help: "Linear warmup over this many epochs, per step, from lr/(steps of the warmup) to the scheduled rate. Default: 0.")
+    @Option(help: "Linear warmup over this many epochs, per step, from lr/(steps of the warmup) to the scheduled rate. Default: \(defaults.warmupEpochs).")
     var warmupEpochs: Double?
 
-    @Option(help: "plateau: epochs without improvement before the rate is reduced. Default: 10.")
+    @Option(help: "plateau: epochs without improvement before the rate is reduced. Default: \(defaults.lrPatience).")
     var lrPatience: Int?
 
-    @Option(help: "plateau: the factor. Default: 0.1.")
+    @Option(help: "plateau: the factor. Default: \(defaults.lrFactor).")
     var lrFactor: Double?
 
-    @Option(help: "Stop after N epochs without a validation improvement (needs --val-split); 0 is off. Default: 0.")
+    @Option(help: "Stop after N epochs without a validation improvement (needs --val-split); 0 is off. Default: \(defaults.earlyStop).")
     var earlyStop: Int?
 
-    @Option(help: ArgumentHelp("What early stopping (and --save-best with it) watches. Default: val_loss.", valueName: "val_loss|val_acc"))
+    @Option(help: ArgumentHelp("What early stopping (and --save-best with it) watches. Default: \(defaults.monitor.rawValue).", valueName: "val_loss|val_acc"))
     var monitor: EarlyStopping.Monitor?
 
-    @Option(help: "Early stopping: the smallest change that counts as an improvement. Default: 0.")
+    @Option(help: "Early stopping: the smallest change that counts as an improvement. Default: \(defaults.minDelta).")
     var minDelta: Double?
 }
 
@@ -194,10 +194,10 @@ struct DataOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Train on a seeded random subset of this many training images (default: all).", valueName: "n"))
     var trainLimit: Int?
 
-    @Option(help: ArgumentHelp("Hold out this seeded fraction of the training images for validation, reported every epoch. Default: 0.", valueName: "f"))
+    @Option(help: ArgumentHelp("Hold out this seeded fraction of the training images for validation, reported every epoch. Default: \(defaults.valSplit).", valueName: "f"))
     var valSplit: Double?
 
-    @Option(help: ArgumentHelp("Example order each epoch: epoch (a fresh seeded shuffle) or none (file order). Default: epoch.", valueName: "epoch|none"))
+    @Option(help: ArgumentHelp("Example order each epoch: epoch (a fresh seeded shuffle) or none (file order). Default: \(defaults.shuffle.rawValue).", valueName: "epoch|none"))
     var shuffle: ShuffleMode?
 
     @Option(help: "Batch size of the test and validation passes (memory and speed only; results do not depend on it). Default (or 0): automatic, 1000 images or fewer for wide convolutional nets (activations within 128 MiB).")
@@ -217,13 +217,13 @@ struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Record statistics (15/50/85th percentiles, mean, sd) of a layer's input or output, for one unit and over all units: LAYER[:input|output][:unit=K], LAYER an index or last-KIND/first-KIND (last-sigmoid: the paper's view of bn-paper). Measured on the first --trace-examples test images in evaluation mode; training is unchanged.", valueName: "layer[:side][:unit=k]"))
     var trace: String?
 
-    @Option(help: "With --trace: every N training steps. Default: 100.")
+    @Option(help: "With --trace: every N training steps. Default: \(defaults.traceEvery).")
     var traceEvery: Int?
 
-    @Option(help: "With --trace: the probe set, the first N test images. Default: 500.")
+    @Option(help: "With --trace: the probe set, the first N test images. Default: \(defaults.traceExamples).")
     var traceExamples: Int?
 
-    @Option(help: "Test (and validation) loss and accuracy every N training steps, as 'eval' records; 0 is off. Default: 0.")
+    @Option(help: "Test (and validation) loss and accuracy every N training steps, as 'eval' records; 0 is off. Default: \(defaults.evalEvery).")
     var evalEvery: Int?
 }
 

@@ -29,14 +29,7 @@ struct GradcheckCommand: ParsableCommand {
             \(ExitStatus.helpText); 1 a gradient check failed.
             """)
 
-    @Option(help: ArgumentHelp("A preset or a layer spec, as for training.", valueName: "spec"))
-    var model = "dfn2"
-
-    @Option(help: "Hidden width of the dfn2 preset.")
-    var hidden: Int?
-
-    @Flag(help: "Leave out every BatchNorm layer.")
-    var noBatchnorm = false
+    @OptionGroup var specOptions: SpecOptions
 
     @Option(help: ArgumentHelp("Take the batch from this dataset's training images (default: seeded random inputs).", valueName: "dir|name"))
     var data: String?
@@ -60,22 +53,13 @@ struct GradcheckCommand: ParsableCommand {
     var logFormat: ReportFormat = .text
 
     func validate() throws {
-        var c = RunConfig()
-        c.model = model
-        c.hidden = hidden
-        c.batchNorm = !noBatchnorm
-        try c.checkFlags([.model, .hidden])
         guard batch >= 2, batch <= 256 else { throw ValidationError("--batch must be from 2 to 256 (BatchNorm needs two examples; got \(batch))") }
         guard samples >= 1, samples <= 1_000_000 else { throw ValidationError("--samples must be from 1 to 1000000 (got \(samples))") }
         guard maxSeconds.isFinite, maxSeconds > 0 else { throw ValidationError("--max-seconds must be a positive number of seconds (got \(maxSeconds))") }
     }
 
     func run() throws {
-        var c = RunConfig()
-        c.model = model
-        c.hidden = hidden
-        c.batchNorm = !noBatchnorm
-        let spec = try c.spec()
+        let spec = try specOptions.config(model: "dfn2").spec()
         var rng = SplitMix64(seed: seed, stream: "inputs")
         var inputs = 28 * 28, classes = 10, image = ImageShape(1, 28, 28)
         var x: Matrix<Double>
@@ -120,7 +104,7 @@ struct GradcheckCommand: ParsableCommand {
         }
         let w = outcome.worst
         try report.emit(Record("summary", [
-            ("model", .string(model)), ("spec", .string(spec.canonical)), ("batch", .int(x.rows)),
+            ("model", .string(specOptions.model ?? "dfn2")), ("spec", .string(spec.canonical)), ("batch", .int(x.rows)),
             ("checks", .int(outcome.entries.count)), ("worst", .scientific(w?.maxRelativeError ?? 0)),
             ("worst_index", .int(w?.index ?? 0)), ("worst_kind", .string(w?.kind ?? "")), ("worst_tensor", .string(w?.tensor ?? "")),
             ("threshold", .exact(GradientCheckRun.threshold)), ("verdict", .string(outcome.passed ? "pass" : "fail")),

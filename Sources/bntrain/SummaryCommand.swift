@@ -16,14 +16,7 @@ struct SummaryCommand: ParsableCommand {
             \(ExitStatus.helpText).
             """)
 
-    @Option(help: ArgumentHelp("A preset or a layer spec, as for training.", valueName: "spec"))
-    var model: String?
-
-    @Option(help: "Hidden width of the dfn2 preset.")
-    var hidden: Int?
-
-    @Flag(help: "Leave out every BatchNorm layer.")
-    var noBatchnorm = false
+    @OptionGroup var spec: SpecOptions
 
     @Option(help: ArgumentHelp("Take the input size and class count from this dataset (default: 28x28 images, 10 classes).", valueName: "dir|name"))
     var data: String?
@@ -38,11 +31,6 @@ struct SummaryCommand: ParsableCommand {
     var logFormat: ReportFormat = .text
 
     func validate() throws {
-        var c = RunConfig()
-        if let model { c.model = model }
-        c.hidden = hidden
-        c.batchNorm = !noBatchnorm
-        try c.checkFlags([.model, .hidden])
         if let input, imageSize(input) == nil {
             throw ValidationError("--input '\(input)' is not an image size; write rows x cols, e.g. 28x28")
         }
@@ -69,7 +57,7 @@ struct SummaryCommand: ParsableCommand {
         }
         if let input, let (r, c) = imageSize(input) { (inputs, image, imageShape) = (r * c, "\(r)x\(c)", ImageShape(1, r, c)) }
         if let n = self.classes { classes = n }
-        guard let model else {
+        guard let model = spec.model else {
             for p in ModelSpec.presets {
                 var c = RunConfig()
                 c.model = p.name
@@ -79,11 +67,7 @@ struct SummaryCommand: ParsableCommand {
             }
             return
         }
-        var c = RunConfig()
-        c.model = model
-        c.hidden = hidden
-        c.batchNorm = !noBatchnorm
-        let spec = try c.spec()
+        let spec = try self.spec.config(model: model).spec()
         let rows: [ModelSpec.LayerSummary]
         do { rows = try spec.summary(inputs: inputs, classes: classes, image: imageShape) } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", code: ExitStatus.usage)
