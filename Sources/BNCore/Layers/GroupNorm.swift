@@ -9,7 +9,7 @@ import RealModule
 ///     xhat_j = (x_j - mu) istd,  y_j = gamma_c(j) xhat_j + beta_c(j).
 /// The same in training and evaluation (no running statistics), so it does not depend on the
 /// batch. In bntrain's (N, C H W) layout a group is one contiguous run of M values per row.
-public final class GroupNorm<T: BLASScalar>: Layer {
+public class GroupNorm<T: BLASScalar>: Layer {
     public let channels: Int, groups: Int
     /// H W: values per channel (1 for a feature vector).
     public let plane: Int
