@@ -351,30 +351,14 @@ final class BrokenDoubler: Layer {
     }
 }
 
-/// Any layer with a wrong input gradient: its own, times 1 + 1e-3 (a small constant slip).
-final class SlightlyWrong: Layer {
+/// A real layer whose input gradient a test changes (test-only): `slip` edits its dx.
+final class Miswired: Layer {
     let inner: any Layer<Double>
-    init(_ inner: any Layer<Double>) { self.inner = inner }
-    var inFeatures: Int { inner.inFeatures }
-    var outFeatures: Int { inner.outFeatures }
-    var computesInputGradient: Bool {
-        get { inner.computesInputGradient }
-        set { inner.computesInputGradient = newValue }
+    let slip: (Miswired, Matrix<Double>) -> Void
+    init(_ inner: any Layer<Double>, slip: @escaping (Miswired, Matrix<Double>) -> Void) {
+        self.inner = inner
+        self.slip = slip
     }
-    var parameters: [Parameter<Double>] { inner.parameters }
-    func forward(_ x: Matrix<Double>, training: Bool) -> Matrix<Double> { inner.forward(x, training: training) }
-    func backward(_ dy: Matrix<Double>) -> Matrix<Double> {
-        let dx = inner.backward(dy)
-        for k in 0..<dx.count { dx.data[k] *= 1 + 1e-3 }
-        return dx
-    }
-}
-
-/// A normalisation layer whose input gradient lacks its gamma factor (test-only): its own
-/// dx divided by gamma of each example's feature or channel, right only where gamma = 1.
-final class ForgetsGamma: Layer {
-    let inner: any Layer<Double>
-    init(_ inner: any Layer<Double>) { self.inner = inner }
     var inFeatures: Int { inner.inFeatures }
     var outFeatures: Int { inner.outFeatures }
     var computesInputGradient: Bool {
@@ -386,16 +370,29 @@ final class ForgetsGamma: Layer {
     func forward(_ x: Matrix<Double>, training: Bool) -> Matrix<Double> { inner.forward(x, training: training) }
     func backward(_ dy: Matrix<Double>) -> Matrix<Double> {
         let dx = inner.backward(dy)
-        let gamma = parameters.first { $0.role == .gain }!.value.data
-        let plane = inFeatures / parameters[0].value.count  // H*W for BatchNorm2D, 1 for BatchNorm1D
-        for k in 0..<dx.count { dx.data[k] /= gamma[(k % inFeatures) / plane] }
+        slip(self, dx)
         return dx
+    }
+}
+
+/// Any layer with a wrong input gradient: its own, times 1 + 1e-3 (a small constant slip).
+func SlightlyWrong(_ inner: any Layer<Double>) -> any Layer<Double> {
+    Miswired(inner) { _, dx in for k in 0..<dx.count { dx.data[k] *= 1 + 1e-3 } }
+}
+
+/// A normalisation layer whose input gradient lacks its gamma factor: its own dx divided by
+/// gamma of each example's feature or channel, right only where gamma = 1.
+func ForgetsGamma(_ inner: any Layer<Double>) -> any Layer<Double> {
+    Miswired(inner) { layer, dx in
+        let gamma = layer.parameters.first { $0.role == .gain }!.value.data
+        let plane = layer.inFeatures / layer.parameters[0].value.count  // H*W for BatchNorm2D, 1 for BatchNorm1D
+        for k in 0..<dx.count { dx.data[k] /= gamma[(k % layer.inFeatures) / plane] }
     }
 }
 
 /// lenet-bn in Double, unfused, and a batch of MNIST-style images: a black background (exact
 /// zeros, which zero padding extends) around a patch of 8-bit intensities.
-func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil, wrong: (any Layer<Double>) -> any Layer<Double> = SlightlyWrong.init) throws -> (Network<Double>, [String], Matrix<Double>, [Int32]) {
+func lenetOnBlackBackgrounds(seed: UInt64, wrongLayer: Int? = nil, wrong: (any Layer<Double>) -> any Layer<Double> = SlightlyWrong) throws -> (Network<Double>, [String], Matrix<Double>, [Int32]) {
     let spec = try ModelSpec.parse("lenet-bn")
     var options = BuildOptions()
     options.fuse = false
@@ -457,7 +454,7 @@ final class GradientCheckRunTests: XCTestCase {
     /// BatchNorm2D backward that forgets gamma fails; at gamma = 1 it would pass.
     func testABatchNorm2DBackwardWithoutGammaFailsOnceGainsMove() throws {
         let seed: UInt64 = 2
-        let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: seed, wrongLayer: 1, wrong: ForgetsGamma.init)
+        let (net, kinds, x, labels) = try lenetOnBlackBackgrounds(seed: seed, wrongLayer: 1, wrong: ForgetsGamma)
         XCTAssertTrue(net.layers[1].parameters[0].value.toArray().allSatisfy { $0 == 1 })
         let unmoved = GradientCheckRun.run(net, kinds: kinds, x: x, labels: labels, samples: 20, seed: seed)
         XCTAssertTrue(unmoved.passed, "at gamma = 1 the slip is invisible: \(unmoved.worst!)")
