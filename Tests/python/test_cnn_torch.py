@@ -91,10 +91,12 @@ def test_cnn_checkpoint_in_pytorch_and_onnxruntime(bntrain, small_fashion, tmp_p
 
 def test_decay_weights_decays_conv_kernels_as_pytorchs_parameter_groups_do(bntrain, small_fashion, tmp_path):
     """`--decay weights` is PyTorch's two parameter groups: every fc weight and conv kernel
-    decays; biases and BatchNorm gains and shifts do not. One epoch of lenet-bn (SGD, lr 0.05,
-    weight decay 0.1: a 10% shrink of whatever decays) from shared weights; every saved tensor
-    agrees with PyTorch's. BN after each convolution makes the loss almost blind to a kernel's
-    scale, so the tensors are compared, not the losses."""
+    decays; biases and BatchNorm gains and shifts do not. One SGD step of lenet-bn over the
+    whole small set (batch 1280, lr 0.01, weight decay 1: the decay is a third or more of each
+    weight's update) from shared weights; every parameter's update agrees with PyTorch's to
+    1e-3 of its size. One step, so no rounding is amplified: the updates agree to ~1e-6 on
+    every BLAS kernel family. (The biases right before each BN have no gradient in exact
+    arithmetic, only rounding noise, so they are left out.)"""
     import torch
     from safetensors.torch import load_file, save_file
     torch.manual_seed(11)
@@ -103,20 +105,22 @@ def test_decay_weights_decays_conv_kernels_as_pytorchs_parameter_groups_do(bntra
     init = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     save_file(init, str(tmp_path / "init.safetensors"))
     run([bntrain, "--data", str(small_fashion), "--model", "lenet-bn", "--init-from", str(tmp_path / "init.safetensors"),
-         "--shuffle", "none", "--epochs", "1", "--batch", "64", "--lr", "0.05", "--weight-decay", "0.1", "--decay", "weights", "--bn-running-var", "unbiased",
+         "--shuffle", "none", "--epochs", "1", "--batch", "1280", "--lr", "0.01", "--weight-decay", "1", "--decay", "weights",
          "--save", str(tmp_path / "ours.safetensors"), "--quiet"])
     ours = load_file(str(tmp_path / "ours.safetensors"))
     x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte"))).view(-1, 1, 28, 28)
     y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
+    assert len(y) == 1280
     decayed = [p for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for p in [m.weight]]
     others = [p for p in net.parameters() if all(p is not q for q in decayed)]
     assert len(decayed) == 5 and len(others) == 5 + 2 * 4  # 2 conv + 3 fc; their biases, 4 BNs' gains and shifts
-    opt = torch.optim.SGD([{"params": decayed, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}], lr=0.05)
-    torch_losses(net, opt, x, y, 1, 64)
-    for name, theirs in net.state_dict().items():
-        if name.endswith("num_batches_tracked"):
+    opt = torch.optim.SGD([{"params": decayed, "weight_decay": 1.0}, {"params": others, "weight_decay": 0.0}], lr=0.01)
+    torch_losses(net, opt, x, y, 1, 1280)
+    before_bn = {"0.bias", "4.bias", "8.bias", "11.bias"}
+    for name, p in net.named_parameters():
+        if name in before_bn:
             continue
-        err = float((ours[name] - theirs).norm() / theirs.norm())
-        moved = float((init[name] - theirs).norm() / theirs.norm())
-        print(f"{name}: relative difference {err:.2e} (moved {moved:.2e})")
-        assert err < 1e-3, f"{name}: bntrain and PyTorch's parameter groups differ by {err:.2e}"
+        theirs, mine = (p.detach() - init[name]), (ours[name] - init[name])
+        err = float((mine - theirs).norm() / theirs.norm())
+        print(f"{name}: update relative difference {err:.2e}")
+        assert err < 1e-3, f"{name}: bntrain's update and PyTorch's parameter groups' differ by {err:.2e}"
