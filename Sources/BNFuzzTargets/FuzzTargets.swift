@@ -79,10 +79,10 @@ public enum FuzzTargets {
             let c = try Checkpoint.read(path: path)
             guard let text = c.metadata["bntrain.config"] else { return "refused: no config" }
             var config = try JSONDecoder().decode(RunConfig.self, from: Data(text.utf8))
-            if let problem = config.problem() { return "refused: \(problem.key.rawValue) \(problem.message)" }
+            if let problem = config.problem() { return "refused: \(problem.key.name) \(problem.message)" }
             let state = try TrainingState(metadata: c.metadata, path: path)
             config.epochs = min(state.epoch + 1, 1_000_000)
-            config.data = "fuzz"
+            config.data.folder = "fuzz"
             var outputs = RunOutputs()
             outputs.allowDataChange = true  // the tiny dataset is not the one any seed was trained on
             let trainer = try Trainer(config: config, outputs: outputs, dataset: tinyDataset, resume: (c, path), sink: RecordList(), diagnostics: { _ in })

@@ -65,13 +65,13 @@ public final class Trainer {
         resumePath = resume?.path
         // A value restored from a checkpoint is named as the checkpoint's, not as a flag the
         // user never gave.
-        let origin = { (key: RunConfig.CodingKeys) -> String in
-            if let p = resume?.path, key.restoredOnResume { return "checkpoint '\(p)': its \(key.rawValue)" }
+        let origin = { (key: ConfigKey) -> String in
+            if let p = resume?.path, key.restoredOnResume { return "checkpoint '\(p)': its \(key.name)" }
             return key.flag
         }
         // A bad restored value is a bad checkpoint (65); a bad flag a usage error (64).
-        let code = { (key: RunConfig.CodingKeys) -> Int32 in resume != nil && key.restoredOnResume ? ExitStatus.dataError : ExitStatus.usage }
-        if let (key, message) = config.problem() { throw fail("\(origin(key)) \(message)", code: code(key)) }
+        let code = { (key: ConfigKey) -> Int32 in resume != nil && key.restoredOnResume ? ExitStatus.dataError : ExitStatus.usage }
+        if let p = config.problem() { throw fail("\(origin(p.key)) \(p.message)", code: code(p.key)) }
         self.config = config
         self.outputs = outputs
         self.dataset = dataset
@@ -85,17 +85,17 @@ public final class Trainer {
         do { _ = try spec.summary(inputs: dataset.featureCount, classes: dataset.classes, image: image) } catch let e as ModelSpec.ParseError {
             throw fail("\(origin(.model)) \(e.message)", code: code(.model))
         }
-        if let n = config.trainLimit, n > dataset.train.count {
+        if let n = config.data.trainLimit, n > dataset.train.count {
             throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: code(.trainLimit))
         }
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: config.seed, stream: "subset")
         var valRNG = SplitMix64(seed: config.seed, stream: "validation")
         var initRNG = SplitMix64(seed: config.seed, stream: "init")
-        let subset = randomSubset(total: dataset.train.count, limit: config.trainLimit, rng: &subsetRNG)
-        (trainIndices, valIndices) = validationSplit(subset, fraction: config.valSplit, rng: &valRNG)
+        let subset = randomSubset(total: dataset.train.count, limit: config.data.trainLimit, rng: &subsetRNG)
+        (trainIndices, valIndices) = validationSplit(subset, fraction: config.data.valSplit, rng: &valRNG)
         if trainIndices.isEmpty {
-            throw fail("\(origin(.valSplit)) \(config.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: code(.valSplit))
+            throw fail("\(origin(.valSplit)) \(config.data.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: code(.valSplit))
         }
         if config.batch > trainIndices.count {
             throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: code(.batch))
@@ -109,14 +109,14 @@ public final class Trainer {
         // value between an fc and its sigmoid, or a 2-D bn and its relu, exists only when they
         // are two layers;
         // unfused, the same arithmetic runs in the same order, so training is unchanged).
-        var options = config.buildOptions
+        var options = config.model.buildOptions
         // The network's own kernels: what this trainer's config says, whatever else runs in
         // the process.
-        do { kernels = try Kernels(precision: config.precision, library: config.gemm, convolution: config.conv) } catch let e as MatMul.ConfigurationError {
+        do { kernels = try config.kernels.makeKernels() } catch let e as MatMul.ConfigurationError {
             throw fail("\(e)", code: ExitStatus.usage)  // the message names the flag
         }
         var target: (spec: TraceSpec, index: Int, width: Int)?
-        if let t = config.trace {
+        if let t = config.observation.trace {
             do {
                 let ts = try TraceSpec.parse(t)
                 let (index, width) = try ts.resolve(in: spec, inputs: dataset.featureCount, classes: dataset.classes, image: image)
@@ -130,10 +130,10 @@ public final class Trainer {
         }
         // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
         // cannot overflow: it is computed in Double).
-        evalBatch = config.evalBatch > 0 ? config.evalBatch : Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
+        evalBatch = config.kernels.evalBatch > 0 ? config.kernels.evalBatch : Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
         // A trace keeps its values and runs its probe set in chunks of the automatic evaluation
         // batch (whatever --eval-batch says, so the values do not depend on it).
-        let traceExamples = min(config.traceExamples, dataset.test.count)
+        let traceExamples = min(config.observation.traceExamples, dataset.test.count)
         let traceChunk = Trainer.automaticEvalBatch(spec: spec, inputs: dataset.featureCount, image: image, classes: dataset.classes)
         var traceFloats = 0.0
         if let target {
@@ -178,7 +178,7 @@ public final class Trainer {
                 network.randomStream.generator.state = state.dropoutState
                 try c.loadOptimizer(optimizer, network: network, path: path)
                 if let saved = c.metadata["bntrain.data_identity"], saved != dataIdentity, !outputs.allowDataChange {
-                    throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", code: ExitStatus.usage)
+                    throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data.folder ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", code: ExitStatus.usage)
                 }
                 let batches = (trainIndices.count + config.batch - 1) / config.batch
                 guard state.step < batches else {
@@ -238,13 +238,13 @@ public final class Trainer {
     /// The `config` record: version and data, then the configuration's own encoding, then
     /// what follows from it (the canonical spec, parameter count, kernels, load time).
     public var configRecord: Record {
-        var fields: [(String, Value)] = [("version", .string(bntrainVersion)), ("data", .string(config.data ?? ""))]
+        var fields: [(String, Value)] = [("version", .string(bntrainVersion)), ("data", .string(config.data.folder ?? ""))]
         fields += [
             ("train_images", .string(dataset.files.trainImages)), ("test_images", .string(dataset.files.testImages)),
             ("image", .string("\(dataset.rows)x\(dataset.cols)")), ("classes", .int(dataset.classes)),
             ("train", .int(trainIndices.count)), ("val", .int(valIndices.count)), ("test", .int(dataset.test.count)),
         ]
-        fields += config.fields.filter { $0.0 != RunConfig.CodingKeys.data.rawValue && $0.0 != RunConfig.CodingKeys.evalBatch.rawValue }
+        fields += config.fields.filter { $0.0 != ConfigKey.data.name && $0.0 != ConfigKey.evalBatch.name }
         fields += [
             ("spec", .string(spec.canonical)), ("parameters", .int(network.parameterCount)),
             ("kernels", .string(kernels.description)), ("conv_kernels", .string(kernels.convolution.rawValue)), ("blas_core", .string(BLAS.coreName)),
@@ -257,7 +257,7 @@ public final class Trainer {
     func checkpointMetadata(_ s: TrainingState) -> [String: String] {
         var m = s.metadata
         m["bntrain.version"] = bntrainVersion
-        m["bntrain.data"] = config.data ?? ""
+        m["bntrain.data"] = config.data.folder ?? ""
         // Sorted keys: the same run writes the same header.
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -272,7 +272,7 @@ public final class Trainer {
 
     func writeCheckpoint(_ s: TrainingState, to path: String) throws {
         do {
-            try Checkpoint(network: network, spec: spec, options: config.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer).write(to: path)
+            try Checkpoint(network: network, spec: spec, options: config.model.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer).write(to: path)
             wroteCheckpoint = true
         } catch {
             throw fail("\(error)", code: ExitStatus.ioError)
@@ -299,14 +299,14 @@ public final class Trainer {
         var shuffleRNG = SplitMix64(seed: 0)
         shuffleRNG.state = state.shuffleState
         var s = state
-        var schedule = c.schedule.resumed(from: s)
-        var early = c.earlyStop > 0 ? EarlyStopping(patience: c.earlyStop, monitor: c.monitor, minDelta: c.minDelta).resumed(from: s) : nil
+        var schedule = c.schedulePlan.resumed(from: s)
+        var early = c.stopping.stopper?.resumed(from: s)
         var lastRecord: Record?, stoppedEarly = false
-        let clip: Float? = c.clipGradNorm > 0 ? Float(c.clipGradNorm) : nil
+        let clip: Float? = c.optimizer.clipGradNorm > 0 ? Float(c.optimizer.clipGradNorm) : nil
         for epoch in (s.epoch + 1)...c.epochs {
             let started = clock.now
             let epochRNGState = shuffleRNG.state
-            if c.shuffle == .epoch { batches.train.shuffle(rng: &shuffleRNG) }
+            if c.data.shuffle == .epoch { batches.train.shuffle(rng: &shuffleRNG) }
             var lossSum = s.partialLossSum, seen = s.step * c.batch
             var rate = schedule.rate(completed: epoch - 1, step: s.step, stepsPerEpoch: steps, totalEpochs: c.epochs)
             optimizer.learningRate = Float(rate)
@@ -322,14 +322,14 @@ public final class Trainer {
                     try stop(signal: sig, at: here, batches: steps)
                 }
                 let n = batches.train.fill(batch: b)
-                if c.warmupEpochs > 0 {  // a rate that changes within the epoch: set every step
+                if c.schedule.warmupEpochs > 0 {  // a rate that changes within the epoch: set every step
                     rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
                     optimizer.learningRate = Float(rate)
                 }
                 let loss = network.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip)
                 guard loss.isFinite else {
                     progress?.clear()
-                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.lr))", code: ExitStatus.diverged)
+                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.optimizer.lr))", code: ExitStatus.diverged)
                 }
                 lossSum += loss * Double(n)
                 seen += n
@@ -373,8 +373,8 @@ public final class Trainer {
     /// What looks at the model between steps, in order: the trace, then step-wise evaluation.
     func stepObservers(_ batches: Batches) -> [any StepObserver] {
         var out: [any StepObserver] = []
-        if let tracer { out.append(TraceObserver(tracer: tracer, network: network, every: config.traceEvery, layer: traceIndex)) }
-        if config.evalEvery > 0 { out.append(EvalObserver(network: network, every: config.evalEvery, validation: batches.validation, test: batches.test)) }
+        if let tracer { out.append(TraceObserver(tracer: tracer, network: network, every: config.observation.traceEvery, layer: traceIndex)) }
+        if config.observation.evalEvery > 0 { out.append(EvalObserver(network: network, every: config.observation.evalEvery, validation: batches.validation, test: batches.test)) }
         return out
     }
 

@@ -72,7 +72,7 @@ enum Entry {
 private let defaults = RunConfig()
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("A preset (\(ModelSpec.presetNames)) or layers joined by '-': \(ModelSpec.layerTokens); e.g. 'fc256-bn-relu-dropout0.2-fc' or 'conv32k3-bn-relu-maxpool2-fc'. 'bntrain summary' describes the presets. Default: \(defaults.model).", valueName: "spec"))
+    @Option(help: ArgumentHelp("A preset (\(ModelSpec.presetNames)) or layers joined by '-': \(ModelSpec.layerTokens); e.g. 'fc256-bn-relu-dropout0.2-fc' or 'conv32k3-bn-relu-maxpool2-fc'. 'bntrain summary' describes the presets. Default: \(defaults.model.spec).", valueName: "spec"))
     var model: String?
 
     @Option(help: "Hidden width of the dfn2 preset (default: \(ModelSpec.defaultHidden)); other models spell their widths in --model.")
@@ -81,20 +81,35 @@ struct ModelOptions: ParsableArguments {
     @Flag(help: "Leave out every BatchNorm layer of the model (the same net without BN, for ablations).")
     var noBatchnorm = false
 
-    @Option(help: "Decay m of the BN running averages: running = m*running + (1-m)*batch; in [0, 1) (default: \(defaults.bnMomentum), PyTorch's momentum=0.1).")
+    @Option(help: "Decay m of the BN running averages: running = m*running + (1-m)*batch; in [0, 1) (default: \(defaults.model.bnMomentum), PyTorch's momentum=0.1).")
     var bnMomentum: Double?
 
-    @Option(help: "Epsilon added to the BN variance (default: \(defaults.bnEps)).")
+    @Option(help: "Epsilon added to the BN variance (default: \(defaults.model.bnEps)).")
     var bnEps: Double?
 
-    @Option(help: ArgumentHelp("Variance fed into BN's running_var: biased (as normalised) or unbiased (N/(N-1), as PyTorch). Default: \(defaults.bnRunningVar.rawValue).", valueName: "biased|unbiased"))
+    @Option(help: ArgumentHelp("Variance fed into BN's running_var: biased (as normalised) or unbiased (N/(N-1), as PyTorch). Default: \(defaults.model.bnRunningVar.rawValue).", valueName: "biased|unbiased"))
     var bnRunningVar: BatchNorm1D<Float>.RunningVariance?
 
-    @Option(help: ArgumentHelp("Weight initialisation of every fc layer: glorot (normal, var 2/(fan_in+fan_out)), he (normal, var 2/fan_in), std-normal (std 1, the published reference run). Default: \(defaults.initialization).", valueName: "glorot|he|std-normal"))
+    @Option(help: ArgumentHelp("Weight initialisation of every fc layer: glorot (normal, var 2/(fan_in+fan_out)), he (normal, var 2/fan_in), std-normal (std 1, the published reference run). Default: \(defaults.model.initialization).", valueName: "glorot|he|std-normal"))
     var `init`: Initializer?
 
     @Option(help: ArgumentHelp("Start from the weights in this safetensors file (PyTorch state_dict names of the model's nn.Sequential: 0.weight, ...) instead of --init.", valueName: "file"))
     var initFrom: String?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = model { s.append(S(.model) { $0.model.spec = v }) }
+        if let v = hidden { s.append(S(.hidden) { $0.model.hidden = v }) }
+        if noBatchnorm { s.append(S(.batchNorm) { $0.model.batchNorm = false }) }
+        if let v = bnMomentum { s.append(S(.bnMomentum) { $0.model.bnMomentum = v }) }
+        if let v = bnEps { s.append(S(.bnEps) { $0.model.bnEps = v }) }
+        if let v = bnRunningVar { s.append(S(.bnRunningVar) { $0.model.bnRunningVar = v }) }
+        if let v = `init` { s.append(S(.initialization) { $0.model.initialization = v.rawValue }) }
+        if let v = initFrom { s.append(S(.initialization) { $0.model.initialization = "from:" + v }) }
+        return s
+    }
 }
 
 struct TrainingOptions: ParsableArguments {
@@ -104,87 +119,136 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Minibatch size (the last batch of an epoch may be smaller). Default: \(defaults.batch).")
     var batch: Int?
 
-    @Option(help: "Learning rate (the schedule's starting rate). Default: \(defaults.lr).")
+    @Option(help: "Learning rate (the schedule's starting rate). Default: \(defaults.optimizer.lr).")
     var lr: Double?
 
     @Option(help: "Seed for the subset, validation split, weight initialisation, shuffling and dropout (independent streams). Default: \(defaults.seed).")
     var seed: UInt64?
 
-    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see docs/performance.md). Default: \(defaults.threads).")
+    @Option(help: "BLAS threads (1: the same results on every machine; 2 can be faster at large batches; see docs/performance.md). Default: \(defaults.kernels.threads).")
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; docs/precision.md). Default: \(defaults.precision.rawValue).", valueName: "fp32|bf16"))
+    @Option(help: ArgumentHelp("Matrix products in float32, or bf16 inputs with float32 accumulation (needs oneDNN and a CPU with AVX512-BF16 or AMX; docs/precision.md). Default: \(defaults.kernels.precision.rawValue).", valueName: "fp32|bf16"))
     var precision: Precision?
 
-    @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: \(defaults.gemm.rawValue).", valueName: "auto|openblas|onednn"))
+    @Option(help: ArgumentHelp("Library for the float32 products: openblas, onednn, or auto (oneDNN for large products, OpenBLAS for small, as measured faster; oneDNN allocates per product). Default: \(defaults.kernels.gemm.rawValue).", valueName: "auto|openblas|onednn"))
     var gemm: GEMMLibrary?
 
-    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN: Winograd for 3x3 stride 1, direct otherwise; im2col for thin ones and without oneDNN), onednn (oneDNN's direct convolution throughout), or im2col (sgemm per example; allocation-free). Default: \(defaults.conv.rawValue).", valueName: "auto|onednn|im2col"))
+    @Option(help: ArgumentHelp("How float32 convolutions run: auto (oneDNN: Winograd for 3x3 stride 1, direct otherwise; im2col for thin ones and without oneDNN), onednn (oneDNN's direct convolution throughout), or im2col (sgemm per example; allocation-free). Default: \(defaults.kernels.conv.rawValue).", valueName: "auto|onednn|im2col"))
     var conv: ConvolutionKernels?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = epochs { s.append(S(.epochs) { $0.epochs = v }) }
+        if let v = batch { s.append(S(.batch) { $0.batch = v }) }
+        if let v = lr { s.append(S(.lr) { $0.optimizer.lr = v }) }
+        if let v = seed { s.append(S(.seed) { $0.seed = v }) }
+        if let v = threads { s.append(S(.threads) { $0.kernels.threads = v }) }
+        if let v = precision { s.append(S(.precision) { $0.kernels.precision = v }) }
+        if let v = gemm { s.append(S(.gemm) { $0.kernels.gemm = v }) }
+        if let v = conv { s.append(S(.conv) { $0.kernels.conv = v }) }
+        return s
+    }
 }
 
 struct OptimizerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (docs/optimizers.md). Default: \(defaults.optimizer.rawValue).", valueName: "sgd|adam|adamw|rmsprop"))
+    @Option(help: ArgumentHelp("sgd, adam, adamw or rmsprop, with torch.optim's update rules (docs/optimizers.md). Default: \(defaults.optimizer.rule.kind.rawValue).", valueName: "sgd|adam|adamw|rmsprop"))
     var optimizer: OptimizerSettings.Kind?
 
-    @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: \(defaults.momentum).")
+    @Option(help: "Momentum of sgd and rmsprop (torch's, dampening 0). Default: \(OptimizerRule.momentum).")
     var momentum: Double?
 
     @Flag(help: "Nesterov momentum (sgd with --momentum above 0).")
     var nesterov = false
 
-    @Option(help: "Adam/AdamW decay of the first moment. Default: \(defaults.beta1).")
+    @Option(help: "Adam/AdamW decay of the first moment. Default: \(OptimizerRule.beta1).")
     var beta1: Double?
 
-    @Option(help: "Adam/AdamW decay of the second moment. Default: \(defaults.beta2).")
+    @Option(help: "Adam/AdamW decay of the second moment. Default: \(OptimizerRule.beta2).")
     var beta2: Double?
 
-    @Option(help: "Epsilon of adam, adamw and rmsprop. Default: \(defaults.adamEps).")
+    @Option(help: "Epsilon of adam, adamw and rmsprop. Default: \(OptimizerRule.eps).")
     var adamEps: Double?
 
-    @Option(help: "RMSprop smoothing of the squared-gradient average. Default: \(defaults.alpha).")
+    @Option(help: "RMSprop smoothing of the squared-gradient average. Default: \(OptimizerRule.alpha).")
     var alpha: Double?
 
-    @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: \(defaults.weightDecay).")
+    @Option(help: "Weight decay: L2 added to the gradient for sgd, adam and rmsprop; decoupled (p *= 1 - lr*wd) for adamw. Default: \(defaults.optimizer.weightDecay).")
     var weightDecay: Double?
 
-    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights and conv kernels only; biases and BN/LayerNorm gains and shifts exempt). Default: \(defaults.decayScope.rawValue).", valueName: "all|weights"))
+    @Option(help: ArgumentHelp("Which parameters decay: all (as torch.optim) or weights (fc weights and conv kernels only; biases and BN/LayerNorm gains and shifts exempt). Default: \(defaults.optimizer.decayScope.rawValue).", valueName: "all|weights"))
     var decay: WeightDecayScope?
 
-    @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: \(defaults.clipGradNorm).")
+    @Option(help: "Clip the global L2 norm of the gradients to this value (torch.nn.utils.clip_grad_norm_); 0 is off. Default: \(defaults.optimizer.clipGradNorm).")
     var clipGradNorm: Double?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = optimizer { s.append(S(.optimizer) { $0.optimizer.rule = OptimizerRule(v) }) }
+        if let v = momentum { s.append(S(.momentum) { try $0.optimizer.rule.set(momentum: v) }) }
+        if nesterov { s.append(S(.nesterov) { try $0.optimizer.rule.set(nesterov: true) }) }
+        if let v = beta1 { s.append(S(.beta1) { try $0.optimizer.rule.set(beta1: v) }) }
+        if let v = beta2 { s.append(S(.beta2) { try $0.optimizer.rule.set(beta2: v) }) }
+        if let v = adamEps { s.append(S(.adamEps) { try $0.optimizer.rule.set(eps: v) }) }
+        if let v = alpha { s.append(S(.alpha) { try $0.optimizer.rule.set(alpha: v) }) }
+        if let v = weightDecay { s.append(S(.weightDecay) { $0.optimizer.weightDecay = v }) }
+        if let v = decay { s.append(S(.decay) { $0.optimizer.decayScope = v }) }
+        if let v = clipGradNorm { s.append(S(.clipGradNorm) { $0.optimizer.clipGradNorm = v }) }
+        return s
+    }
 }
 
 struct ScheduleOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Learning-rate schedule, stepped per epoch: constant, step (StepLR), cosine (CosineAnnealingLR over --epochs) or plateau (ReduceLROnPlateau on the validation loss; needs --val-split). Default: \(defaults.lrSchedule.rawValue).", valueName: "constant|step|cosine|plateau"))
+    @Option(help: ArgumentHelp("Learning-rate schedule, stepped per epoch: constant, step (StepLR), cosine (CosineAnnealingLR over --epochs) or plateau (ReduceLROnPlateau on the validation loss; needs --val-split). Default: \(defaults.schedule.rule.kind.rawValue).", valueName: "constant|step|cosine|plateau"))
     var lrSchedule: LRSchedule.Kind?
 
-    @Option(help: "step: multiply the rate by --lr-gamma every N epochs. Default: \(defaults.lrStepEpochs).")
+    @Option(help: "step: multiply the rate by --lr-gamma every N epochs. Default: \(ScheduleRule.every).")
     var lrStepEpochs: Int?
 
-    @Option(help: "step: the factor. Default: \(defaults.lrGamma).")
+    @Option(help: "step: the factor. Default: \(ScheduleRule.gamma).")
     var lrGamma: Double?
 
-    @Option(help: "cosine and plateau: the lowest rate. Default: \(defaults.lrMin).")
+    @Option(help: "cosine and plateau: the lowest rate. Default: \(ScheduleRule.min).")
     var lrMin: Double?
 
-    @Option(help: "Linear warmup over this many epochs, per step, from lr/(steps of the warmup) to the scheduled rate. Default: \(defaults.warmupEpochs).")
+    @Option(help: "Linear warmup over this many epochs, per step, from lr/(steps of the warmup) to the scheduled rate. Default: \(defaults.schedule.warmupEpochs).")
     var warmupEpochs: Double?
 
-    @Option(help: "plateau: epochs without improvement before the rate is reduced. Default: \(defaults.lrPatience).")
+    @Option(help: "plateau: epochs without improvement before the rate is reduced. Default: \(ScheduleRule.patience).")
     var lrPatience: Int?
 
-    @Option(help: "plateau: the factor. Default: \(defaults.lrFactor).")
+    @Option(help: "plateau: the factor. Default: \(ScheduleRule.factor).")
     var lrFactor: Double?
 
-    @Option(help: "Stop after N epochs without a validation improvement (needs --val-split); 0 is off. Default: \(defaults.earlyStop).")
+    @Option(help: "Stop after N epochs without a validation improvement (needs --val-split); 0 is off. Default: \(defaults.stopping.patience).")
     var earlyStop: Int?
 
-    @Option(help: ArgumentHelp("What early stopping (and --save-best with it) watches. Default: \(defaults.monitor.rawValue).", valueName: "val_loss|val_acc"))
+    @Option(help: ArgumentHelp("What early stopping (and --save-best with it) watches. Default: \(StoppingConfig.monitor.rawValue).", valueName: "val_loss|val_acc"))
     var monitor: EarlyStopping.Monitor?
 
-    @Option(help: "Early stopping: the smallest change that counts as an improvement. Default: \(defaults.minDelta).")
+    @Option(help: "Early stopping: the smallest change that counts as an improvement. Default: \(StoppingConfig.minDelta).")
     var minDelta: Double?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = lrSchedule { s.append(S(.lrSchedule) { $0.schedule.rule = ScheduleRule(v) }) }
+        if let v = lrStepEpochs { s.append(S(.lrStepEpochs) { try $0.schedule.rule.set(stepEpochs: v) }) }
+        if let v = lrGamma { s.append(S(.lrGamma) { try $0.schedule.rule.set(gamma: v) }) }
+        if let v = lrMin { s.append(S(.lrMin) { try $0.schedule.rule.set(min: v) }) }
+        if let v = warmupEpochs { s.append(S(.warmupEpochs) { $0.schedule.warmupEpochs = v }) }
+        if let v = lrPatience { s.append(S(.lrPatience) { try $0.schedule.rule.set(patience: v) }) }
+        if let v = lrFactor { s.append(S(.lrFactor) { try $0.schedule.rule.set(factor: v) }) }
+        if let v = earlyStop { s.append(S(.earlyStop) { $0.stopping.set(patience: v) }) }
+        if let v = monitor { s.append(S(.monitor) { try $0.stopping.set(monitor: v) }) }
+        if let v = minDelta { s.append(S(.minDelta) { try $0.stopping.set(minDelta: v) }) }
+        return s
+    }
 }
 
 struct DataOptions: ParsableArguments {
@@ -194,14 +258,26 @@ struct DataOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Train on a seeded random subset of this many training images (default: all).", valueName: "n"))
     var trainLimit: Int?
 
-    @Option(help: ArgumentHelp("Hold out this seeded fraction of the training images for validation, reported every epoch. Default: \(defaults.valSplit).", valueName: "f"))
+    @Option(help: ArgumentHelp("Hold out this seeded fraction of the training images for validation, reported every epoch. Default: \(defaults.data.valSplit).", valueName: "f"))
     var valSplit: Double?
 
-    @Option(help: ArgumentHelp("Example order each epoch: epoch (a fresh seeded shuffle) or none (file order). Default: \(defaults.shuffle.rawValue).", valueName: "epoch|none"))
+    @Option(help: ArgumentHelp("Example order each epoch: epoch (a fresh seeded shuffle) or none (file order). Default: \(defaults.data.shuffle.rawValue).", valueName: "epoch|none"))
     var shuffle: ShuffleMode?
 
     @Option(help: "Batch size of the test and validation passes (memory and speed only; results do not depend on it). Default (or 0): automatic, 1000 images or fewer for wide convolutional nets (activations within 128 MiB).")
     var evalBatch: Int?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = data { s.append(S(.data) { $0.data.folder = v }) }
+        if let v = trainLimit { s.append(S(.trainLimit) { $0.data.trainLimit = v }) }
+        if let v = valSplit { s.append(S(.valSplit) { $0.data.valSplit = v }) }
+        if let v = shuffle { s.append(S(.shuffle) { $0.data.shuffle = v }) }
+        if let v = evalBatch { s.append(S(.evalBatch) { $0.kernels.evalBatch = v }) }
+        return s
+    }
 }
 
 struct OutputOptions: ParsableArguments {
@@ -217,14 +293,25 @@ struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Record statistics (15/50/85th percentiles, mean, sd) of a layer's input or output, for one unit and over all units: LAYER[:input|output][:unit=K], LAYER an index or last-KIND/first-KIND (last-sigmoid: the paper's view of bn-paper). Measured on the first --trace-examples test images in evaluation mode; training is unchanged.", valueName: "layer[:side][:unit=k]"))
     var trace: String?
 
-    @Option(help: "With --trace: every N training steps. Default: \(defaults.traceEvery).")
+    @Option(help: "With --trace: every N training steps. Default: \(defaults.observation.traceEvery).")
     var traceEvery: Int?
 
-    @Option(help: "With --trace: the probe set, the first N test images. Default: \(defaults.traceExamples).")
+    @Option(help: "With --trace: the probe set, the first N test images. Default: \(defaults.observation.traceExamples).")
     var traceExamples: Int?
 
-    @Option(help: "Test (and validation) loss and accuracy every N training steps, as 'eval' records; 0 is off. Default: \(defaults.evalEvery).")
+    @Option(help: "Test (and validation) loss and accuracy every N training steps, as 'eval' records; 0 is off. Default: \(defaults.observation.evalEvery).")
     var evalEvery: Int?
+
+    /// The given flags, as changes to a configuration.
+    var settings: [RunConfig.Setting] {
+        typealias S = RunConfig.Setting
+        var s: [S] = []
+        if let v = trace { s.append(S(.trace) { $0.observation.trace = v }) }
+        if let v = traceEvery { s.append(S(.traceEvery) { $0.observation.traceEvery = v }) }
+        if let v = traceExamples { s.append(S(.traceExamples) { $0.observation.traceExamples = v }) }
+        if let v = evalEvery { s.append(S(.evalEvery) { $0.observation.evalEvery = v }) }
+        return s
+    }
 }
 
 struct CheckpointOptions: ParsableArguments {
@@ -271,65 +358,20 @@ struct BNTrain: ParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
     @OptionGroup(title: "Checkpoints") var checkpoints: CheckpointOptions
 
-    /// The flags given on the command line, as changes to a configuration (in flag order of
-    /// the help text). Flags not given leave the defaults, or the checkpoint's values.
+    /// The flags given on the command line, as changes to a configuration. Flags not given
+    /// leave the defaults, or the checkpoint's values.
     var settings: [RunConfig.Setting] {
-        typealias S = RunConfig.Setting
-        let m = modelOptions, t = training, d = dataOptions
-        var s: [S] = []
-        if let v = d.data { s.append(S(.data) { $0.data = v }) }
-        if let v = m.model { s.append(S(.model) { $0.model = v }) }
-        if let v = t.epochs { s.append(S(.epochs) { $0.epochs = v }) }
-        if let v = t.batch { s.append(S(.batch) { $0.batch = v }) }
-        if let v = t.lr { s.append(S(.lr) { $0.lr = v }) }
-        let o = optimizerOptions, sc = scheduleOptions
-        if let v = o.optimizer { s.append(S(.optimizer) { $0.optimizer = v }) }
-        if let v = o.momentum { s.append(S(.momentum) { $0.momentum = v }) }
-        if o.nesterov { s.append(S(.nesterov) { $0.nesterov = true }) }
-        if let v = o.beta1 { s.append(S(.beta1) { $0.beta1 = v }) }
-        if let v = o.beta2 { s.append(S(.beta2) { $0.beta2 = v }) }
-        if let v = o.adamEps { s.append(S(.adamEps) { $0.adamEps = v }) }
-        if let v = o.alpha { s.append(S(.alpha) { $0.alpha = v }) }
-        if let v = o.weightDecay { s.append(S(.weightDecay) { $0.weightDecay = v }) }
-        if let v = o.decay { s.append(S(.decayScope) { $0.decayScope = v }) }
-        if let v = sc.lrSchedule { s.append(S(.lrSchedule) { $0.lrSchedule = v }) }
-        if let v = sc.lrStepEpochs { s.append(S(.lrStepEpochs) { $0.lrStepEpochs = v }) }
-        if let v = sc.lrGamma { s.append(S(.lrGamma) { $0.lrGamma = v }) }
-        if let v = sc.lrMin { s.append(S(.lrMin) { $0.lrMin = v }) }
-        if let v = sc.warmupEpochs { s.append(S(.warmupEpochs) { $0.warmupEpochs = v }) }
-        if let v = sc.lrPatience { s.append(S(.lrPatience) { $0.lrPatience = v }) }
-        if let v = sc.lrFactor { s.append(S(.lrFactor) { $0.lrFactor = v }) }
-        if let v = sc.earlyStop { s.append(S(.earlyStop) { $0.earlyStop = v }) }
-        if let v = sc.monitor { s.append(S(.monitor) { $0.monitor = v }) }
-        if let v = sc.minDelta { s.append(S(.minDelta) { $0.minDelta = v }) }
-        if let v = o.clipGradNorm { s.append(S(.clipGradNorm) { $0.clipGradNorm = v }) }
-        if let v = output.trace { s.append(S(.trace) { $0.trace = v }) }
-        if let v = output.traceEvery { s.append(S(.traceEvery) { $0.traceEvery = v }) }
-        if let v = output.traceExamples { s.append(S(.traceExamples) { $0.traceExamples = v }) }
-        if let v = output.evalEvery { s.append(S(.evalEvery) { $0.evalEvery = v }) }
-        if let v = m.hidden { s.append(S(.hidden) { $0.hidden = v }) }
-        if let v = d.trainLimit { s.append(S(.trainLimit) { $0.trainLimit = v }) }
-        if let v = d.valSplit { s.append(S(.valSplit) { $0.valSplit = v }) }
-        if let v = d.shuffle { s.append(S(.shuffle) { $0.shuffle = v }) }
-        if m.noBatchnorm { s.append(S(.batchNorm) { $0.batchNorm = false }) }
-        if let v = m.bnMomentum { s.append(S(.bnMomentum) { $0.bnMomentum = v }) }
-        if let v = m.bnEps { s.append(S(.bnEps) { $0.bnEps = v }) }
-        if let v = m.bnRunningVar { s.append(S(.bnRunningVar) { $0.bnRunningVar = v }) }
-        if let v = m.`init` { s.append(S(.initialization) { $0.initialization = v.rawValue }) }
-        if let v = m.initFrom { s.append(S(.initialization) { $0.initialization = "from:" + v }) }
-        if let v = t.seed { s.append(S(.seed) { $0.seed = v }) }
-        if let v = t.threads { s.append(S(.threads) { $0.threads = v }) }
-        if let v = t.precision { s.append(S(.precision) { $0.precision = v }) }
-        if let v = t.gemm { s.append(S(.gemm) { $0.gemm = v }) }
-        if let v = t.conv { s.append(S(.conv) { $0.conv = v }) }
-        if let v = d.evalBatch { s.append(S(.evalBatch) { $0.evalBatch = v }) }
-        return s
+        modelOptions.settings + training.settings + optimizerOptions.settings + scheduleOptions.settings + dataOptions.settings + output.settings
     }
 
     mutating func validate() throws {
-        // Range checks shared with checkpoints: the values as the flags set them.
-        if let (key, message) = RunConfig.fresh(settings).problem() {
-            throw ValidationError("\(key.flag) \(message)")
+        // Range checks shared with checkpoints: the values as the flags set them. A parameter
+        // of another optimizer or schedule is refused here for a fresh run; a resumed run
+        // checks it against the checkpoint's choice (`RunConfig.resuming`).
+        do {
+            if let p = try RunConfig.fresh(settings).problem() { throw ValidationError(p.description) }
+        } catch let p as ConfigProblem {
+            if checkpoints.resume == nil { throw ValidationError(p.description) }
         }
         let c = checkpoints
         guard c.saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1 (got \(c.saveEvery))") }
@@ -344,16 +386,6 @@ struct BNTrain: ParsableCommand {
         if c.resume == nil {
             if output.trace == nil, let flag = [("--trace-every", output.traceEvery != nil), ("--trace-examples", output.traceExamples != nil)].first(where: \.1)?.0 {
                 throw ValidationError("\(flag) sets how --trace samples, but there is no --trace; add --trace LAYER:WHAT (for example 1:output) or drop \(flag)")
-            }
-            let schedule = scheduleOptions.lrSchedule ?? .constant
-            let readers: [(String, Bool, Set<LRSchedule.Kind>)] = [
-                ("--lr-step-epochs", scheduleOptions.lrStepEpochs != nil, [.step]), ("--lr-gamma", scheduleOptions.lrGamma != nil, [.step]),
-                ("--lr-min", scheduleOptions.lrMin != nil, [.cosine, .plateau]),
-                ("--lr-patience", scheduleOptions.lrPatience != nil, [.plateau]), ("--lr-factor", scheduleOptions.lrFactor != nil, [.plateau]),
-            ]
-            if let (flag, _, kinds) = readers.first(where: { $0.1 && !$0.2.contains(schedule) }) {
-                let names = kinds.map(\.rawValue).sorted().joined(separator: " or ")
-                throw ValidationError("\(flag) is read only by --lr-schedule \(names), and this run's schedule is \(schedule.rawValue); add --lr-schedule \(kinds.map(\.rawValue).sorted()[0]) or drop \(flag)")
             }
         }
     }

@@ -30,8 +30,8 @@ struct EvalCommand: ParsableCommand {
 
     func validate() throws {
         var c = RunConfig()
-        c.threads = threads
-        c.evalBatch = evalBatch ?? 0
+        c.kernels.threads = threads
+        c.kernels.evalBatch = evalBatch ?? 0
         if evalBatch == 0 { throw ValidationError("--eval-batch must be from 1 to \(1 << 24) (got 0); leave it out for automatic") }
         try c.checkFlags([.threads, .evalBatch])
     }

@@ -27,7 +27,7 @@ struct PredictCommand: ParsableCommand {
 
     func validate() throws {
         var c = RunConfig()
-        c.threads = threads
+        c.kernels.threads = threads
         try c.checkFlags([.threads])
     }
 

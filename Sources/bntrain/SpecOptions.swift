@@ -17,9 +17,9 @@ struct SpecOptions: ParsableArguments {
     /// A configuration holding these flags (`model` when --model is not given).
     func config(model fallback: String) -> RunConfig {
         var c = RunConfig()
-        c.model = model ?? fallback
-        c.hidden = hidden
-        c.batchNorm = !noBatchnorm
+        c.model.spec = model ?? fallback
+        c.model.hidden = hidden
+        c.model.batchNorm = !noBatchnorm
         return c
     }
 

@@ -60,7 +60,7 @@ struct SummaryCommand: ParsableCommand {
         guard let model = spec.model else {
             for p in ModelSpec.presets {
                 var c = RunConfig()
-                c.model = p.name
+                c.model.spec = p.name
                 let spec = try c.spec()
                 let params = try spec.summary(inputs: inputs, classes: classes, image: imageShape).reduce(0) { $0 + $1.parameters }
                 try report.emit(Record("preset", [("name", .string(p.name)), ("spec", .string(spec.canonical)), ("parameters", .int(params)), ("about", .string(p.about))]))

@@ -15,14 +15,14 @@ struct TrainingRun {
         if let path = command.checkpoints.resume {
             let c = try readCheckpoint(path, flag: "--resume")
             let saved = try savedConfig(of: c, path: path)
-            let (merged, conflicts) = RunConfig.resuming(saved, with: command.settings)
+            let (merged, conflicts) = try checkedFlags { try RunConfig.resuming(saved, with: command.settings) }
             if !conflicts.isEmpty {
                 throw fail("--resume '\(path)' continues the saved run, but \(conflicts.joined(separator: ", ")) disagree\(conflicts.count == 1 ? "s" : "") with it; drop \(conflicts.count == 1 ? "that flag" : "those flags") to resume, or start a new run from its weights with --init-from", code: ExitStatus.usage)
             }
             config = merged
             resume = (c, path)
         } else {
-            config = RunConfig.fresh(command.settings)
+            config = try checkedFlags { try RunConfig.fresh(command.settings) }
         }
         var outputs = RunOutputs()
         outputs.save = command.checkpoints.save
@@ -38,11 +38,11 @@ struct TrainingRun {
         }
         let initFrom = try command.modelOptions.initFrom.map { (checkpoint: try readCheckpoint($0, flag: "--init-from"), path: $0) }
 
-        MatMul.setThreads(config.threads)
+        MatMul.setThreads(config.kernels.threads)
         let clock = ContinuousClock()
         let loadStarted = clock.now
-        let (folder, dataset) = try DataLocation.load(config.data)
-        config.data = folder
+        let (folder, dataset) = try DataLocation.load(config.data.folder)
+        config.data.folder = folder
         let trainer = try Trainer(
             config: config, outputs: outputs, dataset: dataset, loadSeconds: (clock.now - loadStarted).seconds,
             resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat))
@@ -63,14 +63,22 @@ struct TrainingRun {
             throw fail("'\(path)' has no bntrain training state (was it written by bntrain --save?); use --init-from to start from its weights", code: ExitStatus.dataError)
         }
         let saved: RunConfig
-        do { saved = try JSONDecoder().decode(RunConfig.self, from: Data(text.utf8)) } catch {
+        do { saved = try JSONDecoder().decode(RunConfig.self, from: Data(text.utf8)) } catch let p as ConfigProblem {
+            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", code: ExitStatus.dataError)
+        } catch {
             throw fail("checkpoint '\(path)': its bntrain.config is unusable (\(describe(error))); use --init-from to start from its weights", code: ExitStatus.dataError)
         }
-        if let (key, message) = saved.problem() {
-            throw fail("checkpoint '\(path)': its configuration's \(key.rawValue) \(message)", code: ExitStatus.dataError)
+        if let p = saved.problem() {
+            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", code: ExitStatus.dataError)
         }
         return saved
     }
+}
+
+/// A flag that does not apply to the run (a parameter of another optimizer or schedule) is a
+/// usage error naming the flag.
+func checkedFlags<R>(_ body: () throws -> R) throws -> R {
+    do { return try body() } catch let p as ConfigProblem { throw fail(p.description, code: ExitStatus.usage) }
 }
 
 /// A decoding error in one line: the key and what was wrong.

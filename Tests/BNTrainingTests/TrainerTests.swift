@@ -36,12 +36,12 @@ final class TrainerTests: XCTestCase {
 
     func config(_ model: String = "fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc", epochs: Int = 4) -> RunConfig {
         var c = RunConfig()
-        c.data = dir
-        c.model = model
+        c.data.folder = dir
+        c.model.spec = model
         c.epochs = epochs
         c.batch = 32
-        c.lr = 0.05
-        c.valSplit = 0.2
+        c.optimizer.lr = 0.05
+        c.data.valSplit = 0.2
         return c
     }
 
@@ -97,7 +97,7 @@ final class TrainerTests: XCTestCase {
         var c = config(model, epochs: 2)
         let automatic = try run(c)
         for b in [1, 7, 1000] {
-            c.evalBatch = b
+            c.kernels.evalBatch = b
             XCTAssertEqual(stable(try run(c)), stable(automatic), "--eval-batch \(b)")
         }
     }
@@ -128,10 +128,10 @@ final class TrainerTests: XCTestCase {
     /// weights, BN statistics, optimizer state, generators).
     func testEveryOptimizerAndScheduleResumesBitForBit() throws {
         let variants: [(String, (inout RunConfig) -> Void)] = [
-            ("sgd-nesterov-cosine-warmup", { $0.momentum = 0.9; $0.nesterov = true; $0.weightDecay = 5e-4; $0.lrSchedule = .cosine; $0.warmupEpochs = 1 }),
-            ("adam-step", { $0.optimizer = .adam; $0.lr = 1e-3; $0.lrSchedule = .step; $0.lrStepEpochs = 1; $0.lrGamma = 0.5 }),
-            ("adamw-plateau", { $0.optimizer = .adamw; $0.lr = 1e-3; $0.weightDecay = 0.01; $0.decayScope = .weights; $0.lrSchedule = .plateau; $0.lrPatience = 0; $0.lrFactor = 0.5 }),
-            ("rmsprop-clip-early", { $0.optimizer = .rmsprop; $0.lr = 1e-3; $0.momentum = 0.5; $0.clipGradNorm = 0.5; $0.earlyStop = 3; $0.monitor = .valAcc }),
+            ("sgd-nesterov-cosine-warmup", { $0.optimizer.rule = .sgd(momentum: 0.9, nesterov: true); $0.optimizer.weightDecay = 5e-4; $0.schedule.rule = .cosine(min: 0); $0.schedule.warmupEpochs = 1 }),
+            ("adam-step", { $0.optimizer.rule = OptimizerRule(.adam); $0.optimizer.lr = 1e-3; $0.schedule.rule = .step(every: 1, gamma: 0.5) }),
+            ("adamw-plateau", { $0.optimizer.rule = OptimizerRule(.adamw); $0.optimizer.lr = 1e-3; $0.optimizer.weightDecay = 0.01; $0.optimizer.decayScope = .weights; $0.schedule.rule = .plateau(patience: 0, factor: 0.5, min: 0) }),
+            ("rmsprop-clip-early", { $0.optimizer.rule = .rmsprop(alpha: 0.99, eps: 1e-8, momentum: 0.5); $0.optimizer.lr = 1e-3; $0.optimizer.clipGradNorm = 0.5; $0.stopping = .after(patience: 3, monitor: .valAcc, minDelta: 0) }),
         ]
         for (name, edit) in variants {
             var c = config()
@@ -159,7 +159,7 @@ final class TrainerTests: XCTestCase {
                 XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys), name)
                 for (k, t) in a.tensors { XCTAssertEqual(t, b.tensors[k], "\(name): \(k) differs after resume") }
             }
-            if c.optimizer != .sgd || c.momentum != 0 { XCTAssertNotNil(a.tensors["optimizer.step"], name) }
+            if c.optimizer.rule != .sgd(momentum: 0, nesterov: false) { XCTAssertNotNil(a.tensors["optimizer.step"], name) }
             XCTAssertTrue(full.last!.fields.contains { $0.0 == "stopped" }, name)
         }
     }
@@ -170,10 +170,10 @@ final class TrainerTests: XCTestCase {
         for (model, trace) in [("dfn2", "last-sigmoid"), ("fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc", "last-tanh:output:unit=3")] {
             let plain = try run(config(model))
             var c = config(model)
-            c.trace = trace
-            c.traceEvery = 3
-            c.traceExamples = 40
-            c.evalEvery = 5
+            c.observation.trace = trace
+            c.observation.traceEvery = 3
+            c.observation.traceExamples = 40
+            c.observation.evalEvery = 5
             let observed = try run(c)
             let kinds = Set(observed.map(\.kind))
             XCTAssertEqual(kinds, ["config", "epoch", "trace", "eval", "summary"], model)
@@ -188,9 +188,9 @@ final class TrainerTests: XCTestCase {
     /// at the next step's check, as for a signal between steps.
     func testASignalDuringATraceEndsItBeforeItsRecord() throws {
         var c = config("dfn2", epochs: 1)
-        c.trace = "last-sigmoid"
-        c.traceEvery = 1
-        c.traceExamples = 40
+        c.observation.trace = "last-sigmoid"
+        c.observation.traceEvery = 1
+        c.observation.traceExamples = 40
         XCTAssertEqual(try run(c).filter { $0.kind == "trace" }.count, 8, "8 steps, a trace after each")
         // shouldStop's first call is before step 1; its second is inside step 1's trace.
         let stopped = try run(c, stopAtStep: 1)
@@ -201,9 +201,9 @@ final class TrainerTests: XCTestCase {
     /// uninterrupted one: the two halves put together are the whole.
     func testResumeKeepsTracingConsistent() throws {
         var c = config()
-        c.trace = "1:output"
-        c.traceEvery = 2
-        c.evalEvery = 3
+        c.observation.trace = "1:output"
+        c.observation.traceEvery = 2
+        c.observation.evalEvery = 3
         var whole = RunOutputs()
         whole.save = dir + "/t-whole.safetensors"
         let full = try run(c, outputs: whole)
@@ -223,42 +223,42 @@ final class TrainerTests: XCTestCase {
     /// The configuration survives the checkpoint's JSON exactly, and decodes bntrain 0.3's form.
     func testConfigRoundTripAndLegacyForm() throws {
         var c = config()
-        c.trainLimit = 250
+        c.data.trainLimit = 250
         c.seed = UInt64.max
-        c.bnRunningVar = .unbiased
-        c.batchNorm = false
+        c.model.bnRunningVar = .unbiased
+        c.model.batchNorm = false
         let back = try JSONDecoder().decode(RunConfig.self, from: JSONEncoder().encode(c))
         XCTAssertEqual(back, c)
         let legacy = #"{"version":"0.3.0","data":"Data/x","epochs":20,"batch":64,"lr":0.01,"hidden":12,"train_limit":"all","val_split":0.0,"shuffle":"none","batchnorm":"off","bn_momentum":0.9,"bn_eps":1e-05,"bn_running_var":"biased","init":"he","seed":"5","threads":1,"parameters":1}"#
         let old = try JSONDecoder().decode(RunConfig.self, from: Data(legacy.utf8))
-        XCTAssertEqual(old.model, "dfn2")
-        XCTAssertEqual(old.hidden, 12)
+        XCTAssertEqual(old.model.spec, "dfn2")
+        XCTAssertEqual(old.model.hidden, 12)
         XCTAssertEqual(try old.spec().canonical, "fc12-sigmoid-fc")
-        XCTAssertEqual(old.shuffle, .none)
-        XCTAssertEqual(old.initialization, "he")
-        XCTAssertNil(old.trainLimit)
+        XCTAssertEqual(old.data.shuffle, ShuffleMode.none)
+        XCTAssertEqual(old.model.initialization, "he")
+        XCTAssertNil(old.data.trainLimit)
         for bad in [#"{"batchnorm":"maybe"}"#, #"{"train_limit":"some"}"#, #"{"seed":"-1"}"#, #"{"lr":"fast"}"#] {
             XCTAssertThrowsError(try JSONDecoder().decode(RunConfig.self, from: Data(bad.utf8)), bad)
         }
         var out = RunConfig()
-        out.lr = -1
+        out.optimizer.lr = -1
         XCTAssertEqual(out.problem()?.key, .lr)
         out = RunConfig()
-        out.model = "mlp"
-        out.hidden = 30
+        out.model.spec = "mlp"
+        out.model.hidden = 30
         XCTAssertEqual(out.problem()?.key, .hidden)
     }
 
     /// Given flags that change a restored value are conflicts; per-invocation ones apply.
-    func testResumeConflictsAreDerivedFromTheEncoding() {
+    func testResumeConflictsAreDerivedFromTheEncoding() throws {
         let saved = config()
         typealias S = RunConfig.Setting
-        let (merged, conflicts) = RunConfig.resuming(saved, with: [
-            S(.epochs) { $0.epochs = 9 }, S(.lr) { $0.lr = 0.05 }, S(.model) { $0.model = "mlp" }, S(.threads) { $0.threads = 2 },
-            S(.batchNorm) { $0.batchNorm = false },
+        let (merged, conflicts) = try RunConfig.resuming(saved, with: [
+            S(.epochs) { $0.epochs = 9 }, S(.lr) { $0.optimizer.lr = 0.05 }, S(.model) { $0.model.spec = "mlp" }, S(.threads) { $0.kernels.threads = 2 },
+            S(.batchNorm) { $0.model.batchNorm = false },
         ])
         XCTAssertEqual(merged.epochs, 9)
-        XCTAssertEqual(merged.threads, 2)
+        XCTAssertEqual(merged.kernels.threads, 2)
         XCTAssertEqual(merged.model, saved.model)
         XCTAssertEqual(conflicts, ["--model mlp (checkpoint: fc16-bn-relu-dropout0.3-fc12-ln-tanh-fc)", "--no-batchnorm (checkpoint: batchnorm on)"])
     }
@@ -270,8 +270,8 @@ final class TrainerTests: XCTestCase {
         guard (try? Kernels(convolution: .onednn)) != nil else { throw XCTSkip("oneDNN (libdnnl.so.2) is not installed") }
         func make(_ conv: ConvolutionKernels, _ gemm: GEMMLibrary) throws -> (Trainer, RecordList) {
             var c = config("conv8k5p2-bn-relu-fc", epochs: 1)
-            c.conv = conv
-            c.gemm = gemm
+            c.kernels.conv = conv
+            c.kernels.gemm = gemm
             let sink = RecordList()
             return (try Trainer(config: c, outputs: RunOutputs(), dataset: dataset, sink: sink, diagnostics: { _ in }), sink)
         }
