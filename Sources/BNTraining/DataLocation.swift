@@ -41,11 +41,11 @@ public enum DataLocation {
         } catch let e as DataError {
             switch e {
             case .missingFolder where flag == nil:
-                throw fail("no dataset found: looked for \(defaults.map { "'\(root)/\($0)'" }.joined(separator: " and ")) under '\(FileManager.default.currentDirectoryPath)'; \(fetchHint), or pass --data DIR", code: ExitStatus.noInput)
-            case .missingFolder, .missingFile, .ambiguousFile: throw fail(e.description, code: ExitStatus.noInput)
-            case .notAFolder: throw fail(e.description, code: ExitStatus.usage)
-            case .unreadable, .notRegularFile: throw fail(e.description, code: ExitStatus.noInput)
-            default: throw fail(e.description, code: ExitStatus.dataError)
+                throw fail("no dataset found: looked for \(defaults.map { "'\(root)/\($0)'" }.joined(separator: " and ")) under '\(FileManager.default.currentDirectoryPath)'; \(fetchHint), or pass --data DIR", kind: .notFound)
+            case .missingFolder, .missingFile, .ambiguousFile: throw fail(e.description, kind: .notFound)
+            case .notAFolder: throw fail(e.description, kind: .usage)
+            case .unreadable, .notRegularFile: throw fail(e.description, kind: .notFound)
+            default: throw fail(e.description, kind: .badInput)
             }
         }
     }

@@ -1,31 +1,29 @@
-/// bntrain's exit codes (sysexits.h values where one fits). Documented in docs/output.md and `--help`.
-public enum ExitStatus {
-    public static let success: Int32 = 0
-    /// A flag is malformed or out of range (swift-argument-parser's ValidationError uses 64 too).
-    public static let usage: Int32 = 64
-    /// A data file is malformed: wrong magic, truncated, damaged gzip, counts disagree, ...
-    public static let dataError: Int32 = 65
-    /// The dataset folder or one of its files does not exist.
-    public static let noInput: Int32 = 66
+/// What kind of refusal a `Failure` is. The executable maps each kind to an exit code
+/// (`ExitStatus` in `Sources/bntrain`); the library knows nothing of processes.
+public enum FailureKind: Sendable, Equatable {
+    /// A setting (flag) is malformed, out of range or contradicts another.
+    case usage
+    /// A data or checkpoint file is malformed: wrong magic, truncated, damaged gzip, counts disagree, ...
+    case badInput
+    /// The dataset folder or one of its files, or a checkpoint, does not exist or is not a regular file.
+    case notFound
     /// Training stopped: the loss became NaN or infinite.
-    public static let diverged: Int32 = 70
+    case diverged
     /// An output file (checkpoint, metrics) cannot be created: checked before training.
-    public static let cannotWrite: Int32 = 73
+    case cannotWrite
     /// A write failed while running (a full disk under --metrics or --save, stdout on a full device).
-    public static let ioError: Int32 = 74
-
-    public static let helpText = "exit codes: 0 success, 64 usage error, 65 bad data or checkpoint file, 66 dataset or checkpoint not found or not a regular file, 70 training diverged (non-finite loss), 73 an output file cannot be created, 74 a write failed (disk full), 141 stdout closed (bntrain | head: ended by SIGPIPE, as Unix tools are), 130/143/131 interrupted by SIGINT/SIGTERM/SIGQUIT (after saving the checkpoint, with --save)"
+    case writeFailed
 }
 
-/// A refused run: `Entry.run` prints one `bntrain: error: <message>` line and exits with `code`.
+/// A refused run: one line saying what is wrong and how to fix it, and its kind.
 public struct Failure: Error, CustomStringConvertible {
     public let message: String
-    public let code: Int32
-    public init(message: String, code: Int32) {
+    public let kind: FailureKind
+    public init(message: String, kind: FailureKind) {
         self.message = message
-        self.code = code
+        self.kind = kind
     }
     public var description: String { message }
 }
 
-public func fail(_ message: String, code: Int32) -> Failure { Failure(message: message, code: code) }
+public func fail(_ message: String, kind: FailureKind) -> Failure { Failure(message: message, kind: kind) }

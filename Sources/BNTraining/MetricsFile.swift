@@ -33,10 +33,10 @@ public final class MetricsFile {
     /// `resumeEpoch`: keep existing epoch records up to this epoch, and step-wise records
     /// (trace, eval) up to `resumeStep`; nil: start afresh.
     public init(path: String, resumeEpoch: Int?, resumeStep: Int? = nil) throws {
-        guard let format = Format(path: path) else { throw fail("--metrics '\(path)' must end in .jsonl or .csv", code: ExitStatus.usage) }
+        guard let format = Format(path: path) else { throw fail("--metrics '\(path)' must end in .jsonl or .csv", kind: .usage) }
         self.path = path
         self.format = format
-        do { _ = try AtomicFile.resolve(path) } catch { throw fail("--metrics: \(error)", code: ExitStatus.cannotWrite) }
+        do { _ = try AtomicFile.resolve(path) } catch { throw fail("--metrics: \(error)", kind: .cannotWrite) }
         kept = []
         if let resumeEpoch, let text = try? String(contentsOfFile: path, encoding: .utf8) {
             kept = MetricsFile.records(in: text, format: format, upTo: resumeEpoch, step: resumeStep ?? Int.max)
@@ -64,19 +64,19 @@ public final class MetricsFile {
         if fd < 0 {
             // First record: replace the file with what is kept plus this record, atomically.
             do { try AtomicFile.write(Array((kept.map { $0 + "\n" }.joined() + text).utf8), to: path) } catch {
-                throw fail("--metrics: \(error)", code: ExitStatus.ioError)
+                throw fail("--metrics: \(error)", kind: .writeFailed)
             }
             kept = []
             let real = (try? AtomicFile.resolve(path)) ?? path
             fd = open(real, O_WRONLY | O_APPEND | O_CLOEXEC)
-            guard fd >= 0 else { throw fail("cannot write --metrics '\(path)': \(String(cString: strerror(errno)))", code: ExitStatus.ioError) }
+            guard fd >= 0 else { throw fail("cannot write --metrics '\(path)': \(String(cString: strerror(errno)))", kind: .writeFailed) }
             return
         }
         let bytes = Array(text.utf8)
         let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard n == bytes.count else {
             let reason = n < 0 ? String(cString: strerror(errno)) : "only \(n) of \(bytes.count) bytes written"
-            throw fail("cannot write --metrics '\(path)': \(reason)", code: ExitStatus.ioError)
+            throw fail("cannot write --metrics '\(path)': \(reason)", kind: .writeFailed)
         }
     }
 

@@ -8,8 +8,8 @@ public func readCheckpoint(_ path: String, flag: String) throws -> Checkpoint {
         return try Checkpoint.read(path: path)
     } catch let e as CheckpointError {
         // Missing, a link loop, a path through a file, not a regular file: 66 (no usable input).
-        if case let .unreadable(_, reason) = e { throw fail("\(flag) '\(path)': \(reason)", code: ExitStatus.noInput) }
-        throw fail(e.description, code: ExitStatus.dataError)
+        if case let .unreadable(_, reason) = e { throw fail("\(flag) '\(path)': \(reason)", kind: .notFound) }
+        throw fail(e.description, kind: .badInput)
     }
 }
 
@@ -23,8 +23,8 @@ public func loadModel(_ path: String, flag: String = "--model") throws -> (Check
         try checkpoint.load(into: net, path: path)
         return (checkpoint, net, model)
     } catch let e as CheckpointError {
-        throw fail(e.description, code: ExitStatus.dataError)
+        throw fail(e.description, kind: .badInput)
     } catch let e as ModelSpec.ParseError {
-        throw fail("checkpoint '\(path)': \(e.message)", code: ExitStatus.dataError)
+        throw fail("checkpoint '\(path)': \(e.message)", kind: .badInput)
     }
 }

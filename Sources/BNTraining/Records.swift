@@ -137,52 +137,15 @@ public final class RecordList: RecordSink {
     public func emit(_ r: Record) throws { records.append(r) }
 }
 
-/// Writes records to stdout in the chosen format, flushed per line so `tee` and `tail -f`
-/// see each epoch as it ends.
-public final class Report: RecordSink {
-    public let format: LogFormat
-    private var csvHeaderWritten = false
-
-    public init(format: LogFormat) { self.format = format }
-
-    public func emit(_ r: Record) throws {
-        switch format {
-        case .text: try writeLine(r.textLine)
-        case .jsonl: try writeLine(r.jsonLine)
-        case .csv:
-            if r.kind == "epoch" {
-                if !csvHeaderWritten {
-                    try writeLine(r.csvHeader)
-                    csvHeaderWritten = true
-                }
-                try writeLine(r.csvRow)
-            } else {
-                try writeLine("# " + r.textLine)
-            }
-        }
-    }
+/// A progress display the loop updates after each step (the executable's draws on a terminal).
+public protocol ProgressDisplay: AnyObject {
+    func step(epoch: Int, epochs: Int, batch: Int, batches: Int, lossSoFar: Double, examples: Int, epochStart: ContinuousClock.Instant)
+    /// Erases the display before a result or diagnostic is printed.
+    func clear()
 }
 
-/// Writes `text` and a newline to stdout and flushes, checking both: a failed write (a full
-/// device) is a `Failure` with exit 74 rather than records silently missing. A closed pipe
-/// (`bntrain | head`) raises SIGPIPE, which ends bntrain quietly as it ends other Unix tools.
-public func writeLine(_ text: String) throws {
-    try writeOut(text + "\n")
-}
-
-/// Writes `text` to stdout and flushes, checked (see `writeLine`).
-public func writeOut(_ text: String) throws {
-    if fputs(text, stdout) < 0 || fflush(stdout) != 0 {
-        let reason = String(cString: strerror(errno))
-        clearerr(stdout)
-        throw fail("cannot write to standard output: \(reason)", code: ExitStatus.ioError)
-    }
-}
-
-/// Diagnostics (stderr), one line each.
-public func note(_ message: String) {
-    FileHandle.standardError.write(Data("bntrain: \(escapingControlCharacters(message))\n".utf8))
-}
+/// The name of a signal in messages.
+public func signalName(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGQUIT ? "SIGQUIT" : "signal \(sig)" }
 
 /// A string as a logfmt value: as is when it is a plain token, else in double quotes with
 /// `\` and `"` escaped (and a newline as `\n`, so a record stays one line). Python's

@@ -60,7 +60,7 @@ public final class Trainer {
     public init(
         config: RunConfig, outputs: RunOutputs, dataset: Dataset, loadSeconds: Double = 0,
         resume: (checkpoint: Checkpoint, path: String)? = nil, initFrom: (checkpoint: Checkpoint, path: String)? = nil,
-        sink: RecordSink, diagnostics: @escaping (String) -> Void = note
+        sink: RecordSink, diagnostics: @escaping (String) -> Void = { _ in }
     ) throws {
         resumePath = resume?.path
         // A value restored from a checkpoint is named as the checkpoint's, not as a flag the
@@ -70,8 +70,8 @@ public final class Trainer {
             return key.flag
         }
         // A bad restored value is a bad checkpoint (65); a bad flag a usage error (64).
-        let code = { (key: ConfigKey) -> Int32 in resume != nil && key.restoredOnResume ? ExitStatus.dataError : ExitStatus.usage }
-        if let p = config.problem() { throw fail("\(origin(p.key)) \(p.message)", code: code(p.key)) }
+        let code = { (key: ConfigKey) -> FailureKind in resume != nil && key.restoredOnResume ? .badInput : .usage }
+        if let p = config.problem() { throw fail("\(origin(p.key)) \(p.message)", kind: code(p.key)) }
         self.config = config
         self.outputs = outputs
         self.dataset = dataset
@@ -83,10 +83,10 @@ public final class Trainer {
         let image = ImageShape(1, dataset.rows, dataset.cols)
         // Shapes and counts first: every size below is derived from them.
         do { _ = try spec.summary(inputs: dataset.featureCount, classes: dataset.classes, image: image) } catch let e as ModelSpec.ParseError {
-            throw fail("\(origin(.model)) \(e.message)", code: code(.model))
+            throw fail("\(origin(.model)) \(e.message)", kind: code(.model))
         }
         if let n = config.data.trainLimit, n > dataset.train.count {
-            throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", code: code(.trainLimit))
+            throw fail("\(origin(.trainLimit)) \(n) is larger than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count)", kind: code(.trainLimit))
         }
         // Independent streams, so that e.g. --train-limit does not change the initial weights.
         var subsetRNG = SplitMix64(seed: config.seed, stream: "subset")
@@ -95,13 +95,13 @@ public final class Trainer {
         let subset = randomSubset(total: dataset.train.count, limit: config.data.trainLimit, rng: &subsetRNG)
         (trainIndices, valIndices) = validationSplit(subset, fraction: config.data.valSplit, rng: &valRNG)
         if trainIndices.isEmpty {
-            throw fail("\(origin(.valSplit)) \(config.data.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", code: code(.valSplit))
+            throw fail("\(origin(.valSplit)) \(config.data.valSplit) leaves no training images out of \(subset.count); use a smaller fraction", kind: code(.valSplit))
         }
         if config.batch > trainIndices.count {
-            throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", code: code(.batch))
+            throw fail("\(origin(.batch)) \(config.batch) is larger than the \(trainIndices.count) training images; use at most \(trainIndices.count)", kind: code(.batch))
         }
         if outputs.saveBest && valIndices.isEmpty {
-            throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", code: ExitStatus.usage)
+            throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", kind: .usage)
         }
         // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
         dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
@@ -113,7 +113,7 @@ public final class Trainer {
         // The network's own kernels: what this trainer's config says, whatever else runs in
         // the process.
         do { kernels = try config.kernels.makeKernels() } catch let e as MatMul.ConfigurationError {
-            throw fail("\(e)", code: ExitStatus.usage)  // the message names the flag
+            throw fail("\(e)", kind: .usage)  // the message names the flag
         }
         var target: (spec: TraceSpec, index: Int, width: Int)?
         if let t = config.observation.trace {
@@ -125,7 +125,7 @@ public final class Trainer {
                 let preActivation = (ts.side == .output && spec.mayFuseWithNext(index)) || (ts.side == .input && spec.mayFuseWithNext(index - 1))
                 if preActivation { options.fuse = false }
             } catch let e as ModelSpec.ParseError {
-                throw fail("\(origin(.trace)) \(e.message)", code: code(.trace))
+                throw fail("\(origin(.trace)) \(e.message)", kind: code(.trace))
             }
         }
         // Refuse, before allocating, a model that cannot fit (sizes are bounded, so the estimate
@@ -145,14 +145,14 @@ public final class Trainer {
         if needed > Double(available) / 2 {
             let traced = traceFloats > 0 ? " and \(origin(.trace)) of \(traceExamples) examples (\(Memory.describe(Int(min(4 * traceFloats, 9e18)))))" : ""
             let fix = traceFloats > 0 ? "use narrower layers, a smaller batch, fewer \(origin(.traceExamples)) or another traced layer" : "use narrower layers or a smaller batch"
-            throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch)\(traced) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); \(fix)", code: ExitStatus.usage)
+            throw fail("\(origin(.model)) '\(spec.canonical)' with \(origin(.batch)) \(config.batch)\(traced) needs about \(Memory.describe(Int(min(needed, 9e18)))) for its weights and activations, more than half of this machine's \(Memory.describe(available)); \(fix)", kind: .usage)
         }
         do {
             network = try spec.build(
                 Float.self, inputs: dataset.featureCount, classes: dataset.classes, image: image, options: options,
                 kernels: kernels, rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
-            throw fail("--model \(e.message)", code: ExitStatus.usage)
+            throw fail("--model \(e.message)", kind: .usage)
         }
         if let target {
             // The network layer computing the traced spec layer (the builder records which).
@@ -178,7 +178,7 @@ public final class Trainer {
                 network.randomStream.generator.state = state.dropoutState
                 try c.loadOptimizer(optimizer, network: network, path: path)
                 if let saved = c.metadata["bntrain.data_identity"], saved != dataIdentity, !outputs.allowDataChange {
-                    throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data.folder ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", code: ExitStatus.usage)
+                    throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data.folder ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", kind: .usage)
                 }
                 let batches = (trainIndices.count + config.batch - 1) / config.batch
                 guard state.step < batches else {
@@ -190,10 +190,10 @@ public final class Trainer {
                 try c.load(into: network, path: path, requireBuffers: false)
             }
         } catch let e as CheckpointError {
-            throw fail(e.description, code: ExitStatus.dataError)
+            throw fail(e.description, kind: .badInput)
         }
         if state.epoch >= config.epochs {
-            throw fail("'\(resume?.path ?? "")' has already trained \(state.epoch) epochs; pass --epochs greater than \(state.epoch) to continue", code: ExitStatus.usage)
+            throw fail("'\(resume?.path ?? "")' has already trained \(state.epoch) epochs; pass --epochs greater than \(state.epoch) to continue", kind: .usage)
         }
     }
 
@@ -275,13 +275,13 @@ public final class Trainer {
             try Checkpoint(network: network, spec: spec, options: config.model.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer).write(to: path)
             wroteCheckpoint = true
         } catch {
-            throw fail("\(error)", code: ExitStatus.ioError)
+            throw fail("\(error)", kind: .writeFailed)
         }
     }
 
     /// Trains from the current state to `config.epochs`. Emits the config record, one record
     /// per epoch and a summary. `shouldStop` is polled between steps (a pending signal).
-    public func run(progress: Progress? = nil, shouldStop: () -> Int32? = { nil }) throws {
+    public func run(progress: ProgressDisplay? = nil, shouldStop: () -> Int32? = { nil }) throws {
         let clock = ContinuousClock()
         let c = config
         let batches = Batches(self)
@@ -329,7 +329,7 @@ public final class Trainer {
                 let loss = network.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip)
                 guard loss.isFinite else {
                     progress?.clear()
-                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.optimizer.lr))", code: ExitStatus.diverged)
+                    throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.optimizer.lr))", kind: .diverged)
                 }
                 lossSum += loss * Double(n)
                 seen += n
@@ -381,7 +381,7 @@ public final class Trainer {
     /// A signal between steps: saves `here` (the state before the interrupted step) when the
     /// run saves, says where it stopped and how to continue, and ends the run.
     func stop(signal sig: Int32, at here: TrainingState, batches: Int) throws -> Never {
-        var message = "interrupted by \(Interruption.name(sig)) at epoch \(here.epoch + 1), step \(here.step) of \(batches)"
+        var message = "interrupted by \(signalName(sig)) at epoch \(here.epoch + 1), step \(here.step) of \(batches)"
         if let save = outputs.save, outputs.saveBest {
             // The file holds the best epoch; the interrupted state must not replace it.
             message += here.bestValEpoch > 0 ? "; '\(save)' keeps the best epoch (\(here.bestValEpoch)); the interrupted state was not saved (--save-best)" : "; nothing saved yet (--save-best writes when validation accuracy improves)"

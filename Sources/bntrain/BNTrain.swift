@@ -18,49 +18,58 @@ extension EarlyStopping.Monitor: ExpressibleByArgument {}
 extension LogFormat: ExpressibleByArgument {}
 extension ReportFormat: ExpressibleByArgument {}
 
-/// `bntrain [flags]` trains; `bntrain eval ...`, `bntrain predict ...` and `bntrain summary ...`
-/// are separate commands dispatched by name, so that each keeps its own flags (`--log-format`,
-/// `--model`, ...) without the trainer's flags capturing them.
+/// The command tree: `train` (the default, so `bntrain --epochs 20` trains), `eval`,
+/// `predict`, `summary` and `gradcheck`, each with its own flags.
+struct Root: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bntrain",
+        abstract: BNTrain.configuration.abstract,
+        version: bntrainVersion,
+        subcommands: [BNTrain.self, EvalCommand.self, PredictCommand.self, SummaryCommand.self, GradcheckCommand.self],
+        defaultSubcommand: BNTrain.self
+    )
+}
+
 @main
 enum Entry {
     static func main() {
-        let args = Array(CommandLine.arguments.dropFirst())
+        var args = Array(CommandLine.arguments.dropFirst())
         Interruption.quitQuietly()  // training installs its saving handler in its place
-        switch args.first {
-        case "eval": run(EvalCommand.self, Array(args.dropFirst()))
-        case "predict": run(PredictCommand.self, Array(args.dropFirst()))
-        case "summary": run(SummaryCommand.self, Array(args.dropFirst()))
-        case "gradcheck": run(GradcheckCommand.self, Array(args.dropFirst()))
-        default: run(BNTrain.self, args)
-        }
+        // `bntrain --help` is training's help: the flags users run most, grouped by topic,
+        // with the other commands named in its discussion.
+        if args == ["--help"] || args == ["-h"] { args = ["train", "--help"] }
+        // `bntrain help [COMMAND]`, as git and swift have it.
+        if args.first == "help" { args = (args.count > 1 ? Array(args.dropFirst()) : ["train"]) + ["--help"] }
+        run(args)
     }
 
     /// Parses and runs one command. `--help` and `--version` print to stdout; a usage error
     /// becomes one `bntrain: error: ...` line on stderr (not swift-argument-parser's
     /// multi-line message with the usage block) and exit 64; a `Failure` thrown by `run`
     /// becomes its one line and its exit code; an interruption exits 128 + signal.
-    static func run<Command: ParsableCommand>(_ type: Command.Type, _ args: [String]) -> Never {
+    static func run(_ args: [String]) -> Never {
         do {
-            var command = try type.parseAsRoot(args)
+            var command = try Root.parseAsRoot(args)
             try command.run()
             exit(0)
         } catch let f as Failure {
             FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(f.message))\n".utf8))
-            exit(f.code)
+            exit(ExitStatus.code(for: f.kind))
         } catch let TrainingStop.interrupted(signal) {
             exit(128 + signal)
         } catch {
-            let code = type.exitCode(for: error)
+            let code = Root.exitCode(for: error)
             if code == .success {
-                print(type.fullMessage(for: error))
+                print(Root.fullMessage(for: error))
                 exit(0)
             }
-            let message = type.message(for: error)
+            let message = Root.message(for: error)
                 .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
                 .joined(separator: "; ")
             let trimmed = message.hasSuffix(".") ? String(message.dropLast()) : message
             if !trimmed.isEmpty {
-                let name = type.configuration.commandName ?? "bntrain"
+                let sub = ["eval", "predict", "summary", "gradcheck"].first { $0 == args.first ?? "" }
+                let name = "bntrain" + (sub.map { " " + $0 } ?? "")
                 FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(trimmed)); see '\(name) --help'\n".utf8))
             }
             exit(code.rawValue)
@@ -333,7 +342,7 @@ struct CheckpointOptions: ParsableArguments {
 
 struct BNTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bntrain",
+        commandName: "train",
         abstract: "Train an MNIST-style image classifier (fully connected or convolutional, described by --model; batch norm by default) on IDX data.",
         discussion: """
             Default model: dfn2, fc200-sigmoid-bn-fc (Dense -> Sigmoid -> BatchNorm1D -> Dense -> softmax \
@@ -341,6 +350,7 @@ struct BNTrain: ParsableCommand {
             record (--log-format text, jsonl or csv; documented in docs/output.md); diagnostics go to stderr.
             BatchNorm convention: running = m*running + (1-m)*batch with m = --bn-momentum (PyTorch's momentum=0.1 \
             is m=0.9); running_var takes the biased batch variance unless --bn-running-var unbiased (PyTorch's choice).
+            'bntrain --epochs 20' is 'bntrain train --epochs 20': train is the default command. \
             Other commands: 'bntrain summary --model SPEC' (layers, shapes, parameters, FLOPs), 'bntrain gradcheck --model SPEC' \
             (every layer's gradients against finite differences), 'bntrain eval --model FILE' \
             (test loss, accuracy, per-class accuracy, confusion matrix) and 'bntrain predict --model FILE --images FILE'; \

@@ -9,7 +9,7 @@ import Foundation
 /// `bntrain eval`: a saved model on a dataset's test split.
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bntrain eval",
+        commandName: "eval",
         abstract: "Evaluate a saved model on a dataset's test images: loss, accuracy, per-class accuracy, confusion matrix.",
         discussion: ExitStatus.helpText)
 
@@ -44,10 +44,10 @@ struct EvalCommand: ParsableCommand {
         if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }
         let (folder, dataset) = try DataLocation.load(dataFlag)
         if let why = stored.misfit(rows: dataset.rows, cols: dataset.cols) {
-            throw fail("model '\(model)' \(why) but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", code: ExitStatus.dataError)
+            throw fail("model '\(model)' \(why) but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", kind: .badInput)
         }
         do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
-            throw fail(e.description + " (the model has \(stored.classes) classes)", code: ExitStatus.dataError)
+            throw fail(e.description + " (the model has \(stored.classes) classes)", kind: .badInput)
         }
         let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch ?? Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes), dataset.test.count))
         let c = stored.classes

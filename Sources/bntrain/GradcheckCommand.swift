@@ -7,7 +7,7 @@ import Foundation
 /// `bntrain gradcheck`: the model's gradients against finite differences, layer by layer.
 struct GradcheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bntrain gradcheck",
+        commandName: "gradcheck",
         abstract: "Check a model's gradients layer by layer against central finite differences, in Double.",
         discussion: """
             Builds the model in Double, one layer per spec token (nothing fused), takes a small batch (the first \
@@ -80,7 +80,7 @@ struct GradcheckCommand: ParsableCommand {
         let needed = GradientCheckRun.memoryNeeded(spec: spec, inputs: inputs, image: image, classes: classes, batch: x.rows)
         let available = Memory.physicalBytes
         if needed > Double(available) / 2 {
-            throw fail("--model '\(spec.canonical)' with --batch \(x.rows) needs about \(Memory.describe(Int(min(needed, 9e18)))) in Double for its weights, activations and gradients, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller --batch", code: ExitStatus.usage)
+            throw fail("--model '\(spec.canonical)' with --batch \(x.rows) needs about \(Memory.describe(Int(min(needed, 9e18)))) in Double for its weights, activations and gradients, more than half of this machine's \(Memory.describe(available)); use narrower layers or a smaller --batch", kind: .usage)
         }
         var options = BuildOptions()
         options.fuse = false
@@ -89,13 +89,13 @@ struct GradcheckCommand: ParsableCommand {
         do {
             net = try spec.build(Double.self, inputs: inputs, classes: classes, image: image, options: options, rng: &initRNG, dropoutRNG: SplitMix64(seed: seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
-            throw fail("--model \(e.message)", code: ExitStatus.usage)
+            throw fail("--model \(e.message)", kind: .usage)
         }
         GradientCheckRun.moveGainsAndShifts(net, rng: &rng)
         let plan = GradientCheckRun.plan(net, x: x, samples: full ? nil : samples)
         let estimate = Value.number(plan.seconds, digits: plan.seconds < 10 ? 1 : 0).text
         if plan.seconds > maxSeconds {
-            throw fail("gradcheck of '\(spec.canonical)' takes \(plan.differences) differences, about \(estimate) s here, more than --max-seconds \(Value.number(maxSeconds, digits: 0).text); pass --max-seconds \(Int(plan.seconds * 1.5) + 1) to run it\(full ? ", or drop --full" : ", or lower --samples")", code: ExitStatus.usage)
+            throw fail("gradcheck of '\(spec.canonical)' takes \(plan.differences) differences, about \(estimate) s here, more than --max-seconds \(Value.number(maxSeconds, digits: 0).text); pass --max-seconds \(Int(plan.seconds * 1.5) + 1) to run it\(full ? ", or drop --full" : ", or lower --samples")", kind: .usage)
         }
         note("gradcheck: \(plan.differences) differences, about \(estimate) s")
         let report = Report(format: logFormat == .jsonl ? .jsonl : .text)

@@ -9,7 +9,7 @@ import Foundation
 /// `bntrain predict`: labels for the images of one IDX file.
 struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bntrain predict",
+        commandName: "predict",
         abstract: "Predict a label for every image of an IDX image file: one line per image with the label and its probability.",
         discussion: ExitStatus.helpText)
 
@@ -38,13 +38,13 @@ struct PredictCommand: ParsableCommand {
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {
             switch e {
-            case .unreadable, .notRegularFile: throw fail("--images: \(e.description)", code: ExitStatus.noInput)
+            case .unreadable, .notRegularFile: throw fail("--images: \(e.description)", kind: .notFound)
             default: break
             }
-            throw fail(e.description, code: ExitStatus.dataError)
+            throw fail(e.description, kind: .badInput)
         }
         if let why = stored.misfit(rows: set.rows, cols: set.cols) {
-            throw fail("model '\(model)' \(why) but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", code: ExitStatus.dataError)
+            throw fail("model '\(model)' \(why) but '\(images)' has \(set.rows)x\(set.cols) = \(set.featureCount)", kind: .badInput)
         }
         let chunk = Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes)
         let batch = Matrix<Float>(rows: 0, cols: set.featureCount, capacityRows: min(chunk, set.count))

@@ -8,7 +8,7 @@ import Foundation
 /// `model.summary()` or torchinfo); with no model, the presets.
 struct SummaryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bntrain summary",
+        commandName: "summary",
         abstract: "Describe a model: one line per layer (index, kind, output shape, parameters, forward FLOPs per example) and a total; with no --model, list the presets.",
         discussion: """
             FLOPs count one forward pass of one example in evaluation mode: a multiply-add is 2 (fc: 2*in*out + out), \
@@ -70,7 +70,7 @@ struct SummaryCommand: ParsableCommand {
         let spec = try self.spec.config(model: model).spec()
         let rows: [ModelSpec.LayerSummary]
         do { rows = try spec.summary(inputs: inputs, classes: classes, image: imageShape) } catch let e as ModelSpec.ParseError {
-            throw fail("--model \(e.message)", code: ExitStatus.usage)
+            throw fail("--model \(e.message)", kind: .usage)
         }
         for r in rows {
             try report.emit(Record("layer", [

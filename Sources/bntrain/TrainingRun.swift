@@ -17,7 +17,7 @@ struct TrainingRun {
             let saved = try savedConfig(of: c, path: path)
             let (merged, conflicts) = try checkedFlags { try RunConfig.resuming(saved, with: command.settings) }
             if !conflicts.isEmpty {
-                throw fail("--resume '\(path)' continues the saved run, but \(conflicts.joined(separator: ", ")) disagree\(conflicts.count == 1 ? "s" : "") with it; drop \(conflicts.count == 1 ? "that flag" : "those flags") to resume, or start a new run from its weights with --init-from", code: ExitStatus.usage)
+                throw fail("--resume '\(path)' continues the saved run, but \(conflicts.joined(separator: ", ")) disagree\(conflicts.count == 1 ? "s" : "") with it; drop \(conflicts.count == 1 ? "that flag" : "those flags") to resume, or start a new run from its weights with --init-from", kind: .usage)
             }
             config = merged
             resume = (c, path)
@@ -33,7 +33,7 @@ struct TrainingRun {
         // Output paths are checked before any work, not after 20 epochs.
         for (flag, path) in [("--save", outputs.save), ("--metrics", outputs.metrics)] {
             if let path, let problem = AtomicFile.checkWritable(path) {
-                throw fail("\(flag): \(problem); choose a writable path", code: ExitStatus.cannotWrite)
+                throw fail("\(flag): \(problem); choose a writable path", kind: .cannotWrite)
             }
         }
         let initFrom = try command.modelOptions.initFrom.map { (checkpoint: try readCheckpoint($0, flag: "--init-from"), path: $0) }
@@ -45,7 +45,7 @@ struct TrainingRun {
         config.data.folder = folder
         let trainer = try Trainer(
             config: config, outputs: outputs, dataset: dataset, loadSeconds: (clock.now - loadStarted).seconds,
-            resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat))
+            resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat), diagnostics: note)
         if let r = resume { note("resuming '\(r.path)' after epoch \(trainer.state.epoch) of \(config.epochs); configuration taken from the checkpoint") }
         Interruption.install()
         try trainer.run(progress: Progress(quiet: command.output.quiet), shouldStop: { Interruption.requested })
@@ -60,16 +60,16 @@ struct TrainingRun {
     /// The configuration stored in a checkpoint, validated as flags are.
     func savedConfig(of c: Checkpoint, path: String) throws -> RunConfig {
         guard let text = c.metadata["bntrain.config"] else {
-            throw fail("'\(path)' has no bntrain training state (was it written by bntrain --save?); use --init-from to start from its weights", code: ExitStatus.dataError)
+            throw fail("'\(path)' has no bntrain training state (was it written by bntrain --save?); use --init-from to start from its weights", kind: .badInput)
         }
         let saved: RunConfig
         do { saved = try JSONDecoder().decode(RunConfig.self, from: Data(text.utf8)) } catch let p as ConfigProblem {
-            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", code: ExitStatus.dataError)
+            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", kind: .badInput)
         } catch {
-            throw fail("checkpoint '\(path)': its bntrain.config is unusable (\(describe(error))); use --init-from to start from its weights", code: ExitStatus.dataError)
+            throw fail("checkpoint '\(path)': its bntrain.config is unusable (\(describe(error))); use --init-from to start from its weights", kind: .badInput)
         }
         if let p = saved.problem() {
-            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", code: ExitStatus.dataError)
+            throw fail("checkpoint '\(path)': its configuration's \(p.key.name) \(p.message)", kind: .badInput)
         }
         return saved
     }
@@ -78,7 +78,7 @@ struct TrainingRun {
 /// A flag that does not apply to the run (a parameter of another optimizer or schedule) is a
 /// usage error naming the flag.
 func checkedFlags<R>(_ body: () throws -> R) throws -> R {
-    do { return try body() } catch let p as ConfigProblem { throw fail(p.description, code: ExitStatus.usage) }
+    do { return try body() } catch let p as ConfigProblem { throw fail(p.description, kind: .usage) }
 }
 
 /// A decoding error in one line: the key and what was wrong.

@@ -117,6 +117,28 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `train` is the default subcommand: `bntrain FLAGS` and `bntrain train FLAGS` are one
+    /// run; `bntrain --help` is training's help and names the commands; `bntrain help CMD`
+    /// is that command's help; a usage error points at the command's own help.
+    func testTrainIsTheDefaultSubcommand() throws {
+        let flags = ["--data", dir + "/tiny", "--epochs", "1", "--seed", "3", "--quiet"]
+        let stable = { (out: String) in out.split(separator: "\n").filter { !$0.hasPrefix("config") }.map { $0.split(separator: " ").filter { !$0.contains("seconds") }.joined(separator: " ") } }
+        let plain = try bntrain(flags), named = try bntrain(["train"] + flags)
+        XCTAssertEqual(plain.status, 0)
+        XCTAssertEqual(named.status, 0)
+        XCTAssertEqual(stable(named.stdout), stable(plain.stdout))
+        XCTAssertTrue(stable(plain.stdout).last?.hasPrefix("summary") ?? false)
+        let help = try bntrain(["--help"])
+        XCTAssertTrue(help.stdout.contains("--epochs"))
+        for command in ["summary", "gradcheck", "eval", "predict"] { XCTAssertTrue(help.stdout.contains("bntrain \(command)"), command) }
+        XCTAssertEqual(try bntrain(["train", "--help"]).stdout, help.stdout)
+        let evalHelp = try bntrain(["help", "eval"])
+        XCTAssertEqual(evalHelp.status, 0)
+        XCTAssertTrue(evalHelp.stdout.contains("USAGE: bntrain eval --model <file>"), evalHelp.stdout)
+        assertOneLineError(try bntrain(["summary", "--bogus"]), code: 64, mentions: ["--bogus", "bntrain summary --help"])
+        XCTAssertTrue(try bntrain(["--version"]).stdout.hasPrefix("0."))
+    }
+
     /// --model's help names every preset and every layer kind, from the same lists the
     /// parser uses; the overview does not call every model an MLP.
     func testModelHelpNamesEveryPresetAndLayerKind() throws {

@@ -1,3 +1,4 @@
+import BNTraining
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,8 +12,8 @@ nonisolated(unsafe) var pendingSignal: Int32 = 0
 /// 143 for SIGTERM, 131 for SIGQUIT, which the Swift runtime would otherwise answer with a
 /// crash report and let the run carry on). A second signal while that happens exits at once, with the same code; files are
 /// written atomically, so that never leaves a half-written one.
-public enum Interruption {
-    public static func install() {
+enum Interruption {
+    static func install() {
         pendingSignal = 0  // initialise the global before any handler can run
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
@@ -21,13 +22,13 @@ public enum Interruption {
 
     /// For commands with nothing to save (eval, predict, summary, gradcheck): SIGQUIT ends the
     /// process at once with 131, quietly, as SIGINT and SIGTERM do by default.
-    public static func quitQuietly() {
+    static func quitQuietly() {
         signal(SIGQUIT, quietExit)
     }
 
-    public static var requested: Int32? { pendingSignal == 0 ? nil : pendingSignal }
+    static var requested: Int32? { pendingSignal == 0 ? nil : pendingSignal }
 
-    public static func name(_ sig: Int32) -> String { sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGQUIT ? "SIGQUIT" : "signal \(sig)" }
+    static func name(_ sig: Int32) -> String { signalName(sig) }
 }
 
 private let handler: @convention(c) (Int32) -> Void = { sig in

@@ -1,3 +1,4 @@
+import BNTraining
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -6,20 +7,20 @@ import Glibc
 /// A one-line progress display on stderr (batches done, loss, examples/s, ETA), drawn only
 /// when stderr is a terminal and --quiet is off, at most ten times a second. Redirected
 /// output never receives a carriage return.
-public final class Progress {
-    public let enabled: Bool
+final class Progress: ProgressDisplay {
+    let enabled: Bool
     private let clock = ContinuousClock()
     private var lastDraw: ContinuousClock.Instant
     private var drawn = false
 
-    public init(quiet: Bool) {
+    init(quiet: Bool) {
         enabled = !quiet && isatty(STDERR_FILENO) == 1
         lastDraw = clock.now
     }
 
     /// Called after each step; cheap when nothing is drawn.
     @inline(__always)
-    public func step(epoch: Int, epochs: Int, batch: Int, batches: Int, lossSoFar: Double, examples: Int, epochStart: ContinuousClock.Instant) {
+    func step(epoch: Int, epochs: Int, batch: Int, batches: Int, lossSoFar: Double, examples: Int, epochStart: ContinuousClock.Instant) {
         guard enabled else { return }
         let now = clock.now
         guard now - lastDraw >= .milliseconds(100) else { return }
@@ -33,7 +34,7 @@ public final class Progress {
     }
 
     /// Erases the line before a result or diagnostic is printed.
-    public func clear() {
+    func clear() {
         guard enabled, drawn else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         drawn = false
