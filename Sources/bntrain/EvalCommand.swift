@@ -13,8 +13,7 @@ struct EvalCommand: ParsableCommand {
         abstract: "Evaluate a saved model on a dataset's test images: loss, accuracy, per-class accuracy, confusion matrix.",
         discussion: ExitStatus.helpText)
 
-    @Option(help: ArgumentHelp("A safetensors checkpoint written by bntrain --save (or with the same tensor names).", valueName: "file"))
-    var model: String
+    @OptionGroup var saved: SavedModelOptions
 
     @Option(help: ArgumentHelp("Dataset folder or name, as for training. Default: the checkpoint's dataset if it exists, else Data/mnist or Data/fashion-mnist.", valueName: "dir|name"))
     var data: String?
@@ -22,23 +21,19 @@ struct EvalCommand: ParsableCommand {
     @Option(help: ArgumentHelp("text (key=value lines) or jsonl (one JSON object).", valueName: "text|jsonl"))
     var logFormat: ReportFormat = .text
 
-    @Option(help: "BLAS threads.")
-    var threads = 1
-
     @Option(help: "Batch size of the pass (memory and speed only). Default: automatic, 1000 images or fewer for wide convolutional nets.")
     var evalBatch: Int?
 
     func validate() throws {
         var c = RunConfig()
-        c.kernels.threads = threads
         c.kernels.evalBatch = evalBatch ?? 0
         if evalBatch == 0 { throw ValidationError("--eval-batch must be from 1 to \(1 << 24) (got 0); leave it out for automatic") }
-        try c.checkFlags([.threads, .evalBatch])
+        try c.checkFlags([.evalBatch])
     }
 
     func run() throws {
-        BLASKernel.reexecIfUndetected(threads: threads)
-        MatMul.setThreads(threads)
+        saved.prepareKernels()
+        let model = saved.model
         let (checkpoint, net, stored) = try loadModel(model)
         var dataFlag = data
         if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }

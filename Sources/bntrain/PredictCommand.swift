@@ -13,8 +13,7 @@ struct PredictCommand: ParsableCommand {
         abstract: "Predict a label for every image of an IDX image file: one line per image with the label and its probability.",
         discussion: ExitStatus.helpText)
 
-    @Option(help: ArgumentHelp("A safetensors checkpoint written by bntrain --save.", valueName: "file"))
-    var model: String
+    @OptionGroup var saved: SavedModelOptions
 
     @Option(help: ArgumentHelp("An IDX image file (magic 2051), raw or gzipped.", valueName: "file"))
     var images: String
@@ -22,18 +21,9 @@ struct PredictCommand: ParsableCommand {
     @Option(help: ArgumentHelp("text (index=.. label=.. prob=.. lines), jsonl, or csv (an index,label,prob header, then one row per image).", valueName: "text|jsonl|csv"))
     var logFormat: LogFormat = .text
 
-    @Option(help: "BLAS threads.")
-    var threads = 1
-
-    func validate() throws {
-        var c = RunConfig()
-        c.kernels.threads = threads
-        try c.checkFlags([.threads])
-    }
-
     func run() throws {
-        BLASKernel.reexecIfUndetected(threads: threads)
-        MatMul.setThreads(threads)
+        saved.prepareKernels()
+        let model = saved.model
         let (_, net, stored) = try loadModel(model)
         let set: ImageSet
         do { set = try IDX.readImages(path: images) } catch let e as DataError {
