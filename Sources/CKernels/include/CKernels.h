@@ -98,4 +98,18 @@ void bn_sort_f32(float *v, float *scratch, size_t n);
 /// run's config record).
 int bn_kernels_avx512(void);
 
+/// A reusable barrier for `parties` threads that polls `spins` times, then sleeps.
+/// NULL when parties < 1 or memory runs out.
+typedef struct bn_barrier bn_barrier;
+bn_barrier *bn_barrier_create(int parties, long spins);
+void bn_barrier_wait(bn_barrier *barrier);
+void bn_barrier_destroy(bn_barrier *barrier);
+/// Lowers the party count before the caller arrives (a team whose threads did not all start).
+void bn_barrier_set_parties(bn_barrier *barrier, int parties);
+
+/// dst[i] += srcs[0][i], then srcs[1][i], ... for i in [begin, end): a fixed summation order
+/// per element, whatever range a caller takes.
+void bn_sum_shards_f32(float *dst, const float *const *srcs, long shards, long begin, long end);
+void bn_sum_shards_f64(double *dst, const double *const *srcs, long shards, long begin, long end);
+
 #endif

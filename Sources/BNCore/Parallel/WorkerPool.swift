@@ -1,0 +1,134 @@
+import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fixed team of `count` workers that run one body together, for data-parallel steps.
+///
+/// The calling thread is worker 0; workers 1 ..< count are threads started once, at `init`,
+/// and parked between runs on a barrier that spins briefly, then sleeps. `run` hands every
+/// worker the same body and returns when all have finished it; inside the body, `barrier()`
+/// synchronises the team (for the phases of a synchronised batch norm). Nothing is allocated
+/// per run: the body is passed as a pointer to the caller's closure, valid for the run.
+public final class WorkerPool {
+    public let count: Int
+
+    /// State the threads share with the pool; each thread holds a strong reference.
+    final class Team {
+        let count: Int
+        let gate: OpaquePointer  // start and end of every run: count parties
+        let step: OpaquePointer  // barrier() inside a body
+        var body: UnsafeRawPointer?  // points at a ((Int) -> Void) for the current run
+        var stopping = false
+        let setup: (Int) -> Void
+
+        init?(count: Int, spins: Int, setup: @escaping (Int) -> Void) {
+            guard let g = bn_barrier_create(Int32(count), spins) else { return nil }
+            guard let s = bn_barrier_create(Int32(count), spins) else {
+                bn_barrier_destroy(g)
+                return nil
+            }
+            self.count = count
+            gate = g
+            step = s
+            self.setup = setup
+        }
+
+        deinit {
+            bn_barrier_destroy(gate)
+            bn_barrier_destroy(step)
+        }
+
+        /// Calls the run's body; any copy of the closure ends with this call, before the
+        /// worker reaches the gate, so `run`'s non-escaping closure has not escaped.
+        @inline(never)
+        static func invoke(_ body: UnsafeRawPointer, _ worker: Int) {
+            body.assumingMemoryBound(to: ((Int) -> Void).self).pointee(worker)
+        }
+
+        /// A worker thread's life: wait at the gate, run the body, wait at the gate, again.
+        func serve(_ worker: Int) {
+            setup(worker)
+            while true {
+                bn_barrier_wait(gate)
+                if stopping { return }
+                Team.invoke(body!, worker)
+                bn_barrier_wait(gate)
+            }
+        }
+    }
+
+    final class Start {
+        let team: Team
+        let worker: Int
+        init(team: Team, worker: Int) {
+            self.team = team
+            self.worker = worker
+        }
+    }
+
+    private let team: Team
+    private var threads: [pthread_t] = []
+
+    /// `count` workers (>= 1). `spins`: how many times a waiting worker polls before it
+    /// sleeps; a few thousand polls cover a step's imbalance without burning a core that
+    /// another process needs. `setup(worker)` runs once on each worker's own thread, the
+    /// caller's included (to give it single-threaded kernels). Nil if threads cannot start.
+    public init?(workers count: Int, spins: Int = 4000, setup: @escaping (Int) -> Void = { _ in }) {
+        precondition(count >= 1, "a pool needs at least one worker")
+        guard let team = Team(count: count, spins: spins, setup: setup) else { return nil }
+        self.count = count
+        self.team = team
+        setup(0)
+        for w in 1..<max(count, 1) {
+            let start = Unmanaged.passRetained(Start(team: team, worker: w))
+            var tid = pthread_t()
+            let rc = pthread_create(&tid, nil, { arg in
+                let s = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
+                s.team.serve(s.worker)
+                return nil
+            }, start.toOpaque())
+            if rc != 0 {
+                start.release()
+                stopThreads()
+                return nil
+            }
+            threads.append(tid)
+        }
+    }
+
+    deinit { stopThreads() }
+
+    /// Parks the started threads for good and joins them. When not every thread started,
+    /// the gate is first cut down to the caller and the threads that did.
+    private func stopThreads() {
+        guard !threads.isEmpty else { return }
+        team.stopping = true
+        if threads.count < count - 1 { bn_barrier_set_parties(team.gate, Int32(threads.count + 1)) }
+        bn_barrier_wait(team.gate)
+        for t in threads { pthread_join(t, nil) }
+        threads.removeAll()
+    }
+
+    /// Runs `body(worker)` on every worker, the caller as worker 0, and returns when all are done.
+    public func run(_ body: (Int) -> Void) {
+        if count == 1 {
+            body(0)
+            return
+        }
+        withoutActuallyEscaping(body) { f in
+            withUnsafePointer(to: f) { p in
+                team.body = UnsafeRawPointer(p)
+                bn_barrier_wait(team.gate)
+                f(0)
+                bn_barrier_wait(team.gate)
+                team.body = nil
+            }
+        }
+    }
+
+    /// Inside a `run` body: returns once every worker has reached it.
+    public func barrier() {
+        if count > 1 { bn_barrier_wait(team.step) }
+    }
+}
