@@ -16,6 +16,9 @@
 //   train_step seconds_per_epoch=...    Network.trainStep on random data, `steps` times
 //   overhead ratio=train_step/gemm_step
 //   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
+//   bnbench --barrier: the worker pool's costs instead (docs/parallel.md), one line each:
+//   barrier workers=2 spins=4000 ns_per_barrier=...   pool.barrier() inside one run
+//   pool_run workers=2 spins=4000 ns_per_run=...      an empty pool.run, start to finish
 // Each figure is the best of `repeats` runs (least disturbed by the rest of the machine).
 // --shapes 0 skips the per-shape and square lines (a quick A/B of the step between builds).
 import BNCore
@@ -40,6 +43,10 @@ var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas, convolution = ConvolutionKernels.auto  // bntrain's defaults
 var optimizerSettings = OptimizerSettings()
 var argv = CommandLine.arguments.dropFirst()
+if argv.first == "--barrier" {
+    benchmarkBarrier()
+    exit(0)
+}
 let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>]"
 while let a = argv.popFirst() {
     if a == "--help" || a == "-h" {
@@ -312,3 +319,32 @@ if let dnnl {
     }
 }
 print(squareLine)
+
+/// Best of 5 timings of 20,000 barriers and of 20,000 empty runs, for teams of 2 and 4.
+func benchmarkBarrier() {
+    func clock() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+    let rounds = 20_000
+    for workers in [2, 4] {
+        for spins in [4000, 0] {
+            guard let pool = WorkerPool(workers: workers, spins: spins) else {
+                FileHandle_stderr("bnbench: error: cannot start \(workers) threads\n")
+                exit(71)
+            }
+            var barrier = Double.infinity, run = Double.infinity
+            for _ in 0..<5 {
+                var t = clock()
+                pool.run { _ in for _ in 0..<rounds { pool.barrier() } }
+                barrier = min(barrier, (clock() - t) / Double(rounds))
+                t = clock()
+                for _ in 0..<rounds { pool.run { _ in } }
+                run = min(run, (clock() - t) / Double(rounds))
+            }
+            print("barrier workers=\(workers) spins=\(spins) ns_per_barrier=\(Int(barrier * 1e9))")
+            print("pool_run workers=\(workers) spins=\(spins) ns_per_run=\(Int(run * 1e9))")
+        }
+    }
+}
