@@ -9,7 +9,14 @@ images for 2 epochs print the same summary, to the last digit, under every famil
 SGD and Adam, mlp with momentum 0.9, and a LayerNorm + dropout net. RMSprop divides by
 sqrt(v): where a gradient is rounding noise it turns those last bits into lr-sized steps, so
 under families that round products differently its summary agrees to 1e-4 only (measured:
-final test loss 0.699880 against 0.699890 on an AMD EPYC, Zen 1)."""
+final test loss 0.699880 against 0.699890 on an AMD EPYC, Zen 1), and on Zen 4 it does so
+between fused families too (0.699880 under Haswell, 0.699895 under Cooperlake).
+
+Found on an AMD EPYC Zen 4 (family 25 model 17), OpenBLAS 0.3.21: SkylakeX rounds some of
+mlp's products differently from Haswell, Zen and Cooperlake, which agree to the last digit;
+after 2 epochs with momentum the summaries differ by 2.3e-4 in the train loss (0.577443
+against 0.577574). That pair is held to 2e-3 and listed in docs/reproducibility.md until
+bntrain's products no longer depend on the family."""
 import pathlib
 
 import pytest
@@ -32,6 +39,8 @@ MODELS = {
     "ln-dropout-adam": ["--model", "fc64-ln-relu-dropout0.2-fc", "--optimizer", "adam", "--lr", "0.001"],
     "dfn2-rmsprop": ["--optimizer", "rmsprop", "--lr", "0.001"],
 }
+# (model, family) pairs measured to round apart, with the relative tolerance they are held to.
+KNOWN_APART = {("mlp-momentum", "SkylakeX"): 2e-3}
 NUMBERS = ("final_train_loss", "final_test_loss", "final_test_acc")
 
 
@@ -53,8 +62,9 @@ def test_fully_connected_summaries_under_every_kernel_family(bntrain, fashion, n
     for family in FUSED + UNFUSED:
         core, got = summary(bntrain, fashion, family, flags)
         assert core == family, f"OPENBLAS_CORETYPE={family} ran {core}"
-        if name == "dfn2-rmsprop" and family in UNFUSED:
+        tolerance = KNOWN_APART.get((name, family), KNOWN_APART.get((name, own_core), 1e-4 if name == "dfn2-rmsprop" else None))
+        if tolerance is not None and family != own_core:
             for k in NUMBERS:
-                assert float(got[k]) == pytest.approx(float(own[k]), rel=1e-4), f"{name} {family} vs {own_core}: {got} {own}"
+                assert float(got[k]) == pytest.approx(float(own[k]), rel=tolerance), f"{name} {family} vs {own_core}: {got} {own}"
         else:
             assert got == own, f"{name}: {family} printed {got}, the library's own choice ({own_core}) {own}"
