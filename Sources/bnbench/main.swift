@@ -322,11 +322,6 @@ print(squareLine)
 
 /// Best of 5 timings of 20,000 barriers and of 20,000 empty runs, for teams of 2 and 4.
 func benchmarkBarrier() {
-    func clock() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
-    }
     let rounds = 20_000
     for workers in [2, 4] {
         for spins in [4000, 0] {
@@ -336,12 +331,12 @@ func benchmarkBarrier() {
             }
             var barrier = Double.infinity, run = Double.infinity
             for _ in 0..<5 {
-                var t = clock()
+                var t = now()
                 pool.run { _ in for _ in 0..<rounds { pool.barrier() } }
-                barrier = min(barrier, (clock() - t) / Double(rounds))
-                t = clock()
+                barrier = min(barrier, (now() - t) / Double(rounds))
+                t = now()
                 for _ in 0..<rounds { pool.run { _ in } }
-                run = min(run, (clock() - t) / Double(rounds))
+                run = min(run, (now() - t) / Double(rounds))
             }
             print("barrier workers=\(workers) spins=\(spins) ns_per_barrier=\(Int(barrier * 1e9))")
             print("pool_run workers=\(workers) spins=\(spins) ns_per_run=\(Int(run * 1e9))")

@@ -15,7 +15,6 @@ public final class WorkerPool {
 
     /// State the threads share with the pool; each thread holds a strong reference.
     final class Team {
-        let count: Int
         let gate: OpaquePointer  // start and end of every run: count parties
         let step: OpaquePointer  // barrier() inside a body
         var body: UnsafeRawPointer?  // points at a ((Int) -> Void) for the current run
@@ -28,7 +27,6 @@ public final class WorkerPool {
                 bn_barrier_destroy(g)
                 return nil
             }
-            self.count = count
             gate = g
             step = s
             self.setup = setup
@@ -72,8 +70,9 @@ public final class WorkerPool {
 
     /// `count` workers (>= 1). `spins`: how many times a waiting worker polls before it
     /// sleeps. The default is 4000 when the team fits on the online cores and 0 when it does
-    /// not: a spinning waiter would hold the core the late worker needs (docs/parallel.md). `setup(worker)` runs once on each worker's own thread, the
-    /// caller's included (to give it single-threaded kernels). Nil if threads cannot start.
+    /// not: a spinning waiter would hold the core the late worker needs (docs/parallel.md).
+    /// `setup(worker)` runs once on each worker's own thread, the caller's included (to give
+    /// it single-threaded kernels). Nil if threads cannot start.
     public init?(workers count: Int, spins: Int? = nil, setup: @escaping (Int) -> Void = { _ in }) {
         precondition(count >= 1, "a pool needs at least one worker")
         let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -81,7 +80,7 @@ public final class WorkerPool {
         self.count = count
         self.team = team
         setup(0)
-        for w in 1..<max(count, 1) {
+        for w in 1..<count {
             let start = Unmanaged.passRetained(Start(team: team, worker: w))
             var tid = pthread_t()
             let rc = pthread_create(&tid, nil, { arg in
