@@ -35,6 +35,11 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     public let runningVar: Buffer<T>  // (1, D), starts at 1
     /// Training steps taken (PyTorch's num_batches_tracked).
     public var batchesTracked = 0
+    /// When true, a training forward leaves the running statistics alone: a data-parallel
+    /// step applies them once the step's shards are done (docs/parallel.md).
+    public var defersRunningStatistics = false
+    /// The number of values behind `batchMean` and `batchVar` (the last training forward's).
+    public var statisticsRows = 0
 
     // Cached by the training-mode forward for backward: exactly what that forward used.
     @usableFromInline let centered: Matrix<T>  // x - mu: (N, D)
@@ -47,6 +52,12 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     @usableFromInline let inputGrad: Matrix<T>
     @usableFromInline let scratchA: Matrix<T>  // (1, D) per-feature sums in backward
     @usableFromInline let scratchB: Matrix<T>
+    // Synchronised BN across shards: this shard's sums (read by every shard after a barrier),
+    // and this shard's copies of the batch's sums (its own).
+    public let shardSums: Matrix<T>  // (1, D) sum_i x_ij, then (backward) unused
+    public let shardSquares: Matrix<T>  // (1, D) sum_i (x_ij - mu_j)^2
+    public let batchSumsA: Matrix<T>, batchSumsB: Matrix<T>
+    @usableFromInline var syncInput: Matrix<T>?
 
     public init(features: Int, momentum: T = 0.9, eps: T = 1e-5, runningVariance: RunningVariance = .biased, name: String = "bn") {
         self.features = features
@@ -69,6 +80,10 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         inputGrad = Matrix(rows: 0, cols: features)
         scratchA = Matrix(rows: 1, cols: features)
         scratchB = Matrix(rows: 1, cols: features)
+        shardSums = Matrix(rows: 1, cols: features)
+        shardSquares = Matrix(rows: 1, cols: features)
+        batchSumsA = Matrix(rows: 1, cols: features)
+        batchSumsB = Matrix(rows: 1, cols: features)
     }
 
     /// Built once: a computed array would allocate on every call in the training loop.
@@ -134,16 +149,23 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
                 yr[j] = g[j] * t + b[j]
             }
         }
-        // Running statistics, once per training step.
+        statisticsRows = n
+        if !defersRunningStatistics { updateRunningStatistics(mean: mu, variance: v, count: n) }
+        return output
+    }
+
+    /// running = m running + (1 - m) batch, with the biased `variance` of `count` values
+    /// (times count/(count-1) when `runningVariance` is unbiased); one tracked batch.
+    @inlinable
+    public func updateRunningStatistics(mean mu: UnsafePointer<T>, variance v: UnsafePointer<T>, count n: Int) {
         let rm = runningMean.value.data, rv = runningVar.value.data
         let m = momentum, bessel: T = (runningVariance == .unbiased && n > 1) ? T(n) / T(n - 1) : 1
-        for j in 0..<d {
+        for j in 0..<features {
             rm[j] = m * rm[j] + (1 - m) * mu[j]
             rv[j] = m * rv[j] + (1 - m) * v[j] * bessel
         }
         // Saturates: a checkpoint may hold any int64 (PyTorch loads and counts on from it).
         batchesTracked = batchesTracked == .max ? .max : batchesTracked + 1
-        return output
     }
 
     @_specialize(where T == Float)
@@ -245,6 +267,113 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         for j in 0..<d {
             beta.grad.data[j] = dbeta[j]
             gamma.grad.data[j] = dgamma[j]
+        }
+        return inputGrad
+    }
+}
+
+// MARK: - Synchronised across shards (docs/parallel.md)
+
+extension BatchNorm1D: ShardSynchronizedNormalization {
+    public var channels: Int { features }
+    public var batchMeanValues: UnsafePointer<T> { UnsafePointer(batchMean.data) }
+    public var batchVarianceValues: UnsafePointer<T> { UnsafePointer(batchVar.data) }
+
+    /// Phase 1: shardSums_j = sum_i x_ij over this shard (rows in order, as the forward).
+    @inlinable
+    public func syncForwardSums(_ x: Matrix<T>) {
+        precondition(x.cols == features && x.rows > 0, "BatchNorm1D expects \(features) features")
+        syncInput = x
+        lastForwardWasTraining = true
+        let n = x.rows, d = features, s = shardSums.data, src = x.data
+        s.update(repeating: 0, count: d)
+        for i in 0..<n {
+            let xr = src + i * d
+            for j in 0..<d { s[j] += xr[j] }
+        }
+    }
+
+    /// Phase 2: mu = sums / B, the batch's mean; this shard's centred values and
+    /// shardSquares_j = sum_i (x_ij - mu_j)^2.
+    @inlinable
+    public func syncForwardDeviations(batchSums: UnsafePointer<T>, batchRows count: Int) {
+        let x = syncInput!, n = x.rows, d = features
+        centered.resize(rows: n)
+        let mu = batchMean.data, q = shardSquares.data, c = centered.data, src = x.data
+        let invN = 1 / T(count)
+        for j in 0..<d { mu[j] = batchSums[j] * invN }
+        q.update(repeating: 0, count: d)
+        for i in 0..<n {
+            let xr = src + i * d, cr = c + i * d
+            for j in 0..<d {
+                let t = xr[j] - mu[j]
+                cr[j] = t
+                q[j] += t * t
+            }
+        }
+        statisticsRows = count
+    }
+
+    /// Phase 3: var = squares / count (biased), then normalise, scale and shift this shard.
+    @inlinable
+    public func syncForwardNormalize(batchSquares: UnsafePointer<T>) -> Matrix<T> {
+        let n = centered.rows, d = features
+        output.resize(rows: n)
+        xhat.resize(rows: n)
+        let v = batchVar.data, s = istd.data, c = centered.data, h = xhat.data, y = output.data
+        let g = gamma.value.data, b = beta.value.data
+        let invN = 1 / T(statisticsRows)
+        for j in 0..<d {
+            v[j] = batchSquares[j] * invN
+            s[j] = 1 / (v[j] + eps).squareRoot()
+        }
+        for i in 0..<n {
+            let cr = c + i * d, hr = h + i * d, yr = y + i * d
+            for j in 0..<d {
+                let t = cr[j] * s[j]
+                hr[j] = t
+                yr[j] = g[j] * t + b[j]
+            }
+        }
+        syncInput = nil
+        return output
+    }
+
+    /// Backward phase 1: this shard's beta.grad = sum_i dy_ij and gamma.grad = sum_i dy_ij xhat_ij.
+    @inlinable
+    public func syncBackwardSums(_ dy: Matrix<T>) {
+        precondition(dy.rows == xhat.rows && dy.cols == features, "BatchNorm1D.backward: shape mismatch")
+        let n = dy.rows, d = features, g = dy.data, h = xhat.data
+        let dbeta = beta.grad.data, dgamma = gamma.grad.data
+        dbeta.update(repeating: 0, count: d)
+        dgamma.update(repeating: 0, count: d)
+        for i in 0..<n {
+            let gr = g + i * d, hr = h + i * d
+            for j in 0..<d {
+                dbeta[j] += gr[j]
+                dgamma[j] += gr[j] * hr[j]
+            }
+        }
+    }
+
+    /// Backward phase 2: dx from the batch's two sums, as `backwardSimplified` with N the batch.
+    @inlinable
+    public func syncBackwardInput(_ dy: Matrix<T>, batchSumDy dbeta: UnsafePointer<T>, batchSumDyXhat dgamma: UnsafePointer<T>) -> Matrix<T> {
+        let n = dy.rows, d = features
+        inputGrad.resize(rows: n)
+        guard computesInputGradient else { return inputGrad }
+        let gy = dy.data, h = xhat.data, s = istd.data, gam = gamma.value.data, dx = inputGrad.data
+        let k = scratchA.data, mb = scratchB.data
+        let invN = 1 / T(statisticsRows)
+        for j in 0..<d {
+            k[j] = gam[j] * s[j]
+            mb[j] = dbeta[j] * invN
+        }
+        for i in 0..<n {
+            let gr = gy + i * d, hr = h + i * d, xr = dx + i * d
+            for j in 0..<d {
+                xr[j] = k[j] * (gr[j] - mb[j] - hr[j] * dgamma[j] * invN)
+            }
         }
         return inputGrad
     }

@@ -30,11 +30,19 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
     public let gamma: Parameter<T>, beta: Parameter<T>  // (1, C)
     public let runningMean: Buffer<T>, runningVar: Buffer<T>  // (1, C)
     public var batchesTracked = 0
+    /// When true, a training forward leaves the running statistics alone: a data-parallel
+    /// step applies them once the step's shards are done (docs/parallel.md).
+    public var defersRunningStatistics = false
+    /// The number of values (N H W) behind `mean` and `variance` (the last training forward's).
+    public var statisticsRows = 0
     public let parameters: [Parameter<T>]
     public let buffers: [Buffer<T>]
 
     @usableFromInline let out: Matrix<T>, inputGrad: Matrix<T>
-    @usableFromInline let mean: Matrix<T>, istd: Matrix<T>  // (1, C)
+    @usableFromInline let mean: Matrix<T>, istd: Matrix<T>, variance: Matrix<T>  // (1, C), variance biased
+    // Synchronised BN across shards: this shard's sums (read by every shard after a barrier).
+    public let shardSums: Matrix<T>, shardSquares: Matrix<T>  // (1, C)
+    public let batchSumsA: Matrix<T>, batchSumsB: Matrix<T>  // this shard's copies of the batch's sums
     @usableFromInline var input: Matrix<T>?  // the last training forward's x (not copied)
     @usableFromInline var lastForwardWasTraining = false
 
@@ -56,6 +64,11 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         inputGrad = Matrix(rows: 0, cols: shape.count)
         mean = Matrix(rows: 1, cols: c)
         istd = Matrix(rows: 1, cols: c)
+        variance = Matrix(rows: 1, cols: c)
+        shardSums = Matrix(rows: 1, cols: c)
+        shardSquares = Matrix(rows: 1, cols: c)
+        batchSumsA = Matrix(rows: 1, cols: c)
+        batchSumsB = Matrix(rows: 1, cols: c)
     }
 
     @_specialize(where T == Float)
@@ -82,7 +95,6 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         precondition(n > 0, "BatchNorm2D needs values to normalise")
         input = x
         let m = T(n * hw)
-        let bessel: T = (runningVariance == .unbiased && n * hw > 1) ? m / (m - 1) : 1
         let stride = C * hw
         for c in 0..<C {
             // Two passes (mean, then centred squares) for accuracy, each a 16-lane reduction
@@ -92,15 +104,28 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             let v = Self.planesSquaredDeviation(xc, n, stride, hw, mean: mu) / m
             let inv = 1 / (v + eps).squareRoot()
             mean.data[c] = mu
+            variance.data[c] = v
             istd.data[c] = inv
             Self.planesNormalize(xc, out.data + c * hw, n, stride, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
-            let rm = runningMean.value.data, rv = runningVar.value.data
-            rm[c] = momentum * rm[c] + (1 - momentum) * mu
-            rv[c] = momentum * rv[c] + (1 - momentum) * v * bessel
+        }
+        statisticsRows = n * hw
+        if !defersRunningStatistics { updateRunningStatistics(mean: mean.data, variance: variance.data, count: n * hw) }
+        return out
+    }
+
+    /// running = m running + (1 - m) batch, with the biased `variance` of `count` values
+    /// (times count/(count-1) when `runningVariance` is unbiased); one tracked batch.
+    @inlinable
+    public func updateRunningStatistics(mean mu: UnsafePointer<T>, variance v: UnsafePointer<T>, count: Int) {
+        let m = T(count)
+        let bessel: T = (runningVariance == .unbiased && count > 1) ? m / (m - 1) : 1
+        let rm = runningMean.value.data, rv = runningVar.value.data
+        for c in 0..<shape.c {
+            rm[c] = momentum * rm[c] + (1 - momentum) * mu[c]
+            rv[c] = momentum * rv[c] + (1 - momentum) * v[c] * bessel
         }
         // Saturates: a checkpoint may hold any int64 (PyTorch loads and counts on from it).
         batchesTracked = batchesTracked == .max ? .max : batchesTracked + 1
-        return out
     }
 
     @_specialize(where T == Float)
@@ -210,5 +235,83 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
                 dx[i] = k * (g - a - ((x[i] - mu) * inv) * bq)
             }
         }
+    }
+}
+
+// MARK: - Synchronised across shards (docs/parallel.md)
+
+extension BatchNorm2D: ShardSynchronizedNormalization {
+    public var channels: Int { shape.c }
+    public var batchMeanValues: UnsafePointer<T> { UnsafePointer(mean.data) }
+    public var batchVarianceValues: UnsafePointer<T> { UnsafePointer(variance.data) }
+
+    /// Phase 1: shardSums_c = sum of x over this shard's planes of channel c.
+    @inlinable
+    public func syncForwardSums(_ x: Matrix<T>) {
+        precondition(x.cols == shape.count && x.rows > 0, "BatchNorm2D expects \(shape) per example")
+        input = x
+        lastForwardWasTraining = true
+        let hw = shape.h * shape.w, stride = shape.c * hw
+        for c in 0..<shape.c { shardSums.data[c] = Self.planesSum(x.data + c * hw, x.rows, stride, hw) }
+    }
+
+    /// Phase 2: mu_c = sums_c / M (M = B H W), and this shard's sum of (x - mu_c)^2.
+    @inlinable
+    public func syncForwardDeviations(batchSums: UnsafePointer<T>, batchRows: Int) {
+        let x = input!, hw = shape.h * shape.w, stride = shape.c * hw
+        statisticsRows = batchRows * hw
+        let m = T(statisticsRows)
+        for c in 0..<shape.c {
+            let mu = batchSums[c] / m
+            mean.data[c] = mu
+            shardSquares.data[c] = Self.planesSquaredDeviation(x.data + c * hw, x.rows, stride, hw, mean: mu)
+        }
+    }
+
+    /// Phase 3: var_c = squares_c / M (biased), then normalise this shard.
+    @inlinable
+    public func syncForwardNormalize(batchSquares: UnsafePointer<T>) -> Matrix<T> {
+        let x = input!, n = x.rows, hw = shape.h * shape.w, stride = shape.c * hw
+        out.resize(rows: n)
+        let m = T(statisticsRows), g = gamma.value.data, b = beta.value.data
+        for c in 0..<shape.c {
+            let v = batchSquares[c] / m, inv = 1 / (v + eps).squareRoot()
+            variance.data[c] = v
+            istd.data[c] = inv
+            Self.planesNormalize(x.data + c * hw, out.data + c * hw, n, stride, hw, mean: mean.data[c], istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
+        }
+        return out
+    }
+
+    /// Backward phase 1: this shard's beta.grad and gamma.grad (sums of g' and g' xhat).
+    @inlinable
+    public func syncBackwardSums(_ dy: Matrix<T>) {
+        guard let x = input, dy.rows == x.rows, dy.cols == shape.count else {
+            preconditionFailure("BatchNorm2D.backward needs a training forward of the same shape")
+        }
+        let hw = shape.h * shape.w, stride = shape.c * hw
+        let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
+        for c in 0..<shape.c {
+            let o = c * hw
+            let (sdy, sdyx) = Self.planesGradientSums(dy.data + o, x.data + o, y.map { $0 + o }, dy.rows, stride, hw, mean: mean.data[c], istd: istd.data[c])
+            beta.grad.data[c] = sdy
+            gamma.grad.data[c] = sdyx
+        }
+    }
+
+    /// Backward phase 2: dx from the batch's two sums, as `backward` with M the batch's values.
+    @inlinable
+    public func syncBackwardInput(_ dy: Matrix<T>, batchSumDy: UnsafePointer<T>, batchSumDyXhat: UnsafePointer<T>) -> Matrix<T> {
+        let x = input!, n = dy.rows, hw = shape.h * shape.w, stride = shape.c * hw
+        inputGrad.resize(rows: n)
+        guard computesInputGradient else { return inputGrad }
+        let m = T(statisticsRows)
+        let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
+        for c in 0..<shape.c {
+            let o = c * hw, inv = istd.data[c]
+            let k = gamma.value.data[c] * inv, a = batchSumDy[c] / m, bq = batchSumDyXhat[c] / m
+            Self.planesInputGradient(dy.data + o, x.data + o, y.map { $0 + o }, inputGrad.data + o, n, stride, hw, mean: mean.data[c], istd: inv, k: k, a: a, bq: bq)
+        }
+        return inputGrad
     }
 }

@@ -19,11 +19,21 @@ public final class SoftmaxCrossEntropy<T: BLASScalar> {
     @_specialize(where T == Double)
     @inlinable
     public func forwardBackward(logits: Matrix<T>, labels: UnsafePointer<Int32>) -> Double {
+        forwardBackwardSum(logits: logits, labels: labels, batchRows: logits.rows) / Double(logits.rows)
+    }
+
+    /// The summed loss of these rows, one shard of a batch of `batchRows`: dL/dlogits is the
+    /// batch mean's, (softmax - onehot) / batchRows, so the shards' gradients add up to the
+    /// batch's.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func forwardBackwardSum(logits: Matrix<T>, labels: UnsafePointer<Int32>, batchRows: Int) -> Double {
         let n = logits.rows, c = classes
         precondition(logits.cols == c, "expected \(c) logits per row, got \(logits.cols)")
         logitsGrad.resize(rows: n)
         let z = logits.data, dz = logitsGrad.data
-        let invN = 1 / T(n)
+        let invN = 1 / T(batchRows)
         var total = 0.0
         for i in 0..<n {
             let zr = z + i * c, gr = dz + i * c
@@ -41,7 +51,7 @@ public final class SoftmaxCrossEntropy<T: BLASScalar> {
             for k in 0..<c { gr[k] *= scale }
             gr[label] -= invN
         }
-        return total / Double(n)
+        return total
     }
 
     /// Summed loss and number of correct arg-max predictions, without gradients (evaluation).

@@ -72,6 +72,42 @@ public final class Network<T: BLASScalar> {
         return h
     }
 
+    /// Training forward through `layers[range]` only (a data-parallel step runs the layers
+    /// between synchronised BN layers this way).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func forward(_ x: Matrix<T>, layers range: Range<Int>) -> Matrix<T> {
+        var h = x
+        for i in range { h = layers[i].forward(h, training: true) }
+        return h
+    }
+
+    /// Backward through `layers[range]`, last layer first; returns dL/d(input of the range).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func backward(_ dy: Matrix<T>, layers range: Range<Int>) -> Matrix<T> {
+        var g = dy
+        for i in range.reversed() { g = layers[i].backward(g) }
+        return g
+    }
+
+    /// Makes this network a replica of `model` (the same spec and options): every parameter
+    /// value and buffer uses the model's storage, so the model's updates are the replica's.
+    /// Gradients, activations and the dropout stream stay the replica's own.
+    public func shareState(with model: Network<T>) {
+        precondition(parameters.count == model.parameters.count && buffers.count == model.buffers.count, "a replica needs the model's layers")
+        for (mine, theirs) in zip(parameters, model.parameters) {
+            precondition(mine.name == theirs.name && mine.shape == theirs.shape, "replica tensor \(mine.name) does not match \(theirs.name)")
+            mine.value.share(storageOf: theirs.value)
+        }
+        for (mine, theirs) in zip(buffers, model.buffers) {
+            precondition(mine.name == theirs.name, "replica buffer \(mine.name) does not match \(theirs.name)")
+            mine.value.share(storageOf: theirs.value)
+        }
+    }
+
     /// Back-propagates dL/dlogits through every layer, writing each parameter's gradient.
     @_specialize(where T == Float)
     @_specialize(where T == Double)

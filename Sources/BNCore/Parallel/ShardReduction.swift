@@ -19,4 +19,20 @@ public enum ShardReduction {
         guard !range.isEmpty, !shards.isEmpty else { return }
         bn_sum_shards_f64(target, shards.baseAddress!, shards.count, range.lowerBound, range.upperBound)
     }
+
+    /// The same for any scalar: Float and Double take the C loops, others a plain loop.
+    @inlinable
+    public static func accumulate<T: BLASScalar>(into target: UnsafeMutablePointer<T>, shards: UnsafeBufferPointer<UnsafePointer<T>?>, range: Range<Int>) {
+        guard !range.isEmpty, !shards.isEmpty else { return }
+        let raw = UnsafeRawPointer(shards.baseAddress!)
+        if T.self == Float.self {
+            let t = UnsafeMutableRawPointer(target).assumingMemoryBound(to: Float.self)
+            bn_sum_shards_f32(t, raw.assumingMemoryBound(to: UnsafePointer<Float>?.self), shards.count, range.lowerBound, range.upperBound)
+        } else if T.self == Double.self {
+            let t = UnsafeMutableRawPointer(target).assumingMemoryBound(to: Double.self)
+            bn_sum_shards_f64(t, raw.assumingMemoryBound(to: UnsafePointer<Double>?.self), shards.count, range.lowerBound, range.upperBound)
+        } else {
+            for i in range { for s in shards { target[i] += s![i] } }
+        }
+    }
 }

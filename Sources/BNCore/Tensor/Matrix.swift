@@ -10,8 +10,8 @@ public final class Matrix<T: BLASScalar> {
     public var capacityRows: Int
     /// `capacityRows * cols` elements; element (r, c) is at `data[r * cols + c]`.
     public var data: UnsafeMutablePointer<T>
-    /// False for a view into another matrix's storage (see `init(viewOf:)`).
-    public let ownsStorage: Bool
+    /// False for a view into another matrix's storage (see `init(viewOf:)`, `share(storageOf:)`).
+    public private(set) var ownsStorage: Bool
     /// Keeps a view's underlying matrix alive.
     private var base: Matrix<T>?
 
@@ -53,6 +53,18 @@ public final class Matrix<T: BLASScalar> {
         data = base.data + row * cols
         rows = n
         capacityRows = n
+    }
+
+    /// Gives up this matrix's own storage and uses `other`'s, which must have the same shape.
+    /// Data-parallel replicas hold the model's parameters and buffers this way: the model's
+    /// update is every replica's, and nothing is copied per step.
+    public func share(storageOf other: Matrix<T>) {
+        precondition(other.rows == rows && other.cols == cols, "shared storage must have the same shape")
+        if ownsStorage { data.deallocate() }
+        ownsStorage = false
+        base = other
+        data = other.data
+        capacityRows = rows
     }
 
     /// A (rows, cols) matrix holding `values` in row-major order.

@@ -1,0 +1,260 @@
+/// A normalisation layer whose training statistics are taken over the whole batch even when
+/// the batch is split into shards (BatchNorm1D, BatchNorm2D). Its training forward runs in
+/// three phases and its backward in two; between phases every shard's sums are reduced in
+/// shard order (`DataParallel`). With one shard the phases compute what `forward` and
+/// `backward` do.
+public protocol ShardSynchronizedNormalization<T>: Layer {
+    /// Per-channel statistics (features of a 1-D BN, channels of a 2-D BN).
+    var channels: Int { get }
+    var gamma: Parameter<T> { get }
+    var beta: Parameter<T> { get }
+    /// This shard's sums, written in phase 1 and 2 and read by every shard after a barrier.
+    var shardSums: Matrix<T> { get }
+    var shardSquares: Matrix<T> { get }
+    /// This shard's own copies of the batch's reduced sums.
+    var batchSumsA: Matrix<T> { get }
+    var batchSumsB: Matrix<T> { get }
+    var defersRunningStatistics: Bool { get set }
+    /// The last training forward's statistics and the number of values behind them.
+    var batchMeanValues: UnsafePointer<T> { get }
+    var batchVarianceValues: UnsafePointer<T> { get }
+    var statisticsRows: Int { get }
+    var batchesTracked: Int { get set }
+    func updateRunningStatistics(mean: UnsafePointer<T>, variance: UnsafePointer<T>, count: Int)
+
+    func syncForwardSums(_ x: Matrix<T>)
+    func syncForwardDeviations(batchSums: UnsafePointer<T>, batchRows: Int)
+    func syncForwardNormalize(batchSquares: UnsafePointer<T>) -> Matrix<T>
+    func syncBackwardSums(_ dy: Matrix<T>)
+    func syncBackwardInput(_ dy: Matrix<T>, batchSumDy: UnsafePointer<T>, batchSumDyXhat: UnsafePointer<T>) -> Matrix<T>
+}
+
+/// How batch norm treats a batch that is split into shards.
+public enum BatchNormSync: String, CaseIterable, Sendable {
+    /// Statistics over the whole batch, combined from the shards in shard order: the numbers
+    /// of one process computing the batch in shards.
+    case on
+    /// Each shard normalises with its own statistics: ghost batch norm (Hoffer et al. 2017)
+    /// with the shard as the ghost batch. Running statistics are updated once per shard, in
+    /// shard order, after the step.
+    case off
+}
+
+/// Data-parallel training of one model: every minibatch is cut into the canonical shards of
+/// a `ShardPlan`, each shard is computed by one replica of the network, and the shards'
+/// gradients are reduced in shard order before one optimizer step on the model. Which worker
+/// computes a shard never changes a bit, so `workers` only changes the speed
+/// (docs/parallel.md).
+///
+/// A batch of one shard takes the model's own `trainStep` (with plain SGD's fused update), the
+/// arithmetic of an unsharded run.
+public final class DataParallel<T: BLASScalar> {
+    /// Slot 0's network: what the optimizer, checkpoints, traces and evaluation use.
+    public let model: Network<T>
+    public let plan: ShardPlan
+    public let workers: Int
+    public let batchNormSync: BatchNormSync
+    /// One per shard slot; slots[0] is the model.
+    let slots: [Slot]
+    let pool: WorkerPool?
+    /// Indices of the layers that synchronise across shards (none when `batchNormSync` is off).
+    let syncLayers: [Int]
+    /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
+    let normLayers: [Int]
+    /// Per parameter, pointers to slots 1... gradients (the shards after the first).
+    let gradientPointers: [UnsafeMutableBufferPointer<UnsafePointer<T>?>]
+    /// Per sync layer and quantity, pointers to every slot's shard sums.
+    let sumPointers: [[UnsafeMutableBufferPointer<UnsafePointer<T>?>]]
+
+    final class Slot {
+        let net: Network<T>
+        let input: Matrix<T>  // a view of the shard's rows of the batch
+        var h: Matrix<T>
+        var lossSum = 0.0
+        let norms: [any ShardSynchronizedNormalization<T>]  // by network layer index order of normLayers
+        init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>]) {
+            self.net = net
+            input = Matrix(viewOf: Matrix<T>(rows: 0, cols: net.inputFeatures))
+            h = input
+            self.norms = norms
+        }
+    }
+
+    // The step's shape, set before the workers run.
+    var batchRows = 0
+    var shardCount = 0
+    var labels: UnsafePointer<Int32>?
+
+    /// `replicas`: networks of the model's spec and options, one fewer than the most shards a
+    /// batch will have (`plan.shardCount(batch:) - 1`); they are made to share the model's
+    /// storage. `setup(worker)` runs on each worker thread once (single-threaded kernels).
+    public init?(model: Network<T>, replicas: [Network<T>], plan: ShardPlan, workers: Int, batchNormSync: BatchNormSync, setup: @escaping (Int) -> Void = { _ in }) {
+        precondition(workers >= 1, "at least one worker")
+        self.model = model
+        self.plan = plan
+        self.batchNormSync = batchNormSync
+        let nets = [model] + replicas
+        for r in replicas { r.shareState(with: model) }
+        let norms = model.layers.indices.filter { model.layers[$0] is any ShardSynchronizedNormalization<T> }
+        normLayers = norms
+        syncLayers = batchNormSync == .on ? norms : []
+        slots = nets.map { net in
+            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> })
+        }
+        // Replicas never update the shared running statistics themselves.
+        for s in slots.dropFirst() { for i in s.norms.indices { s.norms[i].defersRunningStatistics = true } }
+        gradientPointers = model.parameters.indices.map { p in
+            let b = UnsafeMutableBufferPointer<UnsafePointer<T>?>.allocate(capacity: max(nets.count - 1, 1))
+            for (k, net) in nets.dropFirst().enumerated() { b[k] = UnsafePointer(net.parameters[p].grad.data) }
+            return b
+        }
+        let slotNorms = slots.map(\.norms)
+        sumPointers = norms.indices.map { l in
+            (0..<4).map { q in
+                let b = UnsafeMutableBufferPointer<UnsafePointer<T>?>.allocate(capacity: nets.count)
+                for (k, norms) in slotNorms.enumerated() {
+                    let n = norms[l]
+                    let m: Matrix<T> = [n.shardSums, n.shardSquares, n.beta.grad, n.gamma.grad][q]
+                    b[k] = UnsafePointer(m.data)
+                }
+                return b
+            }
+        }
+        let team = min(workers, nets.count)
+        self.workers = team
+        if team > 1 {
+            guard let p = WorkerPool(workers: team, setup: setup) else { return nil }
+            pool = p
+        } else {
+            pool = nil
+        }
+    }
+
+    deinit {
+        for b in gradientPointers { b.deallocate() }
+        for l in sumPointers { for b in l { b.deallocate() } }
+    }
+
+    /// The most rows a step can take: one full shard per slot.
+    public var capacity: Int { slots.count * plan.shardSize }
+
+    /// One training step on x: (B, inputs), B <= `capacity`. Returns the batch's mean loss
+    /// (before the update): the shards' loss sums added in shard order, divided by B.
+    @_specialize(where T == Float)
+    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil) -> Double {
+        let n = x.rows, k = plan.shardCount(batch: n)
+        precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
+        if k == 1 {
+            for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = false }
+            return model.trainStep(x, labels: labels, optimizer: optimizer, clipNorm: clipNorm)
+        }
+        for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = true }
+        (batchRows, shardCount, self.labels) = (n, k, labels)
+        // Each shard's dropout stream: keyed by the model's stream (one draw per step) and the shard.
+        let key = model.randomStream.generator.next()
+        for s in 0..<k {
+            var g = SplitMix64(seed: key ^ (UInt64(s + 1) &* 0x9E37_79B9_7F4A_7C15))
+            _ = g.next()
+            slots[s].net.randomStream.generator = g
+            let r = plan.rows(ofShard: s, batch: n)
+            slots[s].input.view(of: x, row: r.lowerBound, rows: r.count)
+        }
+        if let pool {
+            pool.run { w in work(worker: w, of: pool.count, barrier: { pool.barrier() }) }
+        } else {
+            work(worker: 0, of: 1, barrier: {})
+        }
+        if let c = clipNorm { clipGradientNorm(model.parameters, maxNorm: c) }
+        optimizer.step(model.parameters)
+        applyRunningStatistics()
+        var total = 0.0
+        for s in 0..<k { total += slots[s].lossSum }
+        return total / Double(n)
+    }
+
+    /// The running statistics, after the step: once from the batch's statistics (synchronised),
+    /// or once per shard in shard order from each shard's own (ghost BN).
+    func applyRunningStatistics() {
+        let model = slots[0].norms
+        for l in model.indices {
+            switch batchNormSync {
+            case .on:
+                model[l].updateRunningStatistics(mean: model[l].batchMeanValues, variance: model[l].batchVarianceValues, count: model[l].statisticsRows)
+            case .off:
+                for s in 0..<shardCount {
+                    let shard = slots[s].norms[l]
+                    model[l].updateRunningStatistics(mean: shard.batchMeanValues, variance: shard.batchVarianceValues, count: shard.statisticsRows)
+                }
+            }
+        }
+    }
+
+    /// Worker w's part of a step: its block of shards forward (phase by phase at every
+    /// synchronised layer), loss and backward, then its slice of the gradient reduction.
+    @inline(__always)
+    func work(worker w: Int, of team: Int, barrier: () -> Void) {
+        let mine = ShardPlan.shards(forWorker: w, of: team, shardCount: shardCount)
+        let n = batchRows, k = shardCount
+        let layerCount = model.layers.count
+        for s in mine { slots[s].h = slots[s].input }
+        var start = 0
+        for (l, layer) in syncLayers.enumerated() {
+            for s in mine {
+                let slot = slots[s]
+                slot.h = slot.net.forward(slot.h, layers: start..<layer)
+                slot.norms[l].syncForwardSums(slot.h)
+            }
+            barrier()
+            for s in mine {
+                let norm = slots[s].norms[l]
+                reduce(sumPointers[l][0], count: k, channels: norm.channels, into: norm.batchSumsA.data)
+                norm.syncForwardDeviations(batchSums: norm.batchSumsA.data, batchRows: n)
+            }
+            barrier()
+            for s in mine {
+                let norm = slots[s].norms[l]
+                reduce(sumPointers[l][1], count: k, channels: norm.channels, into: norm.batchSumsB.data)
+                slots[s].h = norm.syncForwardNormalize(batchSquares: norm.batchSumsB.data)
+            }
+            start = layer + 1
+        }
+        for s in mine {
+            let slot = slots[s], rows = plan.rows(ofShard: s, batch: n)
+            let logits = slot.net.forward(slot.h, layers: start..<layerCount)
+            slot.lossSum = slot.net.loss.forwardBackwardSum(logits: logits, labels: labels! + rows.lowerBound, batchRows: n)
+            slot.h = slot.net.loss.logitsGrad
+        }
+        var end = layerCount
+        for (l, layer) in syncLayers.enumerated().reversed() {
+            for s in mine {
+                let slot = slots[s]
+                slot.h = slot.net.backward(slot.h, layers: (layer + 1)..<end)
+                slot.norms[l].syncBackwardSums(slot.h)
+            }
+            barrier()
+            for s in mine {
+                let slot = slots[s], norm = slot.norms[l]
+                reduce(sumPointers[l][2], count: k, channels: norm.channels, into: norm.batchSumsA.data)
+                reduce(sumPointers[l][3], count: k, channels: norm.channels, into: norm.batchSumsB.data)
+                slot.h = norm.syncBackwardInput(slot.h, batchSumDy: norm.batchSumsA.data, batchSumDyXhat: norm.batchSumsB.data)
+            }
+            end = layer
+        }
+        for s in mine { slots[s].h = slots[s].net.backward(slots[s].h, layers: 0..<end) }
+        barrier()
+        // grad(slot 0) += grad(slot 1), grad(slot 2), ... in shard order, this worker's slice.
+        let params = model.parameters
+        for p in params.indices {
+            let target = params[p].grad
+            let range = ShardPlan.slice(forWorker: w, of: team, count: target.count)
+            ShardReduction.accumulate(into: target.data, shards: UnsafeBufferPointer(rebasing: gradientPointers[p][0..<(k - 1)]), range: range)
+        }
+    }
+
+    /// out = s_0 + s_1 + ... + s_{count-1}, element by element in shard order.
+    @inline(__always)
+    func reduce(_ shards: UnsafeMutableBufferPointer<UnsafePointer<T>?>, count: Int, channels: Int, into out: UnsafeMutablePointer<T>) {
+        out.update(from: shards[0]!, count: channels)
+        ShardReduction.accumulate(into: out, shards: UnsafeBufferPointer(rebasing: shards[1..<count]), range: 0..<channels)
+    }
+}
