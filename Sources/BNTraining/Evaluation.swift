@@ -34,6 +34,53 @@ public enum Evaluation {
         return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
     }
 
+    /// `run`'s result with the batches divided among `parallel`'s workers: worker w evaluates
+    /// batches w, w + W, ... with its own network and `sources[w]` (each a source of the same
+    /// batches). Every batch is computed as `run` computes it and the per-batch sums are added
+    /// in batch order, so the result is the same bits for any worker count.
+    public static func run(_ parallel: DataParallel<Float>, _ sources: [any BatchSource], confusion: Bool = false) -> Result {
+        let team = parallel.workers
+        guard team > 1, sources.count >= team else { return run(parallel.model, sources[0], confusion: confusion) }
+        let batches = sources[0].batchCount, c = parallel.model.classes
+        let losses = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(batches, 1))
+        let corrects = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(batches, 1))
+        // One confusion matrix per worker, added up after (integers: any order is exact).
+        let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: confusion ? team * c * c : 1)
+        counts.initialize(repeating: 0)
+        defer {
+            losses.deallocate()
+            corrects.deallocate()
+            counts.deallocate()
+        }
+        parallel.onEveryWorker { w, workers in
+            let net = parallel.network(forWorker: w), source = sources[w]
+            var b = w
+            while b < batches {
+                let n = source.load(batch: b)
+                let logits = net.forward(source.x, training: false)
+                let r = net.loss.evaluate(logits: logits, labels: source.batchLabels)
+                (losses[b], corrects[b]) = (r.lossSum, r.correct)
+                if confusion {
+                    for (i, p) in predictions(logits).enumerated() where i < n {
+                        counts[(w * c + Int(source.batchLabels[i])) * c + p.label] += 1
+                    }
+                }
+                b += workers
+            }
+        }
+        var lossSum = 0.0, correct = 0
+        for b in 0..<batches {
+            lossSum += losses[b]
+            correct += corrects[b]
+        }
+        var matrix: [[Int]]?
+        if confusion {
+            matrix = (0..<c).map { t in (0..<c).map { p in (0..<team).reduce(0) { $0 + counts[($1 * c + t) * c + p] } } }
+        }
+        let n = Double(sources[0].exampleCount)
+        return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
+    }
+
     /// The evaluation batch when none is given: 1000 images, or as many as keep one batch's
     /// forward activations (`floatsPerImage`: the input and every layer's output, float32)
     /// within 128 MiB, at least 32. dfn2, mlp and lenet-bn keep 1000 (5-90 KB per image);

@@ -31,19 +31,19 @@ struct TraceObserver: StepObserver {
 
 /// `--eval-every`: validation and test loss and accuracy every `every` steps.
 struct EvalObserver: StepObserver {
-    let network: Network<Float>
+    let parallel: DataParallel<Float>
     let every: Int
-    let validation: MinibatchSampler?
-    let test: SequentialBatches
+    let validation: [MinibatchSampler]?
+    let test: [SequentialBatches]
 
     func observe(step: Int, epoch: Int, shouldStop: () -> Int32?) -> [Record]? {
         guard step % every == 0 else { return [] }
         var fields: [(String, Value)] = [("step", .int(step)), ("epoch", .int(epoch))]
         if let validation {
-            let v = Evaluation.run(network, validation)
+            let v = Evaluation.run(parallel, validation)
             fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
         }
-        let t = Evaluation.run(network, test)
+        let t = Evaluation.run(parallel, test)
         fields += [("test_loss", .number(t.loss, digits: 6)), ("test_acc", .number(t.accuracy, digits: 4))]
         return [Record("eval", fields)]
     }

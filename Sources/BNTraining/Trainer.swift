@@ -34,6 +34,9 @@ public final class Trainer {
     /// Images per test/validation batch: --eval-batch, or `automaticEvalBatch` when not given.
     public let evalBatch: Int
     public let network: Network<Float>
+    /// The step over the canonical shards of each batch, on `workers` threads; its model is
+    /// `network` (docs/parallel.md).
+    public let parallel: DataParallel<Float>
     /// The kernels the network computes with (its precision, libraries and caches).
     public let kernels: Kernels
     public let optimizer: any Optimizer<Float>
@@ -153,6 +156,36 @@ public final class Trainer {
                 kernels: kernels, rng: &initRNG, dropoutRNG: SplitMix64(seed: config.seed, stream: "dropout"))
         } catch let e as ModelSpec.ParseError {
             throw fail("--model \(e.message)", kind: .usage)
+        }
+        // One replica per further shard slot, sharing the network's weights and buffers, each
+        // with kernels of its own (their scratch buffers are per thread of work).
+        let plan = ShardPlan(shardSize: config.parallel.shardSize)
+        let slots = plan.shardCount(batch: config.batch)
+        let workers = config.parallel.resolvedWorkers
+        var replicas: [Network<Float>] = []
+        do {
+            for _ in 1..<max(slots, 1) {
+                var rng = SplitMix64(seed: 0)
+                replicas.append(try spec.build(Float.self, inputs: dataset.featureCount, classes: dataset.classes, image: image, options: options, kernels: try config.kernels.makeKernels(), rng: &rng))
+            }
+        } catch let e as ModelSpec.ParseError {
+            throw fail("--model \(e.message)", kind: .usage)
+        } catch let e as MatMul.ConfigurationError {
+            throw fail("\(e)", kind: .usage)
+        }
+        // oneDNN threads through OpenMP, whose thread count is per thread: each worker's
+        // primitives then run on that worker alone (they are created on first use, there).
+        let single = workers > 1
+        guard let dp = DataParallel(model: network, replicas: replicas, plan: plan, workers: workers, batchNormSync: config.parallel.bnSync, setup: { _ in if single { OneDNN.shared?.setThreads(1) } }) else {
+            throw fail("--workers \(workers): could not start \(workers - 1) worker threads; use fewer workers", kind: .usage)
+        }
+        parallel = dp
+        if workers > slots {
+            diagnostics("note: --workers \(workers) but a batch of \(config.batch) has \(slots) shard\(slots == 1 ? "" : "s") of at most \(plan.shardSize) rows; \(workers - min(workers, slots)) worker\(workers - slots == 1 ? "" : "s") will idle (use a larger --batch or a smaller --shard-size)")
+        }
+        let cores = CPUTopology.usableCPUs.count
+        if dp.workers > cores {
+            diagnostics("note: --workers \(dp.workers) is more than the \(cores) CPU\(cores == 1 ? "" : "s") this process may use; the workers will take turns (slower, same numbers)")
         }
         if let target {
             // The network layer computing the traced spec layer (the builder records which).
@@ -326,7 +359,7 @@ public final class Trainer {
                     rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
                     optimizer.learningRate = Float(rate)
                 }
-                let loss = network.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip)
+                let loss = parallel.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip)
                 guard loss.isFinite else {
                     progress?.clear()
                     throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.optimizer.lr))", kind: .diverged)
@@ -359,14 +392,18 @@ public final class Trainer {
 
     /// The run's batches: training in the sampler's order, validation and test in evaluation
     /// batches.
+    /// One validation and test source per worker (each loads its own batches).
     struct Batches {
         let train: MinibatchSampler
-        let validation: MinibatchSampler?
-        let test: SequentialBatches
+        let validations: [MinibatchSampler]?
+        let tests: [SequentialBatches]
+        var validation: MinibatchSampler? { validations?[0] }
+        var test: SequentialBatches { tests[0] }
         init(_ t: Trainer) {
+            let workers = 0..<t.parallel.workers
             train = MinibatchSampler(split: t.dataset.train, indices: t.trainIndices, batchSize: t.config.batch)
-            validation = t.valIndices.isEmpty ? nil : MinibatchSampler(split: t.dataset.train, indices: t.valIndices, batchSize: min(t.evalBatch, t.valIndices.count))
-            test = SequentialBatches(split: t.dataset.test, batchSize: min(t.evalBatch, t.dataset.test.count))
+            validations = t.valIndices.isEmpty ? nil : workers.map { _ in MinibatchSampler(split: t.dataset.train, indices: t.valIndices, batchSize: min(t.evalBatch, t.valIndices.count)) }
+            tests = workers.map { _ in SequentialBatches(split: t.dataset.test, batchSize: min(t.evalBatch, t.dataset.test.count)) }
         }
     }
 
@@ -374,7 +411,7 @@ public final class Trainer {
     func stepObservers(_ batches: Batches) -> [any StepObserver] {
         var out: [any StepObserver] = []
         if let tracer { out.append(TraceObserver(tracer: tracer, network: network, every: config.observation.traceEvery, layer: traceIndex)) }
-        if config.observation.evalEvery > 0 { out.append(EvalObserver(network: network, every: config.observation.evalEvery, validation: batches.validation, test: batches.test)) }
+        if config.observation.evalEvery > 0 { out.append(EvalObserver(parallel: parallel, every: config.observation.evalEvery, validation: batches.validations, test: batches.tests)) }
         return out
     }
 
@@ -412,7 +449,7 @@ public final class Trainer {
         ]
         var improved = false
         if let validation = batches.validation {
-            let v = Evaluation.run(network, validation)
+            let v = Evaluation.run(parallel, batches.validations!)
             fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
             if v.accuracy > s.bestValAccuracy {
                 (s.bestValAccuracy, s.bestValEpoch) = (v.accuracy, epoch)
@@ -426,7 +463,7 @@ public final class Trainer {
             }
         }
         let clock = ContinuousClock(), testStarted = clock.now
-        let test = Evaluation.run(network, batches.test)
+        let test = Evaluation.run(parallel, batches.tests)
         let testSeconds = (clock.now - testStarted).seconds
         if test.accuracy > s.bestTestAccuracy { (s.bestTestAccuracy, s.bestTestEpoch) = (test.accuracy, epoch) }
         fields += [

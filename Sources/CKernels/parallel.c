@@ -1,5 +1,7 @@
 // A barrier that spins briefly, then blocks, and the fixed-order shard reduction.
+#define _GNU_SOURCE
 #include "CKernels.h"
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -82,4 +84,15 @@ void bn_sum_shards_f64(double *restrict dst, const double *const *srcs, long sha
         const double *restrict src = srcs[s];
         for (long i = begin; i < end; i++) dst[i] += src[i];
     }
+}
+
+int bn_usable_cpus(int *cpus, int max) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++) {
+        if (CPU_ISSET(c, &set)) cpus[n++] = c;
+    }
+    return n;
 }

@@ -365,13 +365,14 @@ struct BNTrain: ParsableCommand {
     @OptionGroup(title: "Optimizer") var optimizerOptions: OptimizerOptions
     @OptionGroup(title: "Schedule and stopping") var scheduleOptions: ScheduleOptions
     @OptionGroup(title: "Data") var dataOptions: DataOptions
+    @OptionGroup(title: "Cores") var parallelOptions: ParallelOptions
     @OptionGroup(title: "Output") var output: OutputOptions
     @OptionGroup(title: "Checkpoints") var checkpoints: CheckpointOptions
 
     /// The flags given on the command line, as changes to a configuration. Flags not given
     /// leave the defaults, or the checkpoint's values.
     var settings: [RunConfig.Setting] {
-        modelOptions.settings + training.settings + optimizerOptions.settings + scheduleOptions.settings + dataOptions.settings + output.settings
+        modelOptions.settings + training.settings + optimizerOptions.settings + scheduleOptions.settings + dataOptions.settings + parallelOptions.settings + output.settings
     }
 
     mutating func validate() throws {
@@ -382,6 +383,9 @@ struct BNTrain: ParsableCommand {
             if let p = try RunConfig.fresh(settings).problem() { throw ValidationError(p.description) }
         } catch let p as ConfigProblem {
             if checkpoints.resume == nil { throw ValidationError(p.description) }
+        }
+        if let t = training.threads, t > 1, let w = parallelOptions.workers, w != "1" {
+            throw ValidationError("--threads \(t) and --workers \(w) both use the cores: workers run single-threaded products; drop --threads")
         }
         let c = checkpoints
         guard c.saveEvery >= 1 else { throw ValidationError("--save-every must be at least 1 (got \(c.saveEvery))") }

@@ -38,7 +38,8 @@ struct TrainingRun {
         }
         let initFrom = try command.modelOptions.initFrom.map { (checkpoint: try readCheckpoint($0, flag: "--init-from"), path: $0) }
 
-        MatMul.setThreads(config.kernels.threads)
+        // Workers run single-threaded kernels: the BLAS thread count is process-wide.
+        MatMul.setThreads(config.parallel.resolvedWorkers > 1 ? 1 : config.kernels.threads)
         let clock = ContinuousClock()
         let loadStarted = clock.now
         let (folder, dataset) = try DataLocation.load(config.data.folder)

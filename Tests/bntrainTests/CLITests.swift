@@ -74,8 +74,9 @@ func runProgram(_ executable: String, _ args: [String], cwd: String? = nil, env:
         stderr: try String(contentsOfFile: tmp + ".err", encoding: .utf8))
 }
 
-/// A tiny learnable dataset: class k images are bright in row k (plus noise), 4 classes of 6x6.
-func writeTinyDataset(in dir: String, train: Int = 400, test: Int = 200, seed: UInt64 = 1) throws {
+/// A tiny learnable dataset: class k images are bright in row k (plus noise), 4 classes of
+/// side x side (6x6 unless asked; 28 fits the convolutional presets).
+func writeTinyDataset(in dir: String, train: Int = 400, test: Int = 200, seed: UInt64 = 1, side: Int = 6) throws {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     var state = seed
     func noise() -> Int {
@@ -87,14 +88,14 @@ func writeTinyDataset(in dir: String, train: Int = 400, test: Int = 200, seed: U
         for i in 0..<n {
             let k = i % 4
             labels.append(UInt8(k))
-            for r in 0..<6 { for _ in 0..<6 { px.append(UInt8(min(255, (r == k + 1 ? 150 : 20) + noise()))) } }
+            for r in 0..<side { for _ in 0..<side { px.append(UInt8(min(255, (r == k + 1 ? 150 : 20) + noise()))) } }
         }
         return (px, labels)
     }
     let (trp, trl) = make(train), (tep, tel) = make(test)
-    try IDX.writeImages(trp, count: train, rows: 6, cols: 6, to: dir + "/train-images-idx3-ubyte.gz", gzip: true)
+    try IDX.writeImages(trp, count: train, rows: side, cols: side, to: dir + "/train-images-idx3-ubyte.gz", gzip: true)
     try IDX.writeLabels(trl, to: dir + "/train-labels-idx1-ubyte.gz", gzip: true)
-    try IDX.writeImages(tep, count: test, rows: 6, cols: 6, to: dir + "/t10k-images-idx3-ubyte", gzip: false)
+    try IDX.writeImages(tep, count: test, rows: side, cols: side, to: dir + "/t10k-images-idx3-ubyte", gzip: false)
     try IDX.writeLabels(tel, to: dir + "/t10k-labels-idx1-ubyte", gzip: false)
 }
 

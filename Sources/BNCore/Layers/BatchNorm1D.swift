@@ -156,6 +156,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
 
     /// running = m running + (1 - m) batch, with the biased `variance` of `count` values
     /// (times count/(count-1) when `runningVariance` is unbiased); one tracked batch.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func updateRunningStatistics(mean mu: UnsafePointer<T>, variance v: UnsafePointer<T>, count n: Int) {
         let rm = runningMean.value.data, rv = runningVar.value.data
@@ -280,6 +282,8 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
     public var batchVarianceValues: UnsafePointer<T> { UnsafePointer(batchVar.data) }
 
     /// Phase 1: shardSums_j = sum_i x_ij over this shard (rows in order, as the forward).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardSums(_ x: Matrix<T>) {
         precondition(x.cols == features && x.rows > 0, "BatchNorm1D expects \(features) features")
@@ -295,6 +299,8 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
 
     /// Phase 2: mu = sums / B, the batch's mean; this shard's centred values and
     /// shardSquares_j = sum_i (x_ij - mu_j)^2.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardDeviations(batchSums: UnsafePointer<T>, batchRows count: Int) {
         let x = syncInput!, n = x.rows, d = features
@@ -315,6 +321,8 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
     }
 
     /// Phase 3: var = squares / count (biased), then normalise, scale and shift this shard.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardNormalize(batchSquares: UnsafePointer<T>) -> Matrix<T> {
         let n = centered.rows, d = features
@@ -340,6 +348,8 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
     }
 
     /// Backward phase 1: this shard's beta.grad = sum_i dy_ij and gamma.grad = sum_i dy_ij xhat_ij.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncBackwardSums(_ dy: Matrix<T>) {
         precondition(dy.rows == xhat.rows && dy.cols == features, "BatchNorm1D.backward: shape mismatch")
@@ -357,6 +367,8 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
     }
 
     /// Backward phase 2: dx from the batch's two sums, as `backwardSimplified` with N the batch.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncBackwardInput(_ dy: Matrix<T>, batchSumDy dbeta: UnsafePointer<T>, batchSumDyXhat dgamma: UnsafePointer<T>) -> Matrix<T> {
         let n = dy.rows, d = features

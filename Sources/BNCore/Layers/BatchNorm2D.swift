@@ -115,6 +115,8 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
 
     /// running = m running + (1 - m) batch, with the biased `variance` of `count` values
     /// (times count/(count-1) when `runningVariance` is unbiased); one tracked batch.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func updateRunningStatistics(mean mu: UnsafePointer<T>, variance v: UnsafePointer<T>, count: Int) {
         let m = T(count)
@@ -246,6 +248,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
     public var batchVarianceValues: UnsafePointer<T> { UnsafePointer(variance.data) }
 
     /// Phase 1: shardSums_c = sum of x over this shard's planes of channel c.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardSums(_ x: Matrix<T>) {
         precondition(x.cols == shape.count && x.rows > 0, "BatchNorm2D expects \(shape) per example")
@@ -256,6 +260,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
     }
 
     /// Phase 2: mu_c = sums_c / M (M = B H W), and this shard's sum of (x - mu_c)^2.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardDeviations(batchSums: UnsafePointer<T>, batchRows: Int) {
         let x = input!, hw = shape.h * shape.w, stride = shape.c * hw
@@ -269,6 +275,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
     }
 
     /// Phase 3: var_c = squares_c / M (biased), then normalise this shard.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncForwardNormalize(batchSquares: UnsafePointer<T>) -> Matrix<T> {
         let x = input!, n = x.rows, hw = shape.h * shape.w, stride = shape.c * hw
@@ -284,6 +292,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
     }
 
     /// Backward phase 1: this shard's beta.grad and gamma.grad (sums of g' and g' xhat).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncBackwardSums(_ dy: Matrix<T>) {
         guard let x = input, dy.rows == x.rows, dy.cols == shape.count else {
@@ -300,6 +310,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
     }
 
     /// Backward phase 2: dx from the batch's two sums, as `backward` with M the batch's values.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     @inlinable
     public func syncBackwardInput(_ dy: Matrix<T>, batchSumDy: UnsafePointer<T>, batchSumDyXhat: UnsafePointer<T>) -> Matrix<T> {
         let x = input!, n = dy.rows, hw = shape.h * shape.w, stride = shape.c * hw

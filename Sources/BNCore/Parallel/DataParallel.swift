@@ -1,3 +1,5 @@
+import Glibc
+
 /// A normalisation layer whose training statistics are taken over the whole batch even when
 /// the batch is split into shards (BatchNorm1D, BatchNorm2D). Its training forward runs in
 /// three phases and its backward in two; between phases every shard's sums are reduced in
@@ -40,6 +42,33 @@ public enum BatchNormSync: String, CaseIterable, Sendable {
     case off
 }
 
+/// Where a data-parallel step's time goes, summed over the steps timed (nanoseconds): per
+/// worker, its shards' forward and backward (`compute`), waiting at barriers (`wait`) and its
+/// slice of the gradient reduction (`reduce`); and the serial part on the calling thread (the
+/// dropout keys, clipping, the optimizer step, the running statistics).
+public final class StepTimes {
+    public let workers: Int
+    public private(set) var steps = 0
+    public var serial: UInt64 = 0
+    let counters: UnsafeMutablePointer<UInt64>  // [worker][compute, wait, reduce]
+    public init(workers: Int) {
+        self.workers = workers
+        counters = .allocate(capacity: workers * 3)
+        counters.initialize(repeating: 0, count: workers * 3)
+    }
+    deinit { counters.deallocate() }
+    public func compute(_ w: Int) -> UInt64 { counters[w * 3] }
+    public func wait(_ w: Int) -> UInt64 { counters[w * 3 + 1] }
+    public func reduce(_ w: Int) -> UInt64 { counters[w * 3 + 2] }
+    @usableFromInline func add(_ w: Int, _ k: Int, _ ns: UInt64) { counters[w * 3 + k] &+= ns }
+    func step() { steps += 1 }
+    @usableFromInline static func now() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+    }
+}
+
 /// Data-parallel training of one model: every minibatch is cut into the canonical shards of
 /// a `ShardPlan`, each shard is computed by one replica of the network, and the shards'
 /// gradients are reduced in shard order before one optimizer step on the model. Which worker
@@ -79,6 +108,9 @@ public final class DataParallel<T: BLASScalar> {
             self.norms = norms
         }
     }
+
+    /// When set, every sharded step adds where its time went (`bnbench --workers`).
+    public var times: StepTimes?
 
     // The step's shape, set before the workers run.
     var batchRows = 0
@@ -141,6 +173,7 @@ public final class DataParallel<T: BLASScalar> {
     /// One training step on x: (B, inputs), B <= `capacity`. Returns the batch's mean loss
     /// (before the update): the shards' loss sums added in shard order, divided by B.
     @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil) -> Double {
         let n = x.rows, k = plan.shardCount(batch: n)
         precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
@@ -148,6 +181,7 @@ public final class DataParallel<T: BLASScalar> {
             for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = false }
             return model.trainStep(x, labels: labels, optimizer: optimizer, clipNorm: clipNorm)
         }
+        let started = times != nil ? StepTimes.now() : 0
         for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = true }
         (batchRows, shardCount, self.labels) = (n, k, labels)
         // Each shard's dropout stream: keyed by the model's stream (one draw per step) and the shard.
@@ -159,10 +193,18 @@ public final class DataParallel<T: BLASScalar> {
             let r = plan.rows(ofShard: s, batch: n)
             slots[s].input.view(of: x, row: r.lowerBound, rows: r.count)
         }
+        let parallelStart = times != nil ? StepTimes.now() : 0
         if let pool {
             pool.run { w in work(worker: w, of: pool.count, barrier: { pool.barrier() }) }
         } else {
             work(worker: 0, of: 1, barrier: {})
+        }
+        let parallelEnd = times != nil ? StepTimes.now() : 0
+        defer {
+            if let t = times {
+                t.serial &+= (parallelStart - started) &+ (StepTimes.now() - parallelEnd)
+                t.step()
+            }
         }
         if let c = clipNorm { clipGradientNorm(model.parameters, maxNorm: c) }
         optimizer.step(model.parameters)
@@ -174,6 +216,8 @@ public final class DataParallel<T: BLASScalar> {
 
     /// The running statistics, after the step: once from the batch's statistics (synchronised),
     /// or once per shard in shard order from each shard's own (ghost BN).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func applyRunningStatistics() {
         let model = slots[0].norms
         for l in model.indices {
@@ -191,8 +235,18 @@ public final class DataParallel<T: BLASScalar> {
 
     /// Worker w's part of a step: its block of shards forward (phase by phase at every
     /// synchronised layer), loss and backward, then its slice of the gradient reduction.
-    @inline(__always)
-    func work(worker w: Int, of team: Int, barrier: () -> Void) {
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    func work(worker w: Int, of team: Int, barrier plainBarrier: () -> Void) {
+        let times = self.times
+        let begun = times != nil ? StepTimes.now() : 0
+        func barrier() {
+            guard let times else { return plainBarrier() }
+            let t = StepTimes.now()
+            plainBarrier()
+            times.add(w, 1, StepTimes.now() - t)
+        }
+        let waitBefore = times?.wait(w) ?? 0
         let mine = ShardPlan.shards(forWorker: w, of: team, shardCount: shardCount)
         let n = batchRows, k = shardCount
         let layerCount = model.layers.count
@@ -243,16 +297,33 @@ public final class DataParallel<T: BLASScalar> {
         for s in mine { slots[s].h = slots[s].net.backward(slots[s].h, layers: 0..<end) }
         barrier()
         // grad(slot 0) += grad(slot 1), grad(slot 2), ... in shard order, this worker's slice.
+        let reduceStart = times != nil ? StepTimes.now() : 0
         let params = model.parameters
         for p in params.indices {
             let target = params[p].grad
             let range = ShardPlan.slice(forWorker: w, of: team, count: target.count)
             ShardReduction.accumulate(into: target.data, shards: UnsafeBufferPointer(rebasing: gradientPointers[p][0..<(k - 1)]), range: range)
         }
+        if let times {
+            let end = StepTimes.now()
+            times.add(w, 2, end - reduceStart)
+            times.add(w, 0, (reduceStart - begun) - (times.wait(w) - waitBefore))
+        }
     }
 
+    /// Runs `body(worker, workers)` once on every worker, the caller as worker 0 (evaluation
+    /// passes divided among the workers).
+    public func onEveryWorker(_ body: (Int, Int) -> Void) {
+        if let pool { pool.run { w in body(w, pool.count) } } else { body(0, 1) }
+    }
+
+    /// Worker w's own network for forward passes outside a step (a replica sharing the model's
+    /// weights; worker 0's is the model).
+    public func network(forWorker w: Int) -> Network<T> { slots[w].net }
+
     /// out = s_0 + s_1 + ... + s_{count-1}, element by element in shard order.
-    @inline(__always)
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func reduce(_ shards: UnsafeMutableBufferPointer<UnsafePointer<T>?>, count: Int, channels: Int, into out: UnsafeMutablePointer<T>) {
         out.update(from: shards[0]!, count: channels)
         ShardReduction.accumulate(into: out, shards: UnsafeBufferPointer(rebasing: shards[1..<count]), range: 0..<channels)

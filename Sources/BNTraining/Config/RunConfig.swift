@@ -27,6 +27,7 @@ public struct RunConfig: Equatable, Sendable {
     public var data = DataConfig()
     public var observation = ObservationConfig()
     public var kernels = KernelConfig()
+    public var parallel = ParallelConfig()
 
     public init() {}
 
@@ -37,7 +38,7 @@ public struct RunConfig: Equatable, Sendable {
         "weight_decay", "decay", "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "warmup_epochs", "lr_patience", "lr_factor",
         "early_stop", "monitor", "min_delta", "clip_grad_norm", "trace", "trace_every", "trace_examples", "eval_every", "hidden",
         "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum", "bn_eps", "bn_running_var", "init", "seed",
-        "threads", "precision", "gemm", "conv", "eval_batch",
+        "threads", "precision", "gemm", "conv", "eval_batch", "workers", "shard_size", "bn_sync",
     ]
 
     /// The encoding as ordered record fields.
@@ -53,7 +54,7 @@ public struct RunConfig: Equatable, Sendable {
         }.map(\.element)
     }
 
-    var groups: [any ConfigGroup] { [model, optimizer, schedule, stopping, data, observation, kernels] }
+    var groups: [any ConfigGroup] { [model, optimizer, schedule, stopping, data, observation, kernels, parallel] }
 
     // MARK: Derived values
 
@@ -76,7 +77,7 @@ public struct RunConfig: Equatable, Sendable {
         if case let .after(_, monitor, _) = stopping, data.valSplit == 0 {
             return ConfigProblem(.earlyStop, "stops when the validation \(monitor == .valLoss ? "loss" : "accuracy") stalls; add --val-split (for example 0.1)")
         }
-        return observation.problem() ?? data.problem() ?? kernels.problem() ?? model.problem()
+        return observation.problem() ?? data.problem() ?? kernels.problem() ?? parallel.problem() ?? model.problem()
     }
 
     // MARK: Flags and resume
@@ -163,5 +164,6 @@ extension RunConfig: Codable {
         data = try DataConfig(from: r)
         observation = try ObservationConfig(from: r)
         kernels = try KernelConfig(from: r)
+        parallel = try ParallelConfig(from: r)
     }
 }

@@ -100,6 +100,10 @@ int bn_kernels_avx512(void);
 
 /// A reusable barrier for `parties` threads that polls `spins` times, then sleeps.
 /// NULL when parties < 1 or memory runs out.
+/// The logical CPUs in this process's affinity mask, ascending, into cpus[0..<max]; returns
+/// their count, or -1 if the mask cannot be read.
+int bn_usable_cpus(int *cpus, int max);
+
 typedef struct bn_barrier bn_barrier;
 bn_barrier *bn_barrier_create(int parties, long spins);
 void bn_barrier_wait(bn_barrier *barrier);
