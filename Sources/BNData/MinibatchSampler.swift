@@ -58,30 +58,45 @@ public final class MinibatchSampler: BatchSource {
     /// Copies batch `b` into `x` and `labels`; returns its size.
     @discardableResult
     public func fill(batch b: Int) -> Int {
-        let start = b * batchSize
-        let n = min(batchSize, order.count - start)
+        let n = prepare(batch: b)
+        fill(batch: b, rows: 0..<n)
+        return n
+    }
+
+    /// Sizes `x` for batch `b` and returns its size: the serial half of `fill`, before
+    /// `fill(batch:rows:)` runs on several threads.
+    @discardableResult
+    public func prepare(batch b: Int) -> Int {
+        let n = min(batchSize, order.count - b * batchSize)
         precondition(n > 0, "batch \(b) is past the end")
-        let d = split.images.featureCount
         x.resize(rows: n)
-        let px = split.images.bytes.data
+        return n
+    }
+
+    /// Converts rows `rows` of batch `b` (after `prepare(batch: b)`) into `x` and `labels`;
+    /// disjoint row ranges may be filled at once from several threads (data-parallel workers,
+    /// each its own shards).
+    public func fill(batch b: Int, rows: Range<Int>) {
+        let start = b * batchSize
+        let d = split.images.featureCount
+        let px = split.images.bytes.data, xd = x.data, out = labels
         split.labels.withUnsafeBufferPointer { lab in
             order.withUnsafeBufferPointer { ord in
-                for r in 0..<n {
+                for r in rows {
                     let i = Int(ord[start + r])
-                    bn_pixels_to_f32(px + i * d, x.data + r * d, d)
-                    labels[r] = lab[i]
+                    bn_pixels_to_f32(px + i * d, xd + r * d, d)
+                    out[r] = lab[i]
                 }
-                // The next batch's images, scattered over all the image bytes (47 MB at 60k,
-                // more than this machine's 32 MB last-level cache): asking for them now lets
-                // the memory system fetch them while this batch trains, instead of the next
-                // gather waiting on DRAM.
-                let next = start + n
-                for r in next..<min(next + batchSize, ord.count) {
-                    bn_prefetch(px + Int(ord[r]) * d, d)
+                // The same rows of the next batch, scattered over all the image bytes (47 MB
+                // at 60k, more than this machine's 32 MB last-level cache): asking for them
+                // now lets the memory system fetch them while this batch trains, instead of
+                // the next gather waiting on DRAM.
+                let next = start + batchSize
+                for r in rows where next + r < ord.count {
+                    bn_prefetch(px + Int(ord[next + r]) * d, d)
                 }
             }
         }
-        return n
     }
 }
 

@@ -16,6 +16,8 @@
 //   train_step seconds_per_epoch=...    Network.trainStep on random data, `steps` times
 //   overhead ratio=train_step/gemm_step
 //   gemm_square n=2048 gflops=...       a large square product, for the machine's peak
+//   workers_profile ...                 with a batch of several shards: compute, barrier
+//                                       waits, reduction and the serial part of a step
 //   bnbench --barrier: the worker pool's costs instead (docs/parallel.md), one line each:
 //   barrier workers=2 spins=4000 ns_per_barrier=...   pool.barrier() inside one run
 //   pool_run workers=2 spins=4000 ns_per_run=...      an empty pool.run, start to finish
@@ -32,12 +34,13 @@ BLASKernel.reexecIfUndetected()
 import Glibc
 #endif
 
-var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0]
+var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0, "workers": 1, "shard-size": 32]
 /// Each flag's accepted values: sizes a benchmark can allocate (a batch of 65536 784-pixel
 /// images is 205 MB), thread counts OpenBLAS takes, 0/1 switches.
 let limits: [String: ClosedRange<Int>] = [
     "batch": 1...65536, "hidden": 1...ModelSpec.maxWidth, "inputs": 1...(1 << 20), "classes": 2...65536, "steps": 1...10_000_000,
     "threads": 1...1024, "repeats": 1...1000, "square": 1...8192, "shapes": 0...1, "breakdown": 0...1,
+    "workers": 1...1024, "shard-size": 1...65536,
 ]
 var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas, convolution = ConvolutionKernels.auto  // bntrain's defaults
@@ -47,7 +50,7 @@ if argv.first == "--barrier" {
     benchmarkBarrier()
     exit(0)
 }
-let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>]"
+let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--workers <n>] [--shard-size <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>]"
 while let a = argv.popFirst() {
     if a == "--help" || a == "-h" {
         print("bnbench: how close the training step is to its matrix products (key=value lines on stdout).\n" + usage)
@@ -131,6 +134,7 @@ func randomMatrix(_ r: Int, _ k: Int) -> Matrix<Float> {
 var initRNG = SplitMix64(seed: 2)
 let spec: ModelSpec
 let net: Network<Float>
+let parallel: DataParallel<Float>
 do {
     spec = try ModelSpec.parse(modelText, hidden: h)
     // A convolutional model sees the input as a square one-channel image (784 = 28 x 28).
@@ -143,6 +147,19 @@ do {
         exit(64)
     }
     net = try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, kernels: kernels, rng: &initRNG)
+    // bntrain's step: the batch in shards of --shard-size on --workers workers (docs/parallel.md).
+    let plan = ShardPlan(shardSize: opts["shard-size"]!)
+    let replicas = try (1..<max(plan.shardCount(batch: n), 1)).map { _ in
+        var r = SplitMix64(seed: 0)
+        return try spec.build(Float.self, inputs: d, classes: c, image: side * side == d ? ImageShape(1, side, side) : nil, kernels: makeKernels(precision, library), rng: &r)
+    }
+    let workers = opts["workers"]!
+    if workers > 1 { MatMul.setThreads(1) }
+    guard let p = DataParallel(model: net, replicas: replicas, plan: plan, workers: workers, batchNormSync: .on, setup: { _ in if workers > 1 { OneDNN.shared?.setThreads(1) } }) else {
+        FileHandle_stderr("bnbench: error: cannot start \(workers) worker threads\n")
+        exit(71)
+    }
+    parallel = p
 } catch {
     FileHandle_stderr("bnbench: error: --model \(error)\n")
     exit(64)
@@ -224,7 +241,7 @@ func timeOnce(_ body: @escaping () -> Void) -> Double {
     return now() - t0
 }
 let runGemmStep = { for _ in 0..<steps { for s in shapes { for _ in 0..<s.repeats { run(s) } } } }
-let runTrainStep = { for _ in 0..<steps { _ = net.trainStep(x, labels: labels, optimizer: sgd) } }
+let runTrainStep = { for _ in 0..<steps { _ = parallel.trainStep(x, labels: labels, optimizer: sgd) } }
 runGemmStep()
 runTrainStep()
 var gemmStep = Double.infinity, trainStep = Double.infinity
@@ -235,6 +252,21 @@ for _ in 0..<repeats {
 print("gemm_step seconds_per_epoch=\(String(format: "%.4f", gemmStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / gemmStep / 1e9))")
 print("train_step seconds_per_epoch=\(String(format: "%.4f", trainStep)) gflops=\(String(format: "%.1f", Double(flopsPerStep * steps) / trainStep / 1e9))")
 print("overhead ratio=\(String(format: "%.3f", trainStep / gemmStep))")
+// Where a sharded step's time goes (a batch of more than one shard), `steps` more steps:
+//   workers_profile workers=W shards=K step_us=... compute_us=... wait_us=... reduce_us=... serial_us=...
+// compute, wait (at barriers) and reduce are the workers' means per step; serial is the
+// caller's part outside the workers (dropout keys, clipping, the optimizer, running statistics);
+// wN=compute/wait/reduce gives each worker's own.
+if parallel.plan.shardCount(batch: n) > 1 {
+    let times = StepTimes(workers: parallel.workers)
+    parallel.times = times
+    let t = timeOnce(runTrainStep)
+    parallel.times = nil
+    let W = Double(parallel.workers), perStep = { (ns: UInt64) in String(format: "%.1f", Double(ns) / 1000 / Double(times.steps)) }
+    let mean = { (f: (Int) -> UInt64) in UInt64(Double((0..<parallel.workers).reduce(UInt64(0)) { $0 + f($1) }) / W) }
+    let each = (0..<parallel.workers).map { "w\($0)=\(perStep(times.compute($0)))/\(perStep(times.wait($0)))/\(perStep(times.reduce($0)))" }.joined(separator: " ")
+    print("workers_profile workers=\(parallel.workers) shards=\(parallel.plan.shardCount(batch: n)) step_us=\(String(format: "%.1f", t * 1e6 / Double(steps))) compute_us=\(perStep(mean(times.compute))) wait_us=\(perStep(mean(times.wait))) reduce_us=\(perStep(mean(times.reduce))) serial_us=\(perStep(times.serial)) \(each)")
+}
 
 // Where the step's time goes, layer by layer (the unfused path: forward, loss, backward,
 // then the optimizer over every parameter), `steps` steps after a warm-up, best of repeats:

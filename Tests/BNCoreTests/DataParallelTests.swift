@@ -139,4 +139,38 @@ final class DataParallelTests: XCTestCase {
             XCTAssertEqual(dp.model.batchNormSteps.map(\.steps), reference.batchNormSteps.map(\.steps))
         }
     }
+
+    /// Every optimizer's update applied slice by slice (3 workers' 16-aligned slices, last
+    /// slice first) gives `step`'s bits: the workers each update what they reduced.
+    func testSlicedOptimizerUpdateIsTheStep() {
+        var kinds: [OptimizerSettings] = []
+        for (kind, momentum, wd) in [(OptimizerSettings.Kind.sgd, 0.0, 0.0), (.sgd, 0.9, 1e-2), (.adam, 0, 1e-2), (.adamw, 0, 1e-2), (.rmsprop, 0.5, 1e-3)] {
+            var o = OptimizerSettings()
+            (o.kind, o.momentum, o.weightDecay, o.nesterov, o.learningRate) = (kind, momentum, wd, momentum > 0, 0.01)
+            kinds.append(o)
+        }
+        for settings in kinds {
+            let whole = network("fc37-bn-relu-fc", Float.self, inputs: 23, classes: 3, seed: 2)
+            let sliced = network("fc37-bn-relu-fc", Float.self, inputs: 23, classes: 3, seed: 2)
+            let a = settings.make(Float.self), b = settings.make(Float.self)
+            var r = TestRandom(4)
+            for _ in 0..<3 {
+                for (p, q) in zip(whole.parameters, sliced.parameters) {
+                    let g: Matrix<Float> = r.matrix(p.grad.rows, p.grad.cols)
+                    p.grad.copy(from: g)
+                    q.grad.copy(from: g)
+                }
+                a.step(whole.parameters)
+                b.prepareStep(sliced.parameters)
+                for i in sliced.parameters.indices.reversed() {
+                    for w in (0..<3).reversed() {
+                        let range = ShardPlan.slice(forWorker: w, of: 3, count: sliced.parameters[i].value.count)
+                        if !range.isEmpty { b.update(sliced.parameters, parameter: i, elements: range) }
+                    }
+                }
+            }
+            XCTAssertEqual(state(whole), state(sliced), "\(settings.kind) momentum \(settings.momentum)")
+            XCTAssertEqual(a.state(whole.parameters).map { $0.values.map(\.bitPattern) }, b.state(sliced.parameters).map { $0.values.map(\.bitPattern) })
+        }
+    }
 }

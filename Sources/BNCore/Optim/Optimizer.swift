@@ -10,13 +10,29 @@ import RealModule
 public protocol Optimizer<T>: AnyObject {
     associatedtype T: BLASScalar
     var learningRate: T { get set }
-    /// Applies one update to every parameter from its `grad`.
+    /// Applies one update to every parameter from its `grad`: `prepareStep`, then `update`
+    /// of every element.
     func step(_ parameters: [Parameter<T>])
+    /// The step's serial part: state allocated (first call), the step counted, its constants
+    /// (Adam's bias corrections) computed.
+    func prepareStep(_ parameters: [Parameter<T>])
+    /// The step's element-wise part for `elements` of parameter `i`, after `prepareStep`. Any
+    /// split of the elements into disjoint ranges, on any threads, gives `step`'s bits: every
+    /// rule updates each element from that element alone.
+    func update(_ parameters: [Parameter<T>], parameter i: Int, elements: Range<Int>)
     /// Named state tensors, in a fixed order (empty for plain SGD).
     func state(_ parameters: [Parameter<T>]) -> [(name: String, values: [T])]
     /// Restores what `state` returned; throws naming the first tensor that is missing or of
     /// the wrong size.
     func load(state: [String: [T]], _ parameters: [Parameter<T>]) throws
+}
+
+extension Optimizer {
+    @inlinable
+    public func step(_ parameters: [Parameter<T>]) {
+        prepareStep(parameters)
+        for i in parameters.indices { update(parameters, parameter: i, elements: 0..<parameters[i].value.count) }
+    }
 }
 
 /// A state tensor that does not fit (checkpoint loading).
@@ -140,13 +156,14 @@ public final class SGD<T: BLASScalar>: Optimizer {
     public var learningRate: T
     public init(learningRate: T) { self.learningRate = learningRate }
 
+    public func prepareStep(_ parameters: [Parameter<T>]) {}
+
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
-    public func step(_ parameters: [Parameter<T>]) {
-        for p in parameters {
-            T.sgdUpdate(n: p.value.count, learningRate: learningRate, gradient: p.grad.data, weights: p.value.data)
-        }
+    public func update(_ parameters: [Parameter<T>], parameter i: Int, elements r: Range<Int>) {
+        let p = parameters[i]
+        T.sgdUpdate(n: r.count, learningRate: learningRate, gradient: p.grad.data + r.lowerBound, weights: p.value.data + r.lowerBound)
     }
 
     public func state(_ parameters: [Parameter<T>]) -> [(name: String, values: [T])] { [] }
@@ -174,30 +191,35 @@ public final class MomentumSGD<T: BLASScalar>: Optimizer {
         scope = s.decayScope
     }
 
+    /// Whether the step being taken is the first (it initialises the buffers).
+    var firstStep = false
+
+    public func prepareStep(_ parameters: [Parameter<T>]) {
+        slots.ensure(parameters)
+        firstStep = steps == 0
+        steps += 1
+    }
+
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    public func step(_ parameters: [Parameter<T>]) {
-        slots.ensure(parameters)
-        let first = steps == 0
-        for (i, p) in parameters.enumerated() {
-            let w = p.value.data, g = p.grad.data, b = slots.buffers[i][0], n = p.value.count
-            let wd = decays(p, scope) ? weightDecay : 0
-            let mu = momentum, lr = learningRate
-            if T.self == Float.self {
-                // C, vectorized; the loop below, rounded alike.
-                bn_momentum_sgd_f32(float32Buffer(w), float32Buffer(g), mu != 0 ? float32Buffer(b) : nil, n, float32(wd), float32(mu), float32(lr), first ? 1 : 0, nesterov ? 1 : 0)
-                continue
-            }
-            for j in 0..<n {
-                var d = g[j] + wd * w[j]
-                if mu != 0 {
-                    b[j] = first ? d : mu * b[j] + d
-                    d = nesterov ? d + mu * b[j] : b[j]
-                }
-                w[j] -= lr * d
-            }
+    public func update(_ parameters: [Parameter<T>], parameter i: Int, elements r: Range<Int>) {
+        let p = parameters[i], o = r.lowerBound, n = r.count
+        let w = p.value.data + o, g = p.grad.data + o, b = slots.buffers[i][0] + o
+        let wd = decays(p, scope) ? weightDecay : 0
+        let mu = momentum, lr = learningRate, first = firstStep
+        if T.self == Float.self {
+            // C, vectorized; the loop below, rounded alike.
+            bn_momentum_sgd_f32(float32Buffer(w), float32Buffer(g), mu != 0 ? float32Buffer(b) : nil, n, float32(wd), float32(mu), float32(lr), first ? 1 : 0, nesterov ? 1 : 0)
+            return
         }
-        steps += 1
+        for j in 0..<n {
+            var d = g[j] + wd * w[j]
+            if mu != 0 {
+                b[j] = first ? d : mu * b[j] + d
+                d = nesterov ? d + mu * b[j] : b[j]
+            }
+            w[j] -= lr * d
+        }
     }
 
     public func state(_ parameters: [Parameter<T>]) -> [(name: String, values: [T])] {
@@ -230,33 +252,38 @@ public final class Adam<T: BLASScalar>: Optimizer {
         scope = s.decayScope
     }
 
-    @_specialize(where T == Float)
-    @_specialize(where T == Double)
-    public func step(_ parameters: [Parameter<T>]) {
+    /// The step's bias-corrected step size and sqrt(1 - b2^t) (`prepareStep`).
+    var stepSize: T = 0, bc2Sqrt: T = 1
+
+    public func prepareStep(_ parameters: [Parameter<T>]) {
         slots.ensure(parameters)
         steps += 1
         let t = T(steps)
         let bc1 = 1 - T.pow(beta1, t), bc2 = 1 - T.pow(beta2, t)
-        let stepSize = learningRate / bc1, bc2Sqrt = bc2.squareRoot()
-        let (b1, b2, e, lr) = (beta1, beta2, eps, learningRate)
-        for (i, p) in parameters.enumerated() {
-            let w = p.value.data, g = p.grad.data, m = slots.buffers[i][0], v = slots.buffers[i][1], n = p.value.count
-            let wd = decays(p, scope) ? weightDecay : 0
-            let coupled = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1
-            if T.self == Float.self {
-                // C, vectorized (Swift's SIMD16 squareRoot() compiles to 16 scalar square
-                // roots; docs/performance.md); the same expression, rounded alike (no contraction).
-                bn_adam_f32(float32Buffer(w), float32Buffer(g), float32Buffer(m), float32Buffer(v), n, float32(coupled), float32(b1), float32(1 - b1), float32(b2), float32(1 - b2), float32(shrink), float32(stepSize), float32(bc2Sqrt), float32(e))
-                continue
-            }
-            for j in 0..<n {
-                let d = g[j] + coupled * w[j]
-                let mj = b1 * m[j] + (1 - b1) * d
-                let vj = b2 * v[j] + (1 - b2) * d * d
-                m[j] = mj
-                v[j] = vj
-                w[j] = w[j] * shrink - stepSize * mj / (vj.squareRoot() / bc2Sqrt + e)
-            }
+        (stepSize, bc2Sqrt) = (learningRate / bc1, bc2.squareRoot())
+    }
+
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    public func update(_ parameters: [Parameter<T>], parameter i: Int, elements r: Range<Int>) {
+        let (b1, b2, e, lr, stepSize, bc2Sqrt) = (beta1, beta2, eps, learningRate, stepSize, bc2Sqrt)
+        let p = parameters[i], o = r.lowerBound, n = r.count
+        let w = p.value.data + o, g = p.grad.data + o, m = slots.buffers[i][0] + o, v = slots.buffers[i][1] + o
+        let wd = decays(p, scope) ? weightDecay : 0
+        let coupled = decoupled ? 0 : wd, shrink = decoupled ? 1 - lr * wd : 1
+        if T.self == Float.self {
+            // C, vectorized (Swift's SIMD16 squareRoot() compiles to 16 scalar square
+            // roots; docs/performance.md); the same expression, rounded alike (no contraction).
+            bn_adam_f32(float32Buffer(w), float32Buffer(g), float32Buffer(m), float32Buffer(v), n, float32(coupled), float32(b1), float32(1 - b1), float32(b2), float32(1 - b2), float32(shrink), float32(stepSize), float32(bc2Sqrt), float32(e))
+            return
+        }
+        for j in 0..<n {
+            let d = g[j] + coupled * w[j]
+            let mj = b1 * m[j] + (1 - b1) * d
+            let vj = b2 * v[j] + (1 - b2) * d * d
+            m[j] = mj
+            v[j] = vj
+            w[j] = w[j] * shrink - stepSize * mj / (vj.squareRoot() / bc2Sqrt + e)
         }
     }
 
@@ -288,36 +315,38 @@ public final class RMSprop<T: BLASScalar>: Optimizer {
         slots = SlotBuffers(s.momentum == 0 ? ["square_avg"] : ["square_avg", "momentum_buffer"])
     }
 
+    public func prepareStep(_ parameters: [Parameter<T>]) {
+        slots.ensure(parameters)
+        steps += 1
+    }
+
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    public func step(_ parameters: [Parameter<T>]) {
-        slots.ensure(parameters)
+    public func update(_ parameters: [Parameter<T>], parameter i: Int, elements r: Range<Int>) {
         let (a, e, mu, lr) = (alpha, eps, momentum, learningRate)
-        for (i, p) in parameters.enumerated() {
-            let w = p.value.data, g = p.grad.data, v = slots.buffers[i][0], n = p.value.count
-            let wd = decays(p, scope) ? weightDecay : 0
-            if T.self == Float.self {
-                // C, vectorized (square roots); the loops below, rounded alike.
-                bn_rmsprop_f32(float32Buffer(w), float32Buffer(g), float32Buffer(v), mu != 0 ? float32Buffer(slots.buffers[i][1]) : nil, n, float32(wd), float32(a), float32(1 - a), float32(mu), float32(lr), float32(e))
-                continue
+        let p = parameters[i], o = r.lowerBound, n = r.count
+        let w = p.value.data + o, g = p.grad.data + o, v = slots.buffers[i][0] + o
+        let wd = decays(p, scope) ? weightDecay : 0
+        if T.self == Float.self {
+            // C, vectorized (square roots); the loops below, rounded alike.
+            bn_rmsprop_f32(float32Buffer(w), float32Buffer(g), float32Buffer(v), mu != 0 ? float32Buffer(slots.buffers[i][1] + o) : nil, n, float32(wd), float32(a), float32(1 - a), float32(mu), float32(lr), float32(e))
+            return
+        }
+        if mu != 0 {
+            let b = slots.buffers[i][1] + o
+            for j in 0..<n {
+                let d = g[j] + wd * w[j]
+                v[j] = a * v[j] + (1 - a) * d * d
+                b[j] = mu * b[j] + d / (v[j].squareRoot() + e)
+                w[j] -= lr * b[j]
             }
-            if mu != 0 {
-                let b = slots.buffers[i][1]
-                for j in 0..<n {
-                    let d = g[j] + wd * w[j]
-                    v[j] = a * v[j] + (1 - a) * d * d
-                    b[j] = mu * b[j] + d / (v[j].squareRoot() + e)
-                    w[j] -= lr * b[j]
-                }
-            } else {
-                for j in 0..<n {
-                    let d = g[j] + wd * w[j]
-                    v[j] = a * v[j] + (1 - a) * d * d
-                    w[j] -= lr * d / (v[j].squareRoot() + e)
-                }
+        } else {
+            for j in 0..<n {
+                let d = g[j] + wd * w[j]
+                v[j] = a * v[j] + (1 - a) * d * d
+                w[j] -= lr * d / (v[j].squareRoot() + e)
             }
         }
-        steps += 1
     }
 
     public func state(_ parameters: [Parameter<T>]) -> [(name: String, values: [T])] { [("step", [T(steps)])] + slots.state(parameters) }

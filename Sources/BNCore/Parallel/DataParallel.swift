@@ -44,7 +44,7 @@ public enum BatchNormSync: String, CaseIterable, Sendable {
 
 /// Where a data-parallel step's time goes, summed over the steps timed (nanoseconds): per
 /// worker, its shards' forward and backward (`compute`), waiting at barriers (`wait`) and its
-/// slice of the gradient reduction (`reduce`); and the serial part on the calling thread (the
+/// slice of the gradient reduction and of the optimizer's update (`reduce`); and the serial part on the calling thread (the
 /// dropout keys, clipping, the optimizer step, the running statistics).
 public final class StepTimes {
     public let workers: Int
@@ -113,6 +113,7 @@ public final class DataParallel<T: BLASScalar> {
     public var times: StepTimes?
 
     // The step's shape, set before the workers run.
+    var stepOptimizer: (any Optimizer<T>)?
     var batchRows = 0
     var shardCount = 0
     var labels: UnsafePointer<Int32>?
@@ -174,10 +175,14 @@ public final class DataParallel<T: BLASScalar> {
     /// (before the update): the shards' loss sums added in shard order, divided by B.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil) -> Double {
+    ///
+    /// `load(rows)`: fills those rows of x and labels (each worker its own shards' rows, before
+    /// it reads them), when the caller leaves the batch's loading to the workers.
+    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil, load: (Range<Int>) -> Void = { _ in }) -> Double {
         let n = x.rows, k = plan.shardCount(batch: n)
         precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
         if k == 1 {
+            load(0..<n)
             for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = false }
             return model.trainStep(x, labels: labels, optimizer: optimizer, clipNorm: clipNorm)
         }
@@ -193,11 +198,16 @@ public final class DataParallel<T: BLASScalar> {
             let r = plan.rows(ofShard: s, batch: n)
             slots[s].input.view(of: x, row: r.lowerBound, rows: r.count)
         }
+        // Without clipping (which needs the reduced gradient's global norm first), each worker
+        // updates the elements it has just reduced: the optimizer's element-wise part runs
+        // split across the workers, with `step`'s bits.
+        stepOptimizer = clipNorm == nil ? optimizer : nil
+        stepOptimizer?.prepareStep(model.parameters)
         let parallelStart = times != nil ? StepTimes.now() : 0
         if let pool {
-            pool.run { w in work(worker: w, of: pool.count, barrier: { pool.barrier() }) }
+            pool.run { w in work(worker: w, of: pool.count, load: load, barrier: { pool.barrier() }) }
         } else {
-            work(worker: 0, of: 1, barrier: {})
+            work(worker: 0, of: 1, load: load, barrier: {})
         }
         let parallelEnd = times != nil ? StepTimes.now() : 0
         defer {
@@ -206,8 +216,11 @@ public final class DataParallel<T: BLASScalar> {
                 t.step()
             }
         }
-        if let c = clipNorm { clipGradientNorm(model.parameters, maxNorm: c) }
-        optimizer.step(model.parameters)
+        if let c = clipNorm {
+            clipGradientNorm(model.parameters, maxNorm: c)
+            optimizer.step(model.parameters)
+        }
+        stepOptimizer = nil
         applyRunningStatistics()
         var total = 0.0
         for s in 0..<k { total += slots[s].lossSum }
@@ -237,7 +250,7 @@ public final class DataParallel<T: BLASScalar> {
     /// synchronised layer), loss and backward, then its slice of the gradient reduction.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func work(worker w: Int, of team: Int, barrier plainBarrier: () -> Void) {
+    func work(worker w: Int, of team: Int, load: (Range<Int>) -> Void, barrier plainBarrier: () -> Void) {
         let times = self.times
         let begun = times != nil ? StepTimes.now() : 0
         func barrier() {
@@ -250,7 +263,10 @@ public final class DataParallel<T: BLASScalar> {
         let mine = ShardPlan.shards(forWorker: w, of: team, shardCount: shardCount)
         let n = batchRows, k = shardCount
         let layerCount = model.layers.count
-        for s in mine { slots[s].h = slots[s].input }
+        for s in mine {
+            load(plan.rows(ofShard: s, batch: n))
+            slots[s].h = slots[s].input
+        }
         var start = 0
         for (l, layer) in syncLayers.enumerated() {
             for s in mine {
@@ -303,6 +319,7 @@ public final class DataParallel<T: BLASScalar> {
             let target = params[p].grad
             let range = ShardPlan.slice(forWorker: w, of: team, count: target.count)
             ShardReduction.accumulate(into: target.data, shards: UnsafeBufferPointer(rebasing: gradientPointers[p][0..<(k - 1)]), range: range)
+            if let opt = stepOptimizer, !range.isEmpty { opt.update(params, parameter: p, elements: range) }
         }
         if let times {
             let end = StepTimes.now()

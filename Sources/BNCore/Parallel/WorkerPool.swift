@@ -69,14 +69,16 @@ public final class WorkerPool {
     private var threads: [pthread_t] = []
 
     /// `count` workers (>= 1). `spins`: how many times a waiting worker polls before it
-    /// sleeps. The default is 4000 when the team fits on the online cores and 0 when it does
-    /// not: a spinning waiter would hold the core the late worker needs (docs/parallel.md).
+    /// sleeps. The default is 50,000 (about a millisecond) when the team fits on the online
+    /// cores, so that the imbalance between two shards' phases is waited out spinning rather
+    /// than paid again as a wake-up; and 0 when it does not: a spinning waiter would hold the
+    /// core the late worker needs (docs/parallel.md).
     /// `setup(worker)` runs once on each worker's own thread, the caller's included (to give
     /// it single-threaded kernels). Nil if threads cannot start.
     public init?(workers count: Int, spins: Int? = nil, setup: @escaping (Int) -> Void = { _ in }) {
         precondition(count >= 1, "a pool needs at least one worker")
         let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        guard let team = Team(count: count, spins: spins ?? (count <= cores ? 4000 : 0), setup: setup) else { return nil }
+        guard let team = Team(count: count, spins: spins ?? (count <= cores ? 50_000 : 0), setup: setup) else { return nil }
         self.count = count
         self.team = team
         setup(0)
