@@ -15,7 +15,7 @@ public protocol BatchSource: AnyObject {
 /// shuffled order (or in order), the last partial batch included. Owns its batch buffers:
 /// `fill` converts the chosen images' bytes into them and allocates nothing. For passes over
 /// a whole split in order (evaluation), `SequentialBatches`.
-public final class MinibatchSampler: BatchSource {
+public final class MinibatchSampler: BatchSource, RowLoader {
     public let split: Split
     /// The examples this sampler draws from (indices into `split`), in their given order.
     public let base: [Int32]
@@ -70,8 +70,15 @@ public final class MinibatchSampler: BatchSource {
         let n = min(batchSize, order.count - b * batchSize)
         precondition(n > 0, "batch \(b) is past the end")
         x.resize(rows: n)
+        preparedBatch = b
         return n
     }
+
+    /// The batch `prepare` sized last, which `loadRows` fills.
+    public private(set) var preparedBatch = 0
+
+    /// `RowLoader`: rows of the prepared batch.
+    public func loadRows(_ rows: Range<Int>) { fill(batch: preparedBatch, rows: rows) }
 
     /// Converts rows `rows` of batch `b` (after `prepare(batch: b)`) into `x` and `labels`;
     /// disjoint row ranges may be filled at once from several threads (data-parallel workers,

@@ -354,13 +354,13 @@ public final class Trainer {
                     here.lastRecordJSON = lastRecord?.jsonLine ?? s.lastRecordJSON
                     try stop(signal: sig, at: here, batches: steps)
                 }
-                // The workers convert their own shards' rows of the batch (`load`).
+                // The workers convert their own shards' rows of the batch (`loader`).
                 let n = batches.train.prepare(batch: b)
                 if c.schedule.warmupEpochs > 0 {  // a rate that changes within the epoch: set every step
                     rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
                     optimizer.learningRate = Float(rate)
                 }
-                let loss = parallel.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip) { rows in batches.train.fill(batch: b, rows: rows) }
+                let loss = parallel.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip, loader: batches.train)
                 guard loss.isFinite else {
                     progress?.clear()
                     throw fail("training diverged: the loss became \(loss.isNaN ? "NaN" : "infinite") at epoch \(epoch), step \(b + 1) of \(steps); try a smaller --lr (now \(c.optimizer.lr))", kind: .diverged)

@@ -34,11 +34,14 @@ def window(tmp_path, model, optimizer, kernels, steps):
 @pytest.mark.parametrize("model,optimizer,kernels", [
     ("dfn2", "sgd", []), ("dfn2", "sgd-momentum", []), ("mlp", "adam", []), ("mlp", "adamw", []),
     ("mlp", "rmsprop", []), ("fc64-ln-tanh-dropout0.2-fc", "sgd", []), ("lenet-bn", "adam", ["--conv", "im2col"]),
-    ("cnn", "adam", ["--conv", "im2col"])])
+    ("cnn", "adam", ["--conv", "im2col"]), ("dfn2", "sgd", ["--batch", "32"]), ("dfn2", "adam", ["--workers", "2"]),
+    ("mlp", "sgd", ["--workers", "2", "--batch", "100"]), ("lenet-bn", "adam", ["--conv", "im2col", "--workers", "2"])])
 def test_training_step_allocates_nothing(tmp_path, model, optimizer, kernels):
     """With OpenBLAS products and im2col convolutions. oneDNN 2.6's gemm allocates a packing
     buffer per call, so --gemm onednn/auto is not allocation-free, and its primitives
-    (convolutions, bf16 matmuls) allocate small bookkeeping per call (the tests below; docs/testing.md)."""
+    (convolutions, bf16 matmuls) allocate small bookkeeping per call (the tests below; docs/testing.md).
+    bntrain's step at the default batch is sharded (two shards of 32); batch 32 is the
+    one-shard, fused-SGD step; --workers 2 the step on two threads, with their barriers."""
     steps = 20 if model == "cnn" else 500  # a cnn step takes ~50 ms
     c, _ = window(tmp_path, model, optimizer, kernels, steps)
     assert c["window_allocations"] == 0, f"training steps of {model} with {optimizer} {kernels} made {c['window_allocations']} heap allocations in {steps} steps"
@@ -63,8 +66,9 @@ def test_onednn_convolutions_allocate_only_bookkeeping(tmp_path, model):
 @pytest.mark.parametrize("model", ["dfn2", "mlp"])
 def test_bf16_products_allocate_only_bookkeeping(tmp_path, model):
     """--precision bf16: each product shape has its matmul plan (bf16 buffers and scratchpad
-    sized once); per step only oneDNN's argument maps are allocated (measured: dfn2 24 blocks
-    of at most 104 bytes), never a converted operand or a packing buffer (the previous
+    sized once); per step only oneDNN's argument maps are allocated (measured unsharded: dfn2
+    24 blocks of at most 104 bytes; at the default batch, two shards of 32, every product runs
+    twice: mlp 124), never a converted operand or a packing buffer (the previous
     gemm-function path allocated its packing buffer on every product)."""
     flags = open("/proc/cpuinfo").read()
     if "avx512_bf16" not in flags and "amx_bf16" not in flags:
@@ -73,4 +77,4 @@ def test_bf16_products_allocate_only_bookkeeping(tmp_path, model):
     c, out = window(tmp_path, model, "adam", ["--precision", "bf16"], steps)
     assert "precision=bf16" in out, out[:300]
     assert c["window_max_bytes"] <= 4096, f"{model}: an allocation of {c['window_max_bytes']} bytes inside the bf16 training steps"
-    assert c["window_allocations"] / steps <= 100, f"{model}: {c['window_allocations'] / steps} allocations per step"
+    assert c["window_allocations"] / steps <= 200, f"{model}: {c['window_allocations'] / steps} allocations per step"

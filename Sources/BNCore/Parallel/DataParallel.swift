@@ -31,6 +31,12 @@ public protocol ShardSynchronizedNormalization<T>: Layer {
     func syncBackwardInput(_ dy: Matrix<T>, batchSumDy: UnsafePointer<T>, batchSumDyXhat: UnsafePointer<T>) -> Matrix<T>
 }
 
+/// Fills rows of the batch a step is about to take (x and labels), so that each worker loads
+/// its own shards' rows; disjoint ranges are loaded from several threads at once.
+public protocol RowLoader: AnyObject {
+    func loadRows(_ rows: Range<Int>)
+}
+
 /// How batch norm treats a batch that is split into shards.
 public enum BatchNormSync: String, CaseIterable, Sendable {
     /// Statistics over the whole batch, combined from the shards in shard order: the numbers
@@ -77,7 +83,7 @@ public final class StepTimes {
 ///
 /// A batch of one shard takes the model's own `trainStep` (with plain SGD's fused update), the
 /// arithmetic of an unsharded run.
-public final class DataParallel<T: BLASScalar> {
+public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// Slot 0's network: what the optimizer, checkpoints, traces and evaluation use.
     public let model: Network<T>
     public let plan: ShardPlan
@@ -114,6 +120,7 @@ public final class DataParallel<T: BLASScalar> {
 
     // The step's shape, set before the workers run.
     var stepOptimizer: (any Optimizer<T>)?
+    var loader: (any RowLoader)?
     var batchRows = 0
     var shardCount = 0
     var labels: UnsafePointer<Int32>?
@@ -176,13 +183,13 @@ public final class DataParallel<T: BLASScalar> {
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     ///
-    /// `load(rows)`: fills those rows of x and labels (each worker its own shards' rows, before
-    /// it reads them), when the caller leaves the batch's loading to the workers.
-    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil, load: (Range<Int>) -> Void = { _ in }) -> Double {
+    /// `loader`: fills rows of x and labels (each worker its own shards' rows, before it reads
+    /// them), when the caller leaves the batch's loading to the workers.
+    public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil, loader: (any RowLoader)? = nil) -> Double {
         let n = x.rows, k = plan.shardCount(batch: n)
         precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
         if k == 1 {
-            load(0..<n)
+            loader?.loadRows(0..<n)
             for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = false }
             return model.trainStep(x, labels: labels, optimizer: optimizer, clipNorm: clipNorm)
         }
@@ -204,11 +211,9 @@ public final class DataParallel<T: BLASScalar> {
         stepOptimizer = clipNorm == nil ? optimizer : nil
         stepOptimizer?.prepareStep(model.parameters)
         let parallelStart = times != nil ? StepTimes.now() : 0
-        if let pool {
-            pool.run { w in work(worker: w, of: pool.count, load: load, barrier: { pool.barrier() }) }
-        } else {
-            work(worker: 0, of: 1, load: load, barrier: {})
-        }
+        self.loader = loader
+        if let pool { pool.run(self) } else { work(worker: 0, of: 1) }
+        self.loader = nil
         let parallelEnd = times != nil ? StepTimes.now() : 0
         defer {
             if let t = times {
@@ -250,13 +255,14 @@ public final class DataParallel<T: BLASScalar> {
     /// synchronised layer), loss and backward, then its slice of the gradient reduction.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func work(worker w: Int, of team: Int, load: (Range<Int>) -> Void, barrier plainBarrier: () -> Void) {
-        let times = self.times
+    public func work(worker w: Int, of team: Int) {
+        let times = self.times, pool = self.pool, loader = self.loader
         let begun = times != nil ? StepTimes.now() : 0
         func barrier() {
-            guard let times else { return plainBarrier() }
+            guard let pool else { return }
+            guard let times else { return pool.barrier() }
             let t = StepTimes.now()
-            plainBarrier()
+            pool.barrier()
             times.add(w, 1, StepTimes.now() - t)
         }
         let waitBefore = times?.wait(w) ?? 0
@@ -264,7 +270,7 @@ public final class DataParallel<T: BLASScalar> {
         let n = batchRows, k = shardCount
         let layerCount = model.layers.count
         for s in mine {
-            load(plan.rows(ofShard: s, batch: n))
+            loader?.loadRows(plan.rows(ofShard: s, batch: n))
             slots[s].h = slots[s].input
         }
         var start = 0

@@ -3,13 +3,20 @@ import CKernels
 import Glibc
 #endif
 
+/// Work that every worker of a pool runs, handed over as an object: `WorkerPool.run(_:)`
+/// with a task allocates nothing (the data-parallel step is one).
+public protocol WorkerTask: AnyObject {
+    func work(worker: Int, of workers: Int)
+}
+
 /// A fixed team of `count` workers that run one body together, for data-parallel steps.
 ///
 /// The calling thread is worker 0; workers 1 ..< count are threads started once, at `init`,
 /// and parked between runs on a barrier that spins briefly, then sleeps. `run` hands every
 /// worker the same body and returns when all have finished it; inside the body, `barrier()`
-/// synchronises the team (for the phases of a synchronised batch norm). Nothing is allocated
-/// per run: the body is passed as a pointer to the caller's closure, valid for the run.
+/// synchronises the team (for the phases of a synchronised batch norm). A `WorkerTask` run
+/// allocates nothing; a closure run (evaluation passes, tests) may allocate a few bytes, as
+/// `withoutActuallyEscaping` checks that the closure did not escape.
 public final class WorkerPool {
     public let count: Int
 
@@ -18,10 +25,13 @@ public final class WorkerPool {
         let gate: OpaquePointer  // start and end of every run: count parties
         let step: OpaquePointer  // barrier() inside a body
         var body: UnsafeRawPointer?  // points at a ((Int) -> Void) for the current run
+        var task: (any WorkerTask)?  // or the current run's task
         var stopping = false
         let setup: (Int) -> Void
+        let count: Int
 
         init?(count: Int, spins: Int, setup: @escaping (Int) -> Void) {
+            self.count = count
             guard let g = bn_barrier_create(Int32(count), spins) else { return nil }
             guard let s = bn_barrier_create(Int32(count), spins) else {
                 bn_barrier_destroy(g)
@@ -50,7 +60,7 @@ public final class WorkerPool {
             while true {
                 bn_barrier_wait(gate)
                 if stopping { return }
-                Team.invoke(body!, worker)
+                if let task { task.work(worker: worker, of: count) } else { Team.invoke(body!, worker) }
                 bn_barrier_wait(gate)
             }
         }
@@ -127,6 +137,17 @@ public final class WorkerPool {
                 team.body = nil
             }
         }
+    }
+
+    /// Runs `task.work(worker:of:)` on every worker, the caller as worker 0; returns when all
+    /// are done. Allocates nothing.
+    public func run(_ task: any WorkerTask) {
+        if count == 1 { return task.work(worker: 0, of: 1) }
+        team.task = task
+        bn_barrier_wait(team.gate)
+        task.work(worker: 0, of: count)
+        bn_barrier_wait(team.gate)
+        team.task = nil
     }
 
     /// Inside a `run` body: returns once every worker has reached it.
