@@ -39,9 +39,13 @@ def test_lenet_bn_step_matched_with_pytorch(bntrain, small_fashion, tmp_path, op
     save_file(init, str(tmp_path / "init.safetensors"))
     epochs, batch = 2, 64
     out = run([bntrain, "--data", str(small_fashion), "--model", "lenet-bn", "--init-from", str(tmp_path / "init.safetensors"),
-               "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--quiet", "--log-format", "jsonl", "--conv", conv] + flags).stdout
+               "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--quiet", "--log-format", "jsonl", "--conv", conv,
+               "--shard-size", str(batch)] + flags).stdout
     records = [json.loads(l) for l in out.splitlines()]
     ours = [r["train_loss"] for r in records if r["kind"] == "epoch"]
+    # One shard per batch: the strict bound compares the layers' arithmetic with PyTorch's on
+    # the same whole batch (two shards of 32 add the weight gradients in another order, which
+    # SGD's chaos here amplifies past 1e-4; test_workers_torch.py step-matches sharding).
     strict = records[0]["conv_kernels"] != "im2col"  # oneDNN's convolutions ran
     x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte"))).view(-1, 1, 28, 28)
     y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))

@@ -16,7 +16,9 @@ Found on an AMD EPYC Zen 4 (family 25 model 17), OpenBLAS 0.3.21: SkylakeX round
 mlp's products differently from Haswell, Zen and Cooperlake, which agree to the last digit;
 after 2 epochs with momentum the summaries differ by 2.3e-4 in the train loss (0.577443
 against 0.577574). That pair is held to 2e-3 and listed in docs/reproducibility.md until
-bntrain's products no longer depend on the family."""
+bntrain's products no longer depend on the family. Since batches of 64 run as two shards of
+32 rows (docs/parallel.md), SkylakeX also rounds the LayerNorm + dropout net's 32-row
+products apart: final test loss 0.623732 against 0.623730 under Cooperlake, held to 1e-4."""
 import pathlib
 
 import pytest
@@ -40,7 +42,7 @@ MODELS = {
     "dfn2-rmsprop": ["--optimizer", "rmsprop", "--lr", "0.001"],
 }
 # (model, family) pairs measured to round apart, with the relative tolerance they are held to.
-KNOWN_APART = {("mlp-momentum", "SkylakeX"): 2e-3}
+KNOWN_APART = {("mlp-momentum", "SkylakeX"): 2e-3, ("ln-dropout-adam", "SkylakeX"): 1e-4}
 NUMBERS = ("final_train_loss", "final_test_loss", "final_test_acc")
 
 

@@ -30,6 +30,11 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
     @usableFromInline let output: Matrix<T>  // y: (N, out)
     @usableFromInline let preActivationGrad: Matrix<T>  // dL/dz: (N, out), sigmoid only
     @usableFromInline let inputGrad: Matrix<T>  // (N, in)
+    /// When true, `backward` leaves dW to the caller (a data-parallel step computes it in
+    /// canonical row blocks over every shard: `weightGradientBlock`) and keeps dz for it.
+    public var defersWeightGradient = false
+    /// dL/dz of the most recent backward (dy itself without an activation).
+    @usableFromInline var lastPreActivationGrad: Matrix<T>?
 
     public init(inFeatures: Int, outFeatures: Int, activation: Activation = .identity, weightLayout: WeightLayout = .outIn, name: String, kernels: Kernels = Kernels()) {
         self.kernels = kernels
@@ -128,12 +133,14 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         }
         inputGrad.resize(rows: n)
         let outIn = weightLayout == .outIn
+        lastPreActivationGrad = activation == .sigmoid ? preActivationGrad : dy
         if computesInputGradient {
             T.gemm(
                 using: kernels, transA: false, transB: !outIn, m: n, n: inFeatures, k: d,
                 alpha: 1, a: dz, lda: d, b: weight.value.data, ldb: outIn ? inFeatures : d,
                 beta: 0, c: inputGrad.data, ldc: inFeatures)
         }
+        if defersWeightGradient && learningRate == nil { return inputGrad }
         // SGD fused (W += -lr dW, beta 1) or the plain gradient (beta 0).
         let (alpha, beta, target): (T, T, UnsafeMutablePointer<T>) = learningRate.map { (-$0, 1, weight.value.data) } ?? (1, 0, weight.grad.data)
         if outIn {
@@ -149,5 +156,28 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
         }
         if let lr = learningRate { T.sgdUpdate(n: d, learningRate: lr, gradient: db, weights: bias.value.data) }
         return inputGrad
+    }
+
+    /// Rows of dW's storage (in features for `.inOut`, out features for `.outIn`): the axis a
+    /// data-parallel step cuts dW into blocks along.
+    public var weightGradientRows: Int { weightLayout == .inOut ? inFeatures : outFeatures }
+
+    /// Storage rows `rows` of this shard's dW (its last backward's x and dz) into `target`,
+    /// the block's first element; `rows.count * (weight storage columns)` elements.
+    ///     .inOut: dW[a..<b, :] = x[:, a..<b]^T dz    .outIn: dW[a..<b, :] = dz[:, a..<b]^T x
+    /// A step computes each canonical block with the same call whichever worker runs it.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
+    @inlinable
+    public func weightGradientBlock(rows r: Range<Int>, into target: UnsafeMutablePointer<T>, kernels k: Kernels) {
+        guard let x = input, let dz = lastPreActivationGrad else { preconditionFailure("Dense.weightGradientBlock needs a backward first") }
+        let n = x.rows, a = r.lowerBound
+        if weightLayout == .inOut {
+            T.gemm(using: k, transA: true, transB: false, m: r.count, n: outFeatures, k: n, alpha: 1, a: x.data + a, lda: inFeatures,
+                   b: dz.data, ldb: outFeatures, beta: 0, c: target, ldc: outFeatures)
+        } else {
+            T.gemm(using: k, transA: true, transB: false, m: r.count, n: inFeatures, k: n, alpha: 1, a: dz.data + a, lda: outFeatures,
+                   b: x.data, ldb: inFeatures, beta: 0, c: target, ldc: inFeatures)
+        }
     }
 }

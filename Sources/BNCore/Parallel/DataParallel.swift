@@ -96,6 +96,16 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     let syncLayers: [Int]
     /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
     let normLayers: [Int]
+    /// Rows of a canonical dW block: a constant, so that every block is the same product
+    /// whatever the worker count.
+    public static var blockRows: Int { 64 }
+    /// Per fully connected layer, that layer in every slot; the index of its weight in
+    /// `model.parameters`; and every layer's dW blocks (layer, storage rows).
+    let denseBySlot: [[Dense<T>]]
+    let denseWeight: [Int]
+    let blocks: [(dense: Int, rows: Range<Int>)]
+    /// The parameters whose shard gradients are reduced (all but the fc weights).
+    let reduced: [Int]
     /// Per parameter, pointers to slots 1... gradients (the shards after the first).
     let gradientPointers: [UnsafeMutableBufferPointer<UnsafePointer<T>?>]
     /// Per sync layer and quantity, pointers to every slot's shard sums.
@@ -107,12 +117,17 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         var h: Matrix<T>
         var lossSum = 0.0
         let norms: [any ShardSynchronizedNormalization<T>]  // by network layer index order of normLayers
-        init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>]) {
+        /// One shard's dW block, before it is added to the batch's (`DataParallel.blockRows` rows).
+        let blockScratch: UnsafeMutablePointer<T>
+        init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>], scratch: Int) {
             self.net = net
             input = Matrix(viewOf: Matrix<T>(rows: 0, cols: net.inputFeatures))
             h = input
             self.norms = norms
+            blockScratch = .allocate(capacity: max(scratch, 1))
+            blockScratch.initialize(repeating: 0, count: max(scratch, 1))
         }
+        deinit { blockScratch.deallocate() }
     }
 
     /// When set, every sharded step adds where its time went (`bnbench --workers`).
@@ -138,9 +153,24 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         let norms = model.layers.indices.filter { model.layers[$0] is any ShardSynchronizedNormalization<T> }
         normLayers = norms
         syncLayers = batchNormSync == .on ? norms : []
-        slots = nets.map { net in
-            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> })
+        // Fully connected weights: dW in canonical blocks of rows over every shard.
+        let dense = model.layers.indices.filter { model.layers[$0] is Dense<T> }
+        let bySlot = dense.map { i in nets.map { $0.layers[i] as! Dense<T> } }
+        let weights = bySlot.map { d in model.parameters.firstIndex { $0 === d[0].weight }! }
+        let blockRows = Self.blockRows
+        denseBySlot = bySlot
+        denseWeight = weights
+        blocks = bySlot.indices.flatMap { d in
+            stride(from: 0, to: bySlot[d][0].weightGradientRows, by: blockRows).map { a in
+                (d, a..<min(a + blockRows, bySlot[d][0].weightGradientRows))
+            }
         }
+        reduced = model.parameters.indices.filter { !weights.contains($0) }
+        let widest = bySlot.map { $0[0].weight.value.cols }.max() ?? 0
+        slots = nets.map { net in
+            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> }, scratch: Self.blockRows * widest)
+        }
+        for d in bySlot { for layer in d.dropFirst() { layer.defersWeightGradient = true } }
         // Replicas never update the shared running statistics themselves.
         for s in slots.dropFirst() { for i in s.norms.indices { s.norms[i].defersRunningStatistics = true } }
         gradientPointers = model.parameters.indices.map { p in
@@ -190,11 +220,13 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
         if k == 1 {
             loader?.loadRows(0..<n)
+            for d in denseBySlot { d[0].defersWeightGradient = false }
             for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = false }
             return model.trainStep(x, labels: labels, optimizer: optimizer, clipNorm: clipNorm)
         }
         let started = times != nil ? StepTimes.now() : 0
         for i in slots[0].norms.indices { slots[0].norms[i].defersRunningStatistics = true }
+        for d in denseBySlot { d[0].defersWeightGradient = true }
         (batchRows, shardCount, self.labels) = (n, k, labels)
         // Each shard's dropout stream: keyed by the model's stream (one draw per step) and the shard.
         let key = model.randomStream.generator.next()
@@ -321,11 +353,26 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         // grad(slot 0) += grad(slot 1), grad(slot 2), ... in shard order, this worker's slice.
         let reduceStart = times != nil ? StepTimes.now() : 0
         let params = model.parameters
-        for p in params.indices {
+        for p in reduced {
             let target = params[p].grad
             let range = ShardPlan.slice(forWorker: w, of: team, count: target.count)
             ShardReduction.accumulate(into: target.data, shards: UnsafeBufferPointer(rebasing: gradientPointers[p][0..<(k - 1)]), range: range)
             if let opt = stepOptimizer, !range.isEmpty { opt.update(params, parameter: p, elements: range) }
+        }
+        // fc weights: this worker's canonical blocks of dW, each shard's block added in shard
+        // order (the reduction's order), from each shard's x and dz; then their update.
+        let scratch = slots[w].blockScratch
+        for b in ShardPlan.shards(forWorker: w, of: team, shardCount: blocks.count) {
+            let (d, rows) = blocks[b]
+            let layers = denseBySlot[d], p = denseWeight[d]
+            let cols = params[p].value.cols, count = rows.count * cols, first = rows.lowerBound * cols
+            let target = params[p].grad.data + first, kernels = layers[w].kernels
+            layers[0].weightGradientBlock(rows: rows, into: target, kernels: kernels)
+            for s in 1..<k {
+                layers[s].weightGradientBlock(rows: rows, into: scratch, kernels: kernels)
+                for i in 0..<count { target[i] += scratch[i] }
+            }
+            stepOptimizer?.update(params, parameter: p, elements: first..<(first + count))
         }
         if let times {
             let end = StepTimes.now()
