@@ -96,14 +96,16 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     let syncLayers: [Int]
     /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
     let normLayers: [Int]
-    /// Rows of a canonical dW block: a constant, so that every block is the same product
-    /// whatever the worker count.
-    public static var blockRows: Int { 64 }
+    /// Rows of a layer's canonical dW blocks: 64, or fewer for wide rows (about 64K elements a
+    /// block, at least 8 rows), so that a layer with few rows still splits. It depends on the
+    /// layer's shape alone, so every block is the same product whatever the worker count.
+    public static func blockRows(columns: Int) -> Int { max(8, min(64, (65536 / max(columns, 1)) / 8 * 8)) }
     /// Per fully connected layer, that layer in every slot; the index of its weight in
     /// `model.parameters`; and every layer's dW blocks (layer, storage rows).
     let denseBySlot: [[Dense<T>]]
     let denseWeight: [Int]
     let blocks: [(dense: Int, rows: Range<Int>)]
+    let blocksOfWorker: [Range<Int>]
     /// The parameters whose shard gradients are reduced (all but the fc weights).
     let reduced: [Int]
     /// Per parameter, pointers to slots 1... gradients (the shards after the first).
@@ -117,7 +119,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         var h: Matrix<T>
         var lossSum = 0.0
         let norms: [any ShardSynchronizedNormalization<T>]  // by network layer index order of normLayers
-        /// One shard's dW block, before it is added to the batch's (`DataParallel.blockRows` rows).
+        /// One shard's dW block, before it is added to the batch's (`DataParallel.blockRows`).
         let blockScratch: UnsafeMutablePointer<T>
         init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>], scratch: Int) {
             self.net = net
@@ -157,18 +159,17 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         let dense = model.layers.indices.filter { model.layers[$0] is Dense<T> }
         let bySlot = dense.map { i in nets.map { $0.layers[i] as! Dense<T> } }
         let weights = bySlot.map { d in model.parameters.firstIndex { $0 === d[0].weight }! }
-        let blockRows = Self.blockRows
         denseBySlot = bySlot
         denseWeight = weights
-        blocks = bySlot.indices.flatMap { d in
-            stride(from: 0, to: bySlot[d][0].weightGradientRows, by: blockRows).map { a in
-                (d, a..<min(a + blockRows, bySlot[d][0].weightGradientRows))
-            }
+        let cut = bySlot.indices.flatMap { d in
+            let rows = bySlot[d][0].weightGradientRows, step = Self.blockRows(columns: bySlot[d][0].weight.value.cols)
+            return stride(from: 0, to: rows, by: step).map { a in (dense: d, rows: a..<min(a + step, rows)) }
         }
+        blocks = cut
         reduced = model.parameters.indices.filter { !weights.contains($0) }
-        let widest = bySlot.map { $0[0].weight.value.cols }.max() ?? 0
+        let largestBlock = bySlot.map { Self.blockRows(columns: $0[0].weight.value.cols) * $0[0].weight.value.cols }.max() ?? 0
         slots = nets.map { net in
-            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> }, scratch: Self.blockRows * widest)
+            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> }, scratch: largestBlock)
         }
         for d in bySlot { for layer in d.dropFirst() { layer.defersWeightGradient = true } }
         // Replicas never update the shared running statistics themselves.
@@ -192,6 +193,24 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         }
         let team = min(workers, nets.count)
         self.workers = team
+        // Contiguous runs of blocks of about equal size (elements) per worker; which worker
+        // computes a block never changes it.
+        let sizes = cut.map { $0.rows.count * bySlot[$0.dense][0].weight.value.cols }
+        let total = max(sizes.reduce(0, +), 1)
+        var starts = [Int](repeating: cut.count, count: team + 1), sum = 0, w = 1
+        starts[0] = 0
+        for (b, size) in sizes.enumerated() {
+            while w < team && sum * team >= w * total {
+                starts[w] = b
+                w += 1
+            }
+            sum += size
+        }
+        while w < team {
+            starts[w] = cut.count
+            w += 1
+        }
+        blocksOfWorker = (0..<team).map { starts[$0]..<max(starts[$0], starts[$0 + 1]) }
         if team > 1 {
             guard let p = WorkerPool(workers: team, setup: setup) else { return nil }
             pool = p
@@ -362,7 +381,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         // fc weights: this worker's canonical blocks of dW, each shard's block added in shard
         // order (the reduction's order), from each shard's x and dz; then their update.
         let scratch = slots[w].blockScratch
-        for b in ShardPlan.shards(forWorker: w, of: team, shardCount: blocks.count) {
+        for b in blocksOfWorker[w] {
             let (d, rows) = blocks[b]
             let layers = denseBySlot[d], p = denseWeight[d]
             let cols = params[p].value.cols, count = rows.count * cols, first = rows.lowerBound * cols
