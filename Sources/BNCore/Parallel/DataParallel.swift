@@ -96,10 +96,10 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     let syncLayers: [Int]
     /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
     let normLayers: [Int]
-    /// Rows of a layer's canonical dW blocks: 64, or fewer for wide rows (about 64K elements a
+    /// Rows of a layer's canonical dW blocks: 32, or fewer for wide rows (about 64K elements a
     /// block, at least 8 rows), so that a layer with few rows still splits. It depends on the
     /// layer's shape alone, so every block is the same product whatever the worker count.
-    public static func blockRows(columns: Int) -> Int { max(8, min(64, (65536 / max(columns, 1)) / 8 * 8)) }
+    public static func blockRows(columns: Int) -> Int { max(8, min(32, (65536 / max(columns, 1)) / 8 * 8)) }
     /// Per fully connected layer, that layer in every slot; the index of its weight in
     /// `model.parameters`; and every layer's dW blocks (layer, storage rows).
     let denseBySlot: [[Dense<T>]]
