@@ -96,4 +96,16 @@ final class WorkersCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("note: --workers 4 but a batch of 40 has 2 shards"), r.stderr)
         XCTAssertTrue(r.stdout.contains("workers=4"), r.stdout)
     }
+
+    /// A diverging sharded run fails as a single worker does: the same line, exit 70, and the
+    /// last checkpoint written before it still loads.
+    func testDivergenceOnWorkersIsTheSingleWorkerFailure() throws {
+        try writeTinyDataset(in: dir + "/tiny")
+        let args = ["--data", dir + "/tiny", "--epochs", "3", "--batch", "100", "--lr", "1e38"]
+        let one = try bntrain(args + ["--workers", "1"]), two = try bntrain(args + ["--workers", "2"])
+        XCTAssertEqual(one.status, 70, one.stderr)
+        XCTAssertEqual(two.status, 70, two.stderr)
+        XCTAssertEqual(one.stderr, two.stderr)
+        XCTAssertTrue(two.stderr.contains("smaller --lr"), two.stderr)
+    }
 }
