@@ -115,42 +115,12 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
             return output
         }
         precondition(n > 0, "BatchNorm1D needs at least one example in training mode")
-        centered.resize(rows: n)
-        xhat.resize(rows: n)
-        let mu = batchMean.data, v = batchVar.data, s = istd.data, c = centered.data, h = xhat.data
-        let invN = 1 / T(n)
-        // Pass 1: per-feature means (rows outer, features inner: contiguous and vectorisable).
-        mu.update(repeating: 0, count: d)
-        for i in 0..<n {
-            let xr = src + i * d
-            for j in 0..<d { mu[j] += xr[j] }
-        }
-        for j in 0..<d { mu[j] *= invN }
-        // Pass 2: centred values and the biased variance (two-pass for accuracy).
-        v.update(repeating: 0, count: d)
-        for i in 0..<n {
-            let xr = src + i * d, cr = c + i * d
-            for j in 0..<d {
-                let t = xr[j] - mu[j]
-                cr[j] = t
-                v[j] += t * t
-            }
-        }
-        for j in 0..<d {
-            v[j] *= invN
-            s[j] = 1 / (v[j] + eps).squareRoot()
-        }
-        // Pass 3: normalise, scale and shift.
-        for i in 0..<n {
-            let cr = c + i * d, hr = h + i * d, yr = y + i * d
-            for j in 0..<d {
-                let t = cr[j] * s[j]
-                hr[j] = t
-                yr[j] = g[j] * t + b[j]
-            }
-        }
-        statisticsRows = n
-        if !defersRunningStatistics { updateRunningStatistics(mean: mu, variance: v, count: n) }
+        // The synchronised phases with the batch as the only shard: per-feature sums, then the
+        // centred values and the biased variance (two passes, for accuracy), then normalise.
+        syncForwardSums(x)
+        syncForwardDeviations(batchSums: shardSums.data, batchRows: n)
+        _ = syncForwardNormalize(batchSquares: shardSquares.data)
+        if !defersRunningStatistics { updateRunningStatistics(mean: batchMean.data, variance: batchVar.data, count: n) }
         return output
     }
 
@@ -189,34 +159,9 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     @_specialize(where T == Double)
     @inlinable
     public func backwardSimplified(_ dy: Matrix<T>) -> Matrix<T> {
-        let n = dy.rows, d = features
-        inputGrad.resize(rows: n)
-        let g = dy.data, h = xhat.data, s = istd.data, gam = gamma.value.data
-        let dbeta = beta.grad.data, dgamma = gamma.grad.data, dx = inputGrad.data
-        dbeta.update(repeating: 0, count: d)
-        dgamma.update(repeating: 0, count: d)
-        for i in 0..<n {
-            let gr = g + i * d, hr = h + i * d
-            for j in 0..<d {
-                dbeta[j] += gr[j]
-                dgamma[j] += gr[j] * hr[j]
-            }
-        }
-        guard computesInputGradient else { return inputGrad }
-        // dx_ij = k_j (dy_ij - (dbeta_j + xhat_ij dgamma_j) / N),  k_j = gamma_j istd_j
-        let k = scratchA.data, mb = scratchB.data
-        let invN = 1 / T(n)
-        for j in 0..<d {
-            k[j] = gam[j] * s[j]
-            mb[j] = dbeta[j] * invN
-        }
-        for i in 0..<n {
-            let gr = g + i * d, hr = h + i * d, xr = dx + i * d
-            for j in 0..<d {
-                xr[j] = k[j] * (gr[j] - mb[j] - hr[j] * dgamma[j] * invN)
-            }
-        }
-        return inputGrad
+        // The synchronised phases with the batch as the only shard.
+        syncBackwardSums(dy)
+        return syncBackwardInput(dy, batchSumDy: beta.grad.data, batchSumDyXhat: gamma.grad.data)
     }
 
     /// The staged backward: walks the forward graph node by node and sums the branches.

@@ -93,22 +93,12 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             return out
         }
         precondition(n > 0, "BatchNorm2D needs values to normalise")
-        input = x
-        let m = T(n * hw)
-        let stride = C * hw
-        for c in 0..<C {
-            // Two passes (mean, then centred squares) for accuracy, each a 16-lane reduction
-            // per plane (see the plane kernels below).
-            let xc = x.data + c * hw
-            let mu = Self.planesSum(xc, n, stride, hw) / m
-            let v = Self.planesSquaredDeviation(xc, n, stride, hw, mean: mu) / m
-            let inv = 1 / (v + eps).squareRoot()
-            mean.data[c] = mu
-            variance.data[c] = v
-            istd.data[c] = inv
-            Self.planesNormalize(xc, out.data + c * hw, n, stride, hw, mean: mu, istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
-        }
-        statisticsRows = n * hw
+        // The synchronised phases with the batch as the only shard: per-channel sums, then the
+        // sums of squared deviations (two passes, for accuracy), then normalise; each a 16-lane
+        // reduction per plane (see the plane kernels below).
+        syncForwardSums(x)
+        syncForwardDeviations(batchSums: shardSums.data, batchRows: n)
+        _ = syncForwardNormalize(batchSquares: shardSquares.data)
         if !defersRunningStatistics { updateRunningStatistics(mean: mean.data, variance: variance.data, count: n * hw) }
         return out
     }
@@ -134,25 +124,10 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
     @_specialize(where T == Double)
     @inlinable
     public func backward(_ dy: Matrix<T>) -> Matrix<T> {
-        guard lastForwardWasTraining, let x = input, dy.rows == x.rows, dy.cols == shape.count else {
-            preconditionFailure("BatchNorm2D.backward needs a training forward of the same shape")
-        }
-        let n = dy.rows, C = shape.c, hw = shape.h * shape.w
-        inputGrad.resize(rows: n)
-        let m = T(n * hw)
-        let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
-        let stride = C * hw
-        for c in 0..<C {
-            let mu = mean.data[c], inv = istd.data[c]
-            let o = c * hw, yc = y.map { $0 + o }
-            let (sdy, sdyx) = Self.planesGradientSums(dy.data + o, x.data + o, yc, n, stride, hw, mean: mu, istd: inv)
-            beta.grad.data[c] = sdy
-            gamma.grad.data[c] = sdyx
-            guard computesInputGradient else { continue }
-            let k = gamma.value.data[c] * inv, a = sdy / m, bq = sdyx / m
-            Self.planesInputGradient(dy.data + o, x.data + o, yc, inputGrad.data + o, n, stride, hw, mean: mu, istd: inv, k: k, a: a, bq: bq)
-        }
-        return inputGrad
+        precondition(lastForwardWasTraining, "BatchNorm2D.backward needs a training forward of the same shape")
+        // The synchronised phases with the batch as the only shard.
+        syncBackwardSums(dy)
+        return syncBackwardInput(dy, batchSumDy: beta.grad.data, batchSumDyXhat: gamma.grad.data)
     }
 
     // Plane kernels over one channel: `planes` planes of `hw` values, plane e at p + e stride
