@@ -19,16 +19,9 @@ public enum Evaluation {
         let c = net.classes
         var matrix = confusion ? [[Int]](repeating: [Int](repeating: 0, count: c), count: c) : nil
         for b in 0..<batches.batchCount {
-            let n = batches.load(batch: b)
-            let logits = net.forward(batches.x, training: false)
-            let r = net.loss.evaluate(logits: logits, labels: batches.batchLabels)
+            let r = evaluate(net, batches, batch: b, confusion: confusion) { matrix![$0][$1] += 1 }
             lossSum += r.lossSum
             correct += r.correct
-            if matrix != nil {
-                for (i, p) in predictions(logits).enumerated() where i < n {
-                    matrix![Int(batches.batchLabels[i])][p.label] += 1
-                }
-            }
         }
         let n = Double(batches.exampleCount)
         return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
@@ -56,15 +49,8 @@ public enum Evaluation {
             let net = parallel.network(forWorker: w), source = sources[w]
             var b = w
             while b < batches {
-                let n = source.load(batch: b)
-                let logits = net.forward(source.x, training: false)
-                let r = net.loss.evaluate(logits: logits, labels: source.batchLabels)
+                let r = evaluate(net, source, batch: b, confusion: confusion) { counts[(w * c + $0) * c + $1] += 1 }
                 (losses[b], corrects[b]) = (r.lossSum, r.correct)
-                if confusion {
-                    for (i, p) in predictions(logits).enumerated() where i < n {
-                        counts[(w * c + Int(source.batchLabels[i])) * c + p.label] += 1
-                    }
-                }
                 b += workers
             }
         }
@@ -79,6 +65,18 @@ public enum Evaluation {
         }
         let n = Double(sources[0].exampleCount)
         return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
+    }
+
+    /// Batch `b` of `source` through `net` in evaluation mode: its summed loss and correct
+    /// count; with `confusion`, `count(true label, predicted label)` for each example.
+    static func evaluate(_ net: Network<Float>, _ source: any BatchSource, batch b: Int, confusion: Bool, count: (Int, Int) -> Void) -> (lossSum: Double, correct: Int) {
+        let n = source.load(batch: b)
+        let logits = net.forward(source.x, training: false)
+        let r = net.loss.evaluate(logits: logits, labels: source.batchLabels)
+        if confusion {
+            for (i, p) in predictions(logits).enumerated() where i < n { count(Int(source.batchLabels[i]), p.label) }
+        }
+        return r
     }
 
     /// The evaluation batch when none is given: 1000 images, or as many as keep one batch's
