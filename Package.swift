@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(name: "bnbench", dependencies: ["BNCore", "BNData", "BNPlatform", "BNTraining"]),
         .testTarget(
             name: "BNCoreTests",
-            dependencies: ["BNCore", .product(name: "RealModule", package: "swift-numerics")]
+            dependencies: ["BNCore", "CKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
         .testTarget(name: "BNDataTests", dependencies: ["BNData", "BNCore", "CKernels"]),
         .testTarget(name: "BNCheckpointTests", dependencies: ["BNCheckpoint", "BNCore"]),

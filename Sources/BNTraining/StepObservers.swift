@@ -12,14 +12,14 @@ protocol StepObserver {
 /// `--trace`: a layer's activation percentiles, mean and sd every `every` steps.
 struct TraceObserver: StepObserver {
     let tracer: Tracer
-    let network: Network<Float>
+    let parallel: DataParallel<Float>
     let every: Int
     /// The traced spec layer.
     let layer: Int
 
     func observe(step: Int, epoch: Int, shouldStop: () -> Int32?) -> [Record]? {
         guard step % every == 0 else { return [] }
-        guard let (u, a) = tracer.measure(network, shouldStop: shouldStop) else { return nil }
+        guard let (u, a) = tracer.measure(parallel, shouldStop: shouldStop) else { return nil }
         return [Record("trace", [
             ("step", .int(step)), ("epoch", .int(epoch)), ("layer", .int(layer)), ("side", .string(tracer.spec.side.rawValue)),
             ("unit", .int(tracer.spec.unit)), ("p15", .exact(u.p15)), ("p50", .exact(u.p50)), ("p85", .exact(u.p85)),

@@ -102,7 +102,12 @@ public struct Summary: Equatable, Sendable {
 /// Runs a probe set through a network and summarises the traced tensor.
 ///
 /// Memory: the traced values of the whole probe set (examples x width floats, kept to take
-/// exact percentiles) and one chunk's forward pass; `Trainer.memoryEstimate` counts both.
+/// exact percentiles) and one chunk's forward pass per worker; `Trainer.memoryEstimate`
+/// counts both.
+///
+/// With several workers, each forwards its share of the chunks through its own network (a
+/// replica sharing the model's weights) into the chunks' own rows of the values, and the two
+/// sorts run side by side: the same values, the same statistics, whatever the worker count.
 final class Tracer {
     let spec: TraceSpec
     /// Index in the built network whose input or output is the traced tensor.
@@ -116,13 +121,14 @@ final class Tracer {
     /// independent in evaluation mode, but BLAS may round a product's last bit differently
     /// for another row count, so the chunk must not depend on flags such as --eval-batch.
     let chunk: Int
-    let input: Matrix<Float>
-    /// The last, shorter chunk: a view of `input`'s first rows.
-    let tail: Matrix<Float>
+    /// Per worker, its chunk's input, and a view of its first rows for the last, shorter chunk.
+    let inputs: [Matrix<Float>]
+    let tails: [Matrix<Float>]
     var unitValues: [Float]
     var allValues: [Float]
-    /// The radix sort's second buffer.
+    /// The radix sorts' second buffers (one per sort, as they may run at once).
     var scratch: [Float]
+    var unitScratch: [Float]
 
     /// The floats the tracer keeps beyond one chunk's forward pass: the traced values and the
     /// sort's scratch, for the whole layer and for one unit.
@@ -132,7 +138,7 @@ final class Tracer {
     /// layer whose output is the sigmoid's, so tracing the fc's output or the sigmoid's input
     /// (the pre-activation) needs the unfused network (likewise a 2-D bn fused with its relu);
     /// Trainer builds the network with one layer per spec token when that is the case.
-    init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, images: ImageSet, examples: Int, chunk: Int) {
+    init(spec: TraceSpec, networkLayer: Int, useOutput: Bool, width: Int, images: ImageSet, examples: Int, chunk: Int, workers: Int = 1) {
         self.spec = spec
         self.networkLayer = networkLayer
         self.useOutput = useOutput
@@ -140,47 +146,76 @@ final class Tracer {
         self.images = images
         self.examples = examples
         self.chunk = max(1, min(chunk, examples))
-        self.input = Matrix(rows: self.chunk, cols: images.featureCount, zeroed: false)
-        self.tail = Matrix(viewOf: input)
+        let rows = self.chunk
+        inputs = (0..<max(workers, 1)).map { _ in Matrix(rows: rows, cols: images.featureCount, zeroed: false) }
+        tails = inputs.map { Matrix(viewOf: $0) }
         unitValues = [Float](repeating: 0, count: examples)
         allValues = [Float](repeating: 0, count: examples * width)
         scratch = [Float](repeating: 0, count: examples * width)
+        unitScratch = [Float](repeating: 0, count: examples)
     }
 
     /// Sorts with a radix sort (the tensor may hold hundreds of millions of values); the
     /// order equals a comparison sort's, but for -0 and +0, which the statistics treat alike.
-    func sorted(_ values: inout [Float]) {
-        values.withUnsafeMutableBufferPointer { v in
-            scratch.withUnsafeMutableBufferPointer { bn_sort_f32(v.baseAddress!, $0.baseAddress!, v.count) }
+    static func sort(_ values: UnsafeMutableBufferPointer<Float>, scratch: UnsafeMutableBufferPointer<Float>) {
+        bn_sort_f32(values.baseAddress!, scratch.baseAddress!, values.count)
+    }
+
+    /// Chunk `c`'s forward pass (evaluation mode) through `net` on worker `w`'s buffers, up to
+    /// the traced tensor, copied into the chunk's rows of the values.
+    func forward(chunk c: Int, worker w: Int, _ net: Network<Float>, unit: UnsafeMutablePointer<Float>, all: UnsafeMutablePointer<Float>) {
+        let start = c * chunk, n = min(chunk, examples - start)
+        let input = inputs[w], tail = tails[w]
+        images.convert(images: start, count: n, into: input.data)
+        if n < chunk { tail.view(of: input, row: 0, rows: n) }
+        var h = n == chunk ? input : tail
+        for (i, layer) in net.layers.enumerated() {
+            if i == networkLayer && !useOutput { break }
+            h = layer.forward(h, training: false)
+            if i == networkLayer { break }
         }
+        precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
+        for r in 0..<n { unit[start + r] = h[r, spec.unit] }
+        // Rows are contiguous in both: the chunk's values are one copy.
+        (all + start * width).update(from: h.data, count: n * width)
     }
 
     /// Evaluation-mode forward of the probe set up to the traced tensor, and its statistics;
-    /// nil when `shouldStop` reports a signal between chunks.
-    func measure(_ net: Network<Float>, shouldStop: () -> Int32? = { nil }) -> (unit: Summary, all: Summary)? {
-        var start = 0
-        while start < examples {
-            if start > 0, shouldStop() != nil { return nil }
-            let n = min(chunk, examples - start)
-            images.convert(images: start, count: n, into: input.data)
-            if n < chunk { tail.view(of: input, row: 0, rows: n) }
-            var h = n == chunk ? input : tail
-            for (i, layer) in net.layers.enumerated() {
-                if i == networkLayer && !useOutput { break }
-                h = layer.forward(h, training: false)
-                if i == networkLayer { break }
+    /// nil when `shouldStop` (asked on worker 0, between its chunks) reports a signal. The
+    /// chunks are divided among `parallel`'s workers, each with its own network.
+    func measure(_ parallel: DataParallel<Float>, shouldStop: () -> Int32? = { nil }) -> (unit: Summary, all: Summary)? {
+        let chunks = (examples + chunk - 1) / chunk
+        let stopped = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        stopped.initialize(to: 0)
+        defer { stopped.deallocate() }
+        unitValues.withUnsafeMutableBufferPointer { unit in
+            allValues.withUnsafeMutableBufferPointer { all in
+                let (u, a) = (unit.baseAddress!, all.baseAddress!)
+                parallel.onEveryWorker { w, workers in
+                    let net = parallel.network(forWorker: w)
+                    for c in ShardPlan.shards(forWorker: w, of: workers, shardCount: chunks) {
+                        if w == 0, c > 0, shouldStop() != nil { bn_atomic_store_i32(stopped, 1) }
+                        if bn_atomic_load_i32(stopped) != 0 { return }
+                        forward(chunk: c, worker: w, net, unit: u, all: a)
+                    }
+                }
             }
-            precondition(h.cols == width, "traced tensor has \(h.cols) columns, expected \(width)")
-            for r in 0..<n { unitValues[start + r] = h[r, spec.unit] }
-            // Rows are contiguous in both: the chunk's values are one copy.
-            let first = start * width
-            allValues.withUnsafeMutableBufferPointer { (all: inout UnsafeMutableBufferPointer<Float>) in (all.baseAddress! + first).update(from: h.data, count: n * width) }
-            start += n
         }
         // Sorting every value takes a while for a wide layer: one more chance to stop first.
-        if shouldStop() != nil { return nil }
-        sorted(&unitValues)
-        sorted(&allValues)
+        if stopped.pointee != 0 || shouldStop() != nil { return nil }
+        unitValues.withUnsafeMutableBufferPointer { unit in
+            allValues.withUnsafeMutableBufferPointer { all in
+                scratch.withUnsafeMutableBufferPointer { s in
+                    unitScratch.withUnsafeMutableBufferPointer { us in
+                        let (u, a, s, us) = (unit, all, s, us)
+                        parallel.onEveryWorker { w, workers in
+                            if w == 0 { Tracer.sort(a, scratch: s) }
+                            if w == min(1, workers - 1) { Tracer.sort(u, scratch: us) }
+                        }
+                    }
+                }
+            }
+        }
         return (Summary(sorted: unitValues), Summary(sorted: allValues))
     }
 }

@@ -190,7 +190,7 @@ public final class Trainer {
         if let target {
             // The network layer computing the traced spec layer (the builder records which).
             let layer = network.specIndices.lastIndex { $0 <= target.index }!
-            tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, images: dataset.test.images, examples: traceExamples, chunk: traceChunk)
+            tracer = Tracer(spec: target.spec, networkLayer: layer, useOutput: target.spec.side == .output, width: target.width, images: dataset.test.images, examples: traceExamples, chunk: traceChunk, workers: dp.workers)
             traceIndex = target.index
         } else {
             tracer = nil
@@ -411,7 +411,7 @@ public final class Trainer {
     /// What looks at the model between steps, in order: the trace, then step-wise evaluation.
     func stepObservers(_ batches: Batches) -> [any StepObserver] {
         var out: [any StepObserver] = []
-        if let tracer { out.append(TraceObserver(tracer: tracer, network: network, every: config.observation.traceEvery, layer: traceIndex)) }
+        if let tracer { out.append(TraceObserver(tracer: tracer, parallel: parallel, every: config.observation.traceEvery, layer: traceIndex)) }
         if config.observation.evalEvery > 0 { out.append(EvalObserver(parallel: parallel, every: config.observation.evalEvery, validation: batches.validations, test: batches.tests)) }
         return out
     }

@@ -64,6 +64,9 @@ void bn_barrier_wait(bn_barrier *b) {
     pthread_mutex_unlock(&b->lock);
 }
 
+void bn_atomic_store_i32(int32_t *flag, int32_t value) { __atomic_store_n(flag, value, __ATOMIC_RELEASE); }
+int32_t bn_atomic_load_i32(const int32_t *flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
+
 // Lowers the party count, for a team some of whose threads never started; call it only
 // while fewer than `parties` threads wait (the caller has not arrived yet).
 void bn_barrier_set_parties(bn_barrier *b, int parties) {

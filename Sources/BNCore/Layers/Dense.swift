@@ -31,7 +31,7 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
     @usableFromInline let preActivationGrad: Matrix<T>  // dL/dz: (N, out), sigmoid only
     @usableFromInline let inputGrad: Matrix<T>  // (N, in)
     /// When true, `backward` leaves dW to the caller (a data-parallel step computes it in
-    /// canonical row blocks over every shard: `weightGradientBlock`) and keeps dz for it.
+    /// rows split among its workers, over every shard: `weightGradient(rows:)`) and keeps dz for it.
     public var defersWeightGradient = false
     /// dL/dz of the most recent backward (dy itself without an activation).
     @usableFromInline var lastPreActivationGrad: Matrix<T>?
@@ -159,25 +159,27 @@ public final class Dense<T: BLASScalar>: SGDFusedBackward {
     }
 
     /// Rows of dW's storage (in features for `.inOut`, out features for `.outIn`): the axis a
-    /// data-parallel step cuts dW into blocks along.
+    /// data-parallel step splits dW along, among its workers.
     public var weightGradientRows: Int { weightLayout == .inOut ? inFeatures : outFeatures }
 
-    /// Storage rows `rows` of this shard's dW (its last backward's x and dz) into `target`,
-    /// the block's first element; `rows.count * (weight storage columns)` elements.
+    /// Storage rows `rows` of dW from this shard's last backward (its x and dz), written to
+    /// `target`, the first row's first element, or (accumulate) added on as the same chain:
     ///     .inOut: dW[a..<b, :] = x[:, a..<b]^T dz    .outIn: dW[a..<b, :] = dz[:, a..<b]^T x
-    /// A step computes each canonical block with the same call whichever worker runs it.
+    /// Each element is one chain of fused multiply-adds over the batch rows in order
+    /// (`BLASScalar.rankUpdate`), so shard by shard, over any split of the rows, it is the same
+    /// bits: what makes a data-parallel step's dW independent of its worker count.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     @inlinable
-    public func weightGradientBlock(rows r: Range<Int>, into target: UnsafeMutablePointer<T>, kernels k: Kernels) {
-        guard let x = input, let dz = lastPreActivationGrad else { preconditionFailure("Dense.weightGradientBlock needs a backward first") }
+    public func weightGradient(rows r: Range<Int>, into target: UnsafeMutablePointer<T>, accumulate: Bool) {
+        guard let x = input, let dz = lastPreActivationGrad else { preconditionFailure("Dense.weightGradient needs a backward first") }
         let n = x.rows, a = r.lowerBound
         if weightLayout == .inOut {
-            T.gemm(using: k, transA: true, transB: false, m: r.count, n: outFeatures, k: n, alpha: 1, a: x.data + a, lda: inFeatures,
-                   b: dz.data, ldb: outFeatures, beta: 0, c: target, ldc: outFeatures)
+            T.rankUpdate(m: r.count, n: outFeatures, k: n, a: x.data + a, lda: inFeatures, b: dz.data, ldb: outFeatures,
+                         c: target, ldc: outFeatures, accumulate: accumulate)
         } else {
-            T.gemm(using: k, transA: true, transB: false, m: r.count, n: inFeatures, k: n, alpha: 1, a: dz.data + a, lda: outFeatures,
-                   b: x.data, ldb: inFeatures, beta: 0, c: target, ldc: inFeatures)
+            T.rankUpdate(m: r.count, n: inFeatures, k: n, a: dz.data + a, lda: outFeatures, b: x.data, ldb: inFeatures,
+                         c: target, ldc: inFeatures, accumulate: accumulate)
         }
     }
 }

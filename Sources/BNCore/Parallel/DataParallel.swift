@@ -96,16 +96,14 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     let syncLayers: [Int]
     /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
     let normLayers: [Int]
-    /// Rows of a layer's canonical dW blocks: 32, or fewer for wide rows (about 64K elements a
-    /// block, at least 8 rows), so that a layer with few rows still splits. It depends on the
-    /// layer's shape alone, so every block is the same product whatever the worker count.
-    public static func blockRows(columns: Int) -> Int { max(8, min(32, (65536 / max(columns, 1)) / 8 * 8)) }
-    /// Per fully connected layer, that layer in every slot; the index of its weight in
-    /// `model.parameters`; and every layer's dW blocks (layer, storage rows).
+    /// Per fully connected layer, that layer in every slot, and the index of its weight in
+    /// `model.parameters`. Its dW is never reduced: each worker computes its share of dW's
+    /// storage rows (`rowsOfWorker[layer][worker]`) from every shard's x and dz, as one fused
+    /// multiply-add chain per element over the batch (`Dense.weightGradient(rows:)`), whose
+    /// bits do not depend on the split.
     let denseBySlot: [[Dense<T>]]
     let denseWeight: [Int]
-    let blocks: [(dense: Int, rows: Range<Int>)]
-    let blocksOfWorker: [Range<Int>]
+    let rowsOfWorker: [[Range<Int>]]
     /// The parameters whose shard gradients are reduced (all but the fc weights).
     let reduced: [Int]
     /// Per parameter, pointers to slots 1... gradients (the shards after the first).
@@ -119,17 +117,12 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         var h: Matrix<T>
         var lossSum = 0.0
         let norms: [any ShardSynchronizedNormalization<T>]  // by network layer index order of normLayers
-        /// One shard's dW block, before it is added to the batch's (`DataParallel.blockRows`).
-        let blockScratch: UnsafeMutablePointer<T>
-        init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>], scratch: Int) {
+        init(net: Network<T>, norms: [any ShardSynchronizedNormalization<T>]) {
             self.net = net
             input = Matrix(viewOf: Matrix<T>(rows: 0, cols: net.inputFeatures))
             h = input
             self.norms = norms
-            blockScratch = .allocate(capacity: max(scratch, 1))
-            blockScratch.initialize(repeating: 0, count: max(scratch, 1))
         }
-        deinit { blockScratch.deallocate() }
     }
 
     /// When set, every sharded step adds where its time went (`bnbench --workers`).
@@ -155,22 +148,14 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         let norms = model.layers.indices.filter { model.layers[$0] is any ShardSynchronizedNormalization<T> }
         normLayers = norms
         syncLayers = batchNormSync == .on ? norms : []
-        // Fully connected weights: dW in canonical blocks of rows over every shard.
+        // Fully connected weights: dW by rows, each worker its share, over every shard.
         let dense = model.layers.indices.filter { model.layers[$0] is Dense<T> }
         let bySlot = dense.map { i in nets.map { $0.layers[i] as! Dense<T> } }
         let weights = bySlot.map { d in model.parameters.firstIndex { $0 === d[0].weight }! }
         denseBySlot = bySlot
         denseWeight = weights
-        let cut = bySlot.indices.flatMap { d in
-            let rows = bySlot[d][0].weightGradientRows, step = Self.blockRows(columns: bySlot[d][0].weight.value.cols)
-            return stride(from: 0, to: rows, by: step).map { a in (dense: d, rows: a..<min(a + step, rows)) }
-        }
-        blocks = cut
         reduced = model.parameters.indices.filter { !weights.contains($0) }
-        let largestBlock = bySlot.map { Self.blockRows(columns: $0[0].weight.value.cols) * $0[0].weight.value.cols }.max() ?? 0
-        slots = nets.map { net in
-            Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> }, scratch: largestBlock)
-        }
+        slots = nets.map { net in Slot(net: net, norms: norms.map { net.layers[$0] as! any ShardSynchronizedNormalization<T> }) }
         for d in bySlot { for layer in d.dropFirst() { layer.defersWeightGradient = true } }
         // Replicas never update the shared running statistics themselves.
         for s in slots.dropFirst() { for i in s.norms.indices { s.norms[i].defersRunningStatistics = true } }
@@ -193,24 +178,9 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         }
         let team = min(workers, nets.count)
         self.workers = team
-        // Contiguous runs of blocks of about equal size (elements) per worker; which worker
-        // computes a block never changes it.
-        let sizes = cut.map { $0.rows.count * bySlot[$0.dense][0].weight.value.cols }
-        let total = max(sizes.reduce(0, +), 1)
-        var starts = [Int](repeating: cut.count, count: team + 1), sum = 0, w = 1
-        starts[0] = 0
-        for (b, size) in sizes.enumerated() {
-            while w < team && sum * team >= w * total {
-                starts[w] = b
-                w += 1
-            }
-            sum += size
-        }
-        while w < team {
-            starts[w] = cut.count
-            w += 1
-        }
-        blocksOfWorker = (0..<team).map { starts[$0]..<max(starts[$0], starts[$0 + 1]) }
+        // Each worker an equal share of every layer's rows (which worker computes a row never
+        // changes its bits).
+        rowsOfWorker = bySlot.map { d in (0..<team).map { ShardPlan.shards(forWorker: $0, of: team, shardCount: d[0].weightGradientRows) } }
         if team > 1 {
             guard let p = WorkerPool(workers: team, setup: setup) else { return nil }
             pool = p
@@ -378,20 +348,15 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
             ShardReduction.accumulate(into: target.data, shards: UnsafeBufferPointer(rebasing: gradientPointers[p][0..<(k - 1)]), range: range)
             if let opt = stepOptimizer, !range.isEmpty { opt.update(params, parameter: p, elements: range) }
         }
-        // fc weights: this worker's canonical blocks of dW, each shard's block added in shard
-        // order (the reduction's order), from each shard's x and dz; then their update.
-        let scratch = slots[w].blockScratch
-        for b in blocksOfWorker[w] {
-            let (d, rows) = blocks[b]
-            let layers = denseBySlot[d], p = denseWeight[d]
-            let cols = params[p].value.cols, count = rows.count * cols, first = rows.lowerBound * cols
-            let target = params[p].grad.data + first, kernels = layers[w].kernels
-            layers[0].weightGradientBlock(rows: rows, into: target, kernels: kernels)
-            for s in 1..<k {
-                layers[s].weightGradientBlock(rows: rows, into: scratch, kernels: kernels)
-                for i in 0..<count { target[i] += scratch[i] }
-            }
-            stepOptimizer?.update(params, parameter: p, elements: first..<(first + count))
+        // fc weights: this worker's rows of dW from every shard's x and dz, the chain continued
+        // shard by shard in shard order; then their update.
+        for (d, layers) in denseBySlot.enumerated() {
+            let rows = rowsOfWorker[d][w]
+            guard !rows.isEmpty else { continue }
+            let p = denseWeight[d], cols = params[p].value.cols, first = rows.lowerBound * cols
+            let target = params[p].grad.data + first
+            for s in 0..<k { layers[s].weightGradient(rows: rows, into: target, accumulate: s > 0) }
+            stepOptimizer?.update(params, parameter: p, elements: first..<(first + rows.count * cols))
         }
         if let times {
             let end = StepTimes.now()

@@ -19,6 +19,11 @@ public protocol BLASScalar: Real, BinaryFloatingPoint, Sendable {
     /// each rounded (never fused), so the bits do not depend on the CPU or the BLAS kernel
     /// family (OpenBLAS's saxpy fuses them on AVX-512 and not on its generic kernels).
     static func sgdUpdate(n: Int, learningRate lr: Self, gradient g: UnsafePointer<Self>, weights w: UnsafeMutablePointer<Self>)
+    /// C (m, ldc) = A[:, 0..<m]^T B[:, 0..<n] over k rows of A (lda) and B (ldb), as one chain of
+    /// fused multiply-adds per element in row order p, from 0 or (accumulate) from C: the same
+    /// bits however the rows, the columns or the k rows are split (rank_update.c).
+    static func rankUpdate(m: Int, n: Int, k: Int, a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
+                           c: UnsafeMutablePointer<Self>, ldc: Int, accumulate: Bool)
 
     /// `C = op(A) op(B) + bias` (bias (1, n) broadcast over rows), through the logistic sigmoid
     /// when asked, as one product with the bias and sigmoid in its epilogue; false when the
@@ -57,6 +62,12 @@ extension Float: BLASScalar {
         bn_sgd_f32(w, g, n, lr)
     }
 
+    @inlinable
+    public static func rankUpdate(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                  c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool) {
+        bn_rank_update_f32(m, n, k, a, lda, b, ldb, c, ldc, accumulate ? 1 : 0)
+    }
+
     /// Under bf16, a oneDNN matmul with the bias and sigmoid as post-ops (`Kernels.biasProduct`).
     @inlinable
     public static func gemmBias(
@@ -84,6 +95,19 @@ extension Double: BLASScalar {
     public static func sgdUpdate(n: Int, learningRate lr: Double, gradient g: UnsafePointer<Double>, weights w: UnsafeMutablePointer<Double>) {
         // Swift contracts no floating-point expression: a multiply, then a subtraction.
         for j in 0..<n { w[j] = w[j] - lr * g[j] }
+    }
+
+    @inlinable
+    public static func rankUpdate(m: Int, n: Int, k: Int, a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
+                                  c: UnsafeMutablePointer<Double>, ldc: Int, accumulate: Bool) {
+        for i in 0..<m {
+            let ci = c + i * ldc
+            if !accumulate { ci.update(repeating: 0, count: n) }
+            for p in 0..<k {
+                let ap = a[p * lda + i], bp = b + p * ldb
+                for j in 0..<n { ci[j] = ci[j].addingProduct(ap, bp[j]) }
+            }
+        }
     }
 }
 

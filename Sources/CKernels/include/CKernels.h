@@ -98,6 +98,17 @@ void bn_sort_f32(float *v, float *scratch, size_t n);
 /// run's config record).
 int bn_kernels_avx512(void);
 
+// A fully connected layer's weight gradient, split-invariant (rank_update.c):
+// C[i, j] = fma chain over p = 0 ..< k of A[p, i] * B[p, j], from 0 or (accumulate) from C.
+// The same bits whatever the path, tile or split of C's rows and columns.
+void bn_rank_update_f32(size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, size_t ldb, float *c,
+                        size_t ldc, int accumulate);
+// path: 0 portable (fmaf), 1 AVX2+FMA, 2 AVX-512; for the tests that compare them.
+void bn_rank_update_f32_path(int path, size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b,
+                             size_t ldb, float *c, size_t ldc, int accumulate);
+// The path this CPU runs: 2, 1 or 0.
+int bn_rank_update_best_path(void);
+
 /// A reusable barrier for `parties` threads that polls `spins` times, then sleeps.
 /// NULL when parties < 1 or memory runs out.
 /// The logical CPUs in this process's affinity mask, ascending, into cpus[0..<max]; returns
@@ -107,6 +118,9 @@ int bn_usable_cpus(int *cpus, int max);
 typedef struct bn_barrier bn_barrier;
 bn_barrier *bn_barrier_create(int parties, long spins);
 void bn_barrier_wait(bn_barrier *barrier);
+// A flag that workers of a pool read while one of them sets it (a stop request).
+void bn_atomic_store_i32(int32_t *flag, int32_t value);
+int32_t bn_atomic_load_i32(const int32_t *flag);
 void bn_barrier_destroy(bn_barrier *barrier);
 /// Lowers the party count before the caller arrives (a team whose threads did not all start).
 void bn_barrier_set_parties(bn_barrier *barrier, int parties);
