@@ -61,7 +61,7 @@ public final class Trainer {
     /// - resume: a checkpoint to continue (its config must equal `config` in every restored key).
     /// - initFrom: weights to start from instead of the initializer.
     public init(
-        config: RunConfig, outputs: RunOutputs, dataset: Dataset, loadSeconds: Double = 0,
+        config: RunConfig, outputs: RunOutputs, dataset: Dataset, loadSeconds: Double = 0, ranks: Ranks? = nil,
         resume: (checkpoint: Checkpoint, path: String)? = nil, initFrom: (checkpoint: Checkpoint, path: String)? = nil,
         sink: RecordSink, diagnostics: @escaping (String) -> Void = { _ in }
     ) throws {
@@ -107,7 +107,19 @@ public final class Trainer {
             throw fail("--save-best keeps the epoch with the best validation accuracy, but this run has no validation data (\(origin(.valSplit)) is 0); drop --save-best or start a run with --val-split", kind: .usage)
         }
         // The digest reads every pixel once (tens of ms for 70,000 images): only when it is used.
-        dataIdentity = (outputs.save != nil || resume != nil) ? dataset.identity : ""
+        dataIdentity = (outputs.save != nil || resume != nil || ranks != nil) ? dataset.identity : ""
+        // Every rank reads the dataset itself: all must have read the same one.
+        if let ranks, ranks.count > 1 {
+            func padded(_ text: String, _ n: Int) -> [UInt8] { Array((Array(text.utf8) + [UInt8](repeating: 0, count: n)).prefix(n)) }
+            let mine = padded(dataIdentity, 192) + padded(ranks.host, 64)
+            let all = ranks.allGather(mine)
+            for (r, theirs) in all.enumerated() where theirs.prefix(192) != all[0].prefix(192) {
+                let host = String(decoding: theirs.suffix(64).prefix { $0 != 0 }, as: UTF8.self)
+                let what = String(decoding: theirs.prefix(192).prefix { $0 != 0 }, as: UTF8.self)
+                let first = String(decoding: all[0].prefix(192).prefix { $0 != 0 }, as: UTF8.self)
+                throw fail("rank \(r) (\(host)) read other data than rank 0 from \(config.data.folder): \(what) against \(first); give every rank the same dataset", kind: .badInput)
+            }
+        }
         // The trace target, and whether the network must be built unfused to expose it (the
         // value between an fc and its sigmoid, or a 2-D bn and its relu, exists only when they
         // are two layers;
@@ -161,7 +173,7 @@ public final class Trainer {
         // with kernels of its own (their scratch buffers are per thread of work).
         let plan = ShardPlan(shardSize: config.parallel.shardSize)
         let slots = plan.shardCount(batch: config.batch)
-        let workers = config.parallel.resolvedWorkers
+        let workers = config.parallel.resolvedWorkers(ranksOnHost: ranks?.localCount ?? 1)
         var replicas: [Network<Float>] = []
         do {
             for _ in 1..<max(slots, 1) {
@@ -176,7 +188,7 @@ public final class Trainer {
         // oneDNN threads through OpenMP, whose thread count is per thread: each worker's
         // primitives then run on that worker alone (they are created on first use, there).
         let single = workers > 1
-        guard let dp = DataParallel(model: network, replicas: replicas, plan: plan, workers: workers, batchNormSync: config.parallel.bnSync, setup: { _ in if single { OneDNN.shared?.setThreads(1) } }) else {
+        guard let dp = DataParallel(model: network, replicas: replicas, plan: plan, workers: workers, batchNormSync: config.parallel.bnSync, ranks: ranks, setup: { _ in if single { OneDNN.shared?.setThreads(1) } }) else {
             throw fail("--workers \(workers): could not start \(workers - 1) worker threads; use fewer workers", kind: .usage)
         }
         parallel = dp

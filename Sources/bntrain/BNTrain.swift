@@ -51,9 +51,16 @@ enum Entry {
         do {
             var command = try Root.parseAsRoot(args)
             try command.run()
+            MPIJob.current?.finalize()
             exit(0)
         } catch let f as Failure {
-            FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(f.message))\n".utf8))
+            if !MPIJob.quiet { FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(f.message))\n".utf8)) }
+            // Every rank meets a divergence or bad data alike and may finish the job together;
+            // a failure of this rank alone (a write error) must end the others, which wait in
+            // the next all-gather.
+            if let job = MPIJob.current {
+                if f.kind == .diverged || f.kind == .badInput { job.finalize() } else { job.abort(code: ExitStatus.code(for: f.kind)) }
+            }
             exit(ExitStatus.code(for: f.kind))
         } catch let TrainingStop.interrupted(signal) {
             exit(128 + signal)

@@ -47,6 +47,7 @@ func writeOut(_ text: String) throws {
 
 /// Diagnostics (stderr), one line each.
 func note(_ message: String) {
+    if MPIJob.quiet { return }
     FileHandle.standardError.write(Data("bntrain: \(escapingControlCharacters(message))\n".utf8))
 }
 

@@ -6,6 +6,13 @@ import Foundation
 
 /// Wires one `bntrain` invocation together: the configuration (fresh, or the checkpoint's
 /// for --resume), output checks, the dataset, the trainer, signals and progress.
+/// The MPI job this process joined (training only), for the exit path: rank 0 alone reports
+/// a failure, and a finished run calls MPI_Finalize.
+enum MPIJob {
+    nonisolated(unsafe) static var current: Ranks?
+    static var quiet: Bool { (current?.rank ?? 0) != 0 }
+}
+
 struct TrainingRun {
     let command: BNTrain
 
@@ -44,12 +51,24 @@ struct TrainingRun {
         let loadStarted = clock.now
         let (folder, dataset) = try DataLocation.load(config.data.folder)
         config.data.folder = folder
+        // Under an MPI launcher, join the job; rank 0 alone writes records and files.
+        let ranks: Ranks?
+        do { ranks = try Ranks.join() } catch let e as Ranks.Failure { throw fail(e.description, kind: .usage) }
+        MPIJob.current = ranks
+        if let ranks, ranks.rank != 0 {
+            outputs.save = nil
+            outputs.metrics = nil
+            _ = freopen("/dev/null", "w", stdout)
+        }
+        if let ranks, ranks.count > 1, config.parallel.workers == 0 || config.parallel.resolvedWorkers(ranksOnHost: ranks.localCount) > 1 {
+            MatMul.setThreads(1)
+        }
         let trainer = try Trainer(
-            config: config, outputs: outputs, dataset: dataset, loadSeconds: (clock.now - loadStarted).seconds,
+            config: config, outputs: outputs, dataset: dataset, loadSeconds: (clock.now - loadStarted).seconds, ranks: ranks,
             resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat), diagnostics: note)
         if let r = resume { note("resuming '\(r.path)' after epoch \(trainer.state.epoch) of \(config.epochs); configuration taken from the checkpoint") }
         Interruption.install()
-        try trainer.run(progress: Progress(quiet: command.output.quiet), shouldStop: { Interruption.requested })
+        try trainer.run(progress: Progress(quiet: command.output.quiet || (ranks?.rank ?? 0) != 0), shouldStop: { Interruption.requested })
         if let sig = Interruption.requested {
             // The signal came after the last step: the run is complete and saved, but a caller
             // (a shell loop, a sweep) still learns that the user asked it to stop.

@@ -20,7 +20,7 @@ public protocol ShardSynchronizedNormalization<T>: Layer {
     /// The last training forward's statistics and the number of values behind them.
     var batchMeanValues: UnsafePointer<T> { get }
     var batchVarianceValues: UnsafePointer<T> { get }
-    var statisticsRows: Int { get }
+    var statisticsRows: Int { get set }
     var batchesTracked: Int { get set }
     func updateRunningStatistics(mean: UnsafePointer<T>, variance: UnsafePointer<T>, count: Int)
 
@@ -86,6 +86,17 @@ public final class StepTimes {
 public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// Slot 0's network: what the optimizer, checkpoints, traces and evaluation use.
     public let model: Network<T>
+    /// The MPI job this process is a rank of, if any: it computes its block of each batch's
+    /// shards and receives the others' per-shard results (`exchange`).
+    public let ranks: Ranks?
+    /// Send and receive buffers of the all-gathers, and per remote (slot, fc layer) the x and
+    /// dz received from the rank that computed that shard.
+    var sendBuffer: UnsafeMutableRawPointer?
+    var receiveBuffer: UnsafeMutableRawPointer?
+    var remoteX: [[Matrix<T>]] = []
+    var remoteDz: [[Matrix<T>]] = []
+    var remoteXView: [[Matrix<T>]] = []
+    var remoteDzView: [[Matrix<T>]] = []
     public let plan: ShardPlan
     public let workers: Int
     public let batchNormSync: BatchNormSync
@@ -138,9 +149,10 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// `replicas`: networks of the model's spec and options, one fewer than the most shards a
     /// batch will have (`plan.shardCount(batch:) - 1`); they are made to share the model's
     /// storage. `setup(worker)` runs on each worker thread once (single-threaded kernels).
-    public init?(model: Network<T>, replicas: [Network<T>], plan: ShardPlan, workers: Int, batchNormSync: BatchNormSync, setup: @escaping (Int) -> Void = { _ in }) {
+    public init?(model: Network<T>, replicas: [Network<T>], plan: ShardPlan, workers: Int, batchNormSync: BatchNormSync, ranks: Ranks? = nil, setup: @escaping (Int) -> Void = { _ in }) {
         precondition(workers >= 1, "at least one worker")
         self.model = model
+        self.ranks = ranks.flatMap { $0.count > 1 ? $0 : nil }
         self.plan = plan
         self.batchNormSync = batchNormSync
         let nets = [model] + replicas
@@ -181,6 +193,16 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         // Each worker an equal share of every layer's rows (which worker computes a row never
         // changes its bits).
         rowsOfWorker = bySlot.map { d in (0..<team).map { ShardPlan.shards(forWorker: $0, of: team, shardCount: d[0].weightGradientRows) } }
+        if let ranks = self.ranks {
+            let per = (nets.count + ranks.count - 1) / ranks.count
+            let bytes = per * Self.shardPacketBytes(slots[0], denseBySlot.map { $0[0] }, reduced: reduced.map { model.parameters[$0].grad.count }, shardSize: plan.shardSize)
+            sendBuffer = .allocate(byteCount: max(bytes, 16), alignment: 64)
+            receiveBuffer = .allocate(byteCount: max(bytes * ranks.count, 16), alignment: 64)
+            remoteX = bySlot.map { d in d.map { Matrix<T>(rows: plan.shardSize, cols: $0.inFeatures) } }
+            remoteDz = bySlot.map { d in d.map { Matrix<T>(rows: plan.shardSize, cols: $0.outFeatures) } }
+            remoteXView = remoteX.map { $0.map { Matrix(viewOf: $0) } }
+            remoteDzView = remoteDz.map { $0.map { Matrix(viewOf: $0) } }
+        }
         if team > 1 {
             guard let p = WorkerPool(workers: team, setup: setup) else { return nil }
             pool = p
@@ -190,6 +212,8 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     }
 
     deinit {
+        sendBuffer?.deallocate()
+        receiveBuffer?.deallocate()
         for b in gradientPointers { b.deallocate() }
         for l in sumPointers { for b in l { b.deallocate() } }
     }
@@ -219,6 +243,10 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         (batchRows, shardCount, self.labels) = (n, k, labels)
         // Each shard's dropout stream: keyed by the model's stream (one draw per step) and the shard.
         let key = model.randomStream.generator.next()
+        // Slot 0's network is the model: its stream serves shard 0 during the step and is put
+        // back after it, so the model's stream advances by exactly one draw per step whichever
+        // process computed shard 0.
+        let modelStream = model.randomStream.generator
         for s in 0..<k {
             var g = SplitMix64(seed: key ^ (UInt64(s + 1) &* 0x9E37_79B9_7F4A_7C15))
             _ = g.next()
@@ -235,6 +263,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         self.loader = loader
         if let pool { pool.run(self) } else { work(worker: 0, of: 1) }
         self.loader = nil
+        model.randomStream.generator = modelStream
         let parallelEnd = times != nil ? StepTimes.now() : 0
         defer {
             if let t = times {
@@ -262,6 +291,8 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         for l in model.indices {
             switch batchNormSync {
             case .on:
+                // Slot 0's batch statistics (every slot's are the same): computed here or, under
+                // MPI, received with shard 0.
                 model[l].updateRunningStatistics(mean: model[l].batchMeanValues, variance: model[l].batchVarianceValues, count: model[l].statisticsRows)
             case .off:
                 for s in 0..<shardCount {
@@ -287,7 +318,10 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
             times.add(w, 1, StepTimes.now() - t)
         }
         let waitBefore = times?.wait(w) ?? 0
-        let mine = ShardPlan.shards(forWorker: w, of: team, shardCount: shardCount)
+        // This rank's block of the shards, divided among its workers.
+        let block = rankShards(shardCount), local = ShardPlan.shards(forWorker: w, of: team, shardCount: block.count)
+        let mine = (block.lowerBound + local.lowerBound)..<(block.lowerBound + local.upperBound)
+        let t = MemoryLayout<T>.stride
         let n = batchRows, k = shardCount
         let layerCount = model.layers.count
         for s in mine {
@@ -302,12 +336,28 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
                 slot.norms[l].syncForwardSums(slot.h)
             }
             barrier()
+            if ranks != nil {
+                if w == 0 {
+                    let c = slots[0].norms[l].channels * t
+                    exchange(k, bytes: c, pack: { s, at in at.copyMemory(from: slots[s].norms[l].shardSums.data, byteCount: c) },
+                             unpack: { s, from in UnsafeMutableRawPointer(slots[s].norms[l].shardSums.data).copyMemory(from: from, byteCount: c) })
+                }
+                barrier()
+            }
             for s in mine {
                 let norm = slots[s].norms[l]
                 reduce(sumPointers[l][0], count: k, channels: norm.channels, into: norm.batchSumsA.data)
                 norm.syncForwardDeviations(batchSums: norm.batchSumsA.data, batchRows: n)
             }
             barrier()
+            if ranks != nil {
+                if w == 0 {
+                    let c = slots[0].norms[l].channels * t
+                    exchange(k, bytes: c, pack: { s, at in at.copyMemory(from: slots[s].norms[l].shardSquares.data, byteCount: c) },
+                             unpack: { s, from in UnsafeMutableRawPointer(slots[s].norms[l].shardSquares.data).copyMemory(from: from, byteCount: c) })
+                }
+                barrier()
+            }
             for s in mine {
                 let norm = slots[s].norms[l]
                 reduce(sumPointers[l][1], count: k, channels: norm.channels, into: norm.batchSumsB.data)
@@ -329,6 +379,19 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
                 slot.norms[l].syncBackwardSums(slot.h)
             }
             barrier()
+            if ranks != nil {
+                if w == 0 {
+                    let c = slots[0].norms[l].channels * t
+                    exchange(k, bytes: 2 * c, pack: { s, at in
+                        at.copyMemory(from: slots[s].norms[l].beta.grad.data, byteCount: c)
+                        (at + c).copyMemory(from: slots[s].norms[l].gamma.grad.data, byteCount: c)
+                    }, unpack: { s, from in
+                        UnsafeMutableRawPointer(slots[s].norms[l].beta.grad.data).copyMemory(from: from, byteCount: c)
+                        UnsafeMutableRawPointer(slots[s].norms[l].gamma.grad.data).copyMemory(from: from + c, byteCount: c)
+                    })
+                }
+                barrier()
+            }
             for s in mine {
                 let slot = slots[s], norm = slot.norms[l]
                 reduce(sumPointers[l][2], count: k, channels: norm.channels, into: norm.batchSumsA.data)
@@ -339,6 +402,10 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         }
         for s in mine { slots[s].h = slots[s].net.backward(slots[s].h, layers: 0..<end) }
         barrier()
+        if ranks != nil {
+            if w == 0 { exchange(k, bytes: packetBytes, pack: packShard, unpack: unpackShard) }
+            barrier()
+        }
         // grad(slot 0) += grad(slot 1), grad(slot 2), ... in shard order, this worker's slice.
         let reduceStart = times != nil ? StepTimes.now() : 0
         let params = model.parameters
@@ -362,6 +429,105 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
             let end = StepTimes.now()
             times.add(w, 2, end - reduceStart)
             times.add(w, 0, (reduceStart - begun) - (times.wait(w) - waitBefore))
+        }
+    }
+
+    // MARK: Several processes (MPI ranks)
+
+    /// The rank's block of a batch's k shards (all of them without MPI).
+    func rankShards(_ k: Int) -> Range<Int> {
+        guard let ranks else { return 0..<k }
+        return ShardPlan.shards(forWorker: ranks.rank, of: ranks.count, shardCount: k)
+    }
+
+    /// Bytes of one shard's results after backward: its loss sum, its gradients of the reduced
+    /// parameters, every fc layer's x and dz (S rows each), and each BN layer's mean, variance
+    /// and row count (the shard's own with ghost BN, else the batch's, for a rank that computed
+    /// no shard). At least a BN phase's sums (2 x channels).
+    static func shardPacketBytes(_ slot: Slot, _ dense: [Dense<T>], reduced: [Int], shardSize: Int) -> Int {
+        let t = MemoryLayout<T>.stride
+        var n = 8 + reduced.reduce(0, +) * t
+        for d in dense { n += shardSize * (d.inFeatures + d.outFeatures) * t }
+        for norm in slot.norms { n += 2 * norm.channels * t + 8 }
+        let sums = slot.norms.map { 2 * $0.channels * t }.max() ?? 0
+        return (max(n, sums) + 7) / 8 * 8
+    }
+
+    var packetBytes: Int {
+        Self.shardPacketBytes(slots[0], denseBySlot.map { $0[0] }, reduced: reduced.map { model.parameters[$0].grad.count }, shardSize: plan.shardSize)
+    }
+
+    /// Worker 0 only, between barriers: each of this rank's shards packed (`bytes` each), all
+    /// ranks' packs all-gathered, and the other ranks' shards unpacked into their slots. After
+    /// it every rank holds every shard's values, and reduces them in shard order.
+    func exchange(_ k: Int, bytes: Int, pack: (Int, UnsafeMutableRawPointer) -> Void, unpack: (Int, UnsafeRawPointer) -> Void) {
+        guard let ranks, let send = sendBuffer, let receive = receiveBuffer else { return }
+        let per = (k + ranks.count - 1) / ranks.count, stride = (bytes + 7) / 8 * 8
+        for (i, s) in rankShards(k).enumerated() { pack(s, send + i * stride) }
+        ranks.allGather(send, bytes: per * stride, into: receive)
+        for r in 0..<ranks.count where r != ranks.rank {
+            for (i, s) in ShardPlan.shards(forWorker: r, of: ranks.count, shardCount: k).enumerated() { unpack(s, receive + (r * per + i) * stride) }
+        }
+    }
+
+    func packShard(_ s: Int, _ at: UnsafeMutableRawPointer) {
+        let t = MemoryLayout<T>.stride, slot = slots[s], rows = plan.rows(ofShard: s, batch: batchRows).count
+        var at = at
+        at.storeBytes(of: slot.lossSum, as: Double.self)
+        at += 8
+        for p in reduced {
+            let g = slot.net.parameters[p].grad
+            at.copyMemory(from: g.data, byteCount: g.count * t)
+            at += g.count * t
+        }
+        for layers in denseBySlot {
+            let d = layers[s]
+            at.copyMemory(from: d.input!.data, byteCount: rows * d.inFeatures * t)
+            at += plan.shardSize * d.inFeatures * t
+            at.copyMemory(from: d.lastPreActivationGrad!.data, byteCount: rows * d.outFeatures * t)
+            at += plan.shardSize * d.outFeatures * t
+        }
+        do {
+            for norm in slot.norms {
+                at.copyMemory(from: norm.batchMeanValues, byteCount: norm.channels * t)
+                (at + norm.channels * t).copyMemory(from: norm.batchVarianceValues, byteCount: norm.channels * t)
+                at += 2 * norm.channels * t
+                at.storeBytes(of: norm.statisticsRows, as: Int.self)
+                at += 8
+            }
+        }
+    }
+
+    func unpackShard(_ s: Int, _ from: UnsafeRawPointer) {
+        let t = MemoryLayout<T>.stride, slot = slots[s], rows = plan.rows(ofShard: s, batch: batchRows).count
+        var from = from
+        slot.lossSum = from.loadUnaligned(as: Double.self)
+        from += 8
+        for p in reduced {
+            let g = slot.net.parameters[p].grad
+            UnsafeMutableRawPointer(g.data).copyMemory(from: from, byteCount: g.count * t)
+            from += g.count * t
+        }
+        for (di, layers) in denseBySlot.enumerated() {
+            let d = layers[s], x = remoteX[di][s], dz = remoteDz[di][s]
+            UnsafeMutableRawPointer(x.data).copyMemory(from: from, byteCount: rows * d.inFeatures * t)
+            from += plan.shardSize * d.inFeatures * t
+            UnsafeMutableRawPointer(dz.data).copyMemory(from: from, byteCount: rows * d.outFeatures * t)
+            from += plan.shardSize * d.outFeatures * t
+            remoteXView[di][s].view(of: x, row: 0, rows: rows)
+            remoteDzView[di][s].view(of: dz, row: 0, rows: rows)
+            d.input = remoteXView[di][s]
+            d.lastPreActivationGrad = remoteDzView[di][s]
+        }
+        do {
+            for i in slot.norms.indices {
+                let norm = slot.norms[i]
+                UnsafeMutableRawPointer(mutating: norm.batchMeanValues).copyMemory(from: from, byteCount: norm.channels * t)
+                UnsafeMutableRawPointer(mutating: norm.batchVarianceValues).copyMemory(from: from + norm.channels * t, byteCount: norm.channels * t)
+                from += 2 * norm.channels * t
+                slot.norms[i].statisticsRows = from.loadUnaligned(as: Int.self)
+                from += 8
+            }
         }
     }
 

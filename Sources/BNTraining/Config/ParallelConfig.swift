@@ -46,5 +46,7 @@ public struct ParallelConfig: ConfigGroup {
     }
 
     /// The worker count to run with: `workers`, or for auto the physical cores available.
-    public var resolvedWorkers: Int { workers == 0 ? CPUTopology.physicalCores : workers }
+    public var resolvedWorkers: Int { resolvedWorkers(ranksOnHost: 1) }
+    /// `auto` under MPI: this host's physical cores divided among its ranks (at least one each).
+    public func resolvedWorkers(ranksOnHost: Int) -> Int { workers == 0 ? max(1, CPUTopology.physicalCores / max(ranksOnHost, 1)) : workers }
 }

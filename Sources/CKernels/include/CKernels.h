@@ -118,6 +118,15 @@ int bn_usable_cpus(int *cpus, int max);
 typedef struct bn_barrier bn_barrier;
 bn_barrier *bn_barrier_create(int parties, long spins);
 void bn_barrier_wait(bn_barrier *barrier);
+// Open MPI loaded at run time (mpi.c). Each returns 0 on success, else fills `error`.
+int bn_mpi_load(char *error, size_t capacity);
+int bn_mpi_init(int *rank, int *size, char *error, size_t capacity);
+int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error, size_t capacity);
+int bn_mpi_bcast(void *buffer, size_t bytes, int root, char *error, size_t capacity);
+void bn_mpi_processor_name(char *name, size_t capacity);
+void bn_mpi_abort(int code);
+void bn_mpi_finalize(void);
+
 // A flag that workers of a pool read while one of them sets it (a stop request).
 void bn_atomic_store_i32(int32_t *flag, int32_t value);
 int32_t bn_atomic_load_i32(const int32_t *flag);

@@ -1,0 +1,76 @@
+import CKernels
+import Glibc
+
+/// The processes of an MPI job, when an MPI launcher (Open MPI's `mpirun`, or `srun` with
+/// PMIx) started this one: each rank computes a block of every batch's shards, and the
+/// shards' sums, gradients and fc inputs are all-gathered so that every rank reduces every
+/// shard in shard order, as one process does (docs/parallel.md, "Several processes").
+/// Only the main thread (worker 0) calls MPI.
+public final class Ranks {
+    public let rank: Int
+    public let count: Int
+    /// This rank's host (MPI_Get_processor_name), for messages.
+    public let host: String
+    /// Ranks on this host, as the launcher says (for `--workers auto`), and this rank's index among them.
+    public let localCount: Int
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Whether a launcher's environment is present: Open MPI's `OMPI_COMM_WORLD_SIZE`, or
+    /// PMIx's `PMIX_RANK` (srun --mpi=pmix).
+    public static var launched: Bool { getenv("OMPI_COMM_WORLD_SIZE") != nil || getenv("PMIX_RANK") != nil }
+
+    static func environment(_ name: String) -> Int? { getenv(name).flatMap { Int(String(cString: $0)) } }
+
+    /// Joins the job when a launcher started this process; nil otherwise. Throws (one line)
+    /// when libmpi cannot be loaded or initialised.
+    public static func join() throws -> Ranks? {
+        guard launched else { return nil }
+        var error = [CChar](repeating: 0, count: 512)
+        if bn_mpi_load(&error, error.count) != 0 {
+            throw Failure(description: "started by an MPI launcher, but Open MPI's libmpi.so.40 could not be loaded (\(String(cString: error))); install openmpi-bin (Scripts/setup)")
+        }
+        var rank: Int32 = 0, size: Int32 = 1
+        if bn_mpi_init(&rank, &size, &error, error.count) != 0 {
+            throw Failure(description: "MPI_Init failed: \(String(cString: error))")
+        }
+        var name = [CChar](repeating: 0, count: 256)
+        bn_mpi_processor_name(&name, name.count)
+        let local = environment("OMPI_COMM_WORLD_LOCAL_SIZE") ?? environment("SLURM_NTASKS_PER_NODE") ?? Int(size)
+        return Ranks(rank: Int(rank), count: Int(size), host: String(cString: name), localCount: max(1, local))
+    }
+
+    init(rank: Int, count: Int, host: String, localCount: Int) {
+        self.rank = rank
+        self.count = count
+        self.host = host
+        self.localCount = localCount
+    }
+
+    /// receive = every rank's `bytes` bytes of `send`, in rank order. A failure (a rank that
+    /// died or lost its network) ends this process with one line and exit 75: the step
+    /// cannot continue, and the last checkpoint is untouched.
+    public func allGather(_ send: UnsafeRawPointer, bytes: Int, into receive: UnsafeMutableRawPointer) {
+        var error = [CChar](repeating: 0, count: 256)
+        if bn_mpi_allgather(send, bytes, receive, &error, error.count) != 0 { lost(String(cString: error)) }
+    }
+
+    /// Every rank's copy of `bytes` bytes (rank order), for checks at start.
+    public func allGather(_ bytes: [UInt8]) -> [[UInt8]] {
+        var out = [UInt8](repeating: 0, count: bytes.count * count)
+        bytes.withUnsafeBytes { s in out.withUnsafeMutableBytes { allGather(s.baseAddress!, bytes: bytes.count, into: $0.baseAddress!) } }
+        return (0..<count).map { Array(out[($0 * bytes.count)..<(($0 + 1) * bytes.count)]) }
+    }
+
+    func lost(_ why: String) -> Never {
+        fputs("bntrain: error: rank \(rank) (\(host)): MPI communication failed (\(why)); another rank of the job ended; the last checkpoint is intact\n", stderr)
+        exit(75)
+    }
+
+    /// Ends every rank of the job (after a failure on this one).
+    public func abort(code: Int32) { bn_mpi_abort(code) }
+
+    public func finalize() { bn_mpi_finalize() }
+}

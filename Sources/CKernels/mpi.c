@@ -1,0 +1,122 @@
+// Open MPI, loaded at run time (dlopen) so that bntrain builds and runs where MPI is not
+// installed, as oneDNN is loaded. Only what a data-parallel run needs: init, rank and size,
+// all-gather and broadcast of bytes, abort. Open MPI's handles (MPI_COMM_WORLD, MPI_BYTE, the
+// error handler) are the addresses of its predefined objects, found by name.
+#define _GNU_SOURCE
+#include "CKernels.h"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef void *handle;
+static struct {
+    void *lib;
+    int (*init_thread)(int *, char ***, int, int *);
+    int (*initialized)(int *);
+    int (*finalize)(void);
+    int (*comm_rank)(handle, int *);
+    int (*comm_size)(handle, int *);
+    int (*allgather)(const void *, int, handle, void *, int, handle, handle);
+    int (*bcast)(void *, int, handle, int, handle);
+    int (*abort_)(handle, int);
+    int (*set_errhandler)(handle, handle);
+    int (*processor_name)(char *, int *);
+    int (*error_string)(int, char *, int *);
+    handle world, byte, errors_return;
+} mpi;
+
+int bn_mpi_load(char *error, size_t capacity) {
+    if (mpi.lib) return 0;
+    const char *names[] = {"libmpi.so.40", "libmpi.so"};
+    void *lib = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof *names && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
+    if (!lib) {
+        snprintf(error, capacity, "%s", dlerror());
+        return 1;
+    }
+#define FIND(field, name)                                                            \
+    do {                                                                             \
+        *(void **)&mpi.field = dlsym(lib, name);                                     \
+        if (!mpi.field) {                                                            \
+            snprintf(error, capacity, "libmpi has no %s (not Open MPI 4?)", name); \
+            dlclose(lib);                                                            \
+            memset(&mpi, 0, sizeof mpi);                                             \
+            return 1;                                                                \
+        }                                                                            \
+    } while (0)
+    FIND(init_thread, "MPI_Init_thread");
+    FIND(initialized, "MPI_Initialized");
+    FIND(finalize, "MPI_Finalize");
+    FIND(comm_rank, "MPI_Comm_rank");
+    FIND(comm_size, "MPI_Comm_size");
+    FIND(allgather, "MPI_Allgather");
+    FIND(bcast, "MPI_Bcast");
+    FIND(abort_, "MPI_Abort");
+    FIND(set_errhandler, "MPI_Comm_set_errhandler");
+    FIND(processor_name, "MPI_Get_processor_name");
+    FIND(error_string, "MPI_Error_string");
+    FIND(world, "ompi_mpi_comm_world");
+    FIND(byte, "ompi_mpi_byte");
+    FIND(errors_return, "ompi_mpi_errors_return");
+#undef FIND
+    mpi.lib = lib;
+    return 0;
+}
+
+static void describe(int rc, char *error, size_t capacity) {
+    char text[512];
+    int len = 0;
+    if (mpi.error_string && mpi.error_string(rc, text, &len) == 0) {
+        text[len < (int)sizeof text ? len : (int)sizeof text - 1] = 0;
+        snprintf(error, capacity, "%s", text);
+    } else {
+        snprintf(error, capacity, "MPI error %d", rc);
+    }
+}
+
+// MPI_THREAD_FUNNELED: only the main thread (worker 0) calls MPI.
+int bn_mpi_init(int *rank, int *size, char *error, size_t capacity) {
+    int provided = 0, done = 0, rc;
+    mpi.initialized(&done);
+    if (!done && (rc = mpi.init_thread(NULL, NULL, 1, &provided)) != 0) {
+        describe(rc, error, capacity);
+        return 1;
+    }
+    mpi.set_errhandler(mpi.world, mpi.errors_return);
+    if ((rc = mpi.comm_rank(mpi.world, rank)) != 0 || (rc = mpi.comm_size(mpi.world, size)) != 0) {
+        describe(rc, error, capacity);
+        return 1;
+    }
+    return 0;
+}
+
+int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error, size_t capacity) {
+    int rc = mpi.allgather(send, (int)bytes, mpi.byte, receive, (int)bytes, mpi.byte, mpi.world);
+    if (rc != 0) describe(rc, error, capacity);
+    return rc != 0;
+}
+
+int bn_mpi_bcast(void *buffer, size_t bytes, int root, char *error, size_t capacity) {
+    int rc = mpi.bcast(buffer, (int)bytes, mpi.byte, root, mpi.world);
+    if (rc != 0) describe(rc, error, capacity);
+    return rc != 0;
+}
+
+void bn_mpi_processor_name(char *name, size_t capacity) {
+    char text[256];
+    int len = 0;
+    if (mpi.processor_name && mpi.processor_name(text, &len) == 0) {
+        text[len < (int)sizeof text ? len : (int)sizeof text - 1] = 0;
+        snprintf(name, capacity, "%s", text);
+    } else {
+        snprintf(name, capacity, "?");
+    }
+}
+
+void bn_mpi_abort(int code) {
+    if (mpi.abort_) mpi.abort_(mpi.world, code);
+}
+
+void bn_mpi_finalize(void) {
+    if (mpi.finalize) mpi.finalize();
+}
