@@ -5,8 +5,14 @@
 #define _GNU_SOURCE
 #include "CKernels.h"
 #include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef void *handle;
 static struct {
@@ -113,10 +119,64 @@ void bn_mpi_processor_name(char *name, size_t capacity) {
     }
 }
 
+// The watch over the other ranks on this host: MPI on shared memory does not notice a peer
+// that was killed, and mpirun would then end the job with a screen of its own. Every 100 ms
+// a thread checks that each peer's process still exists; when one has gone, the lowest
+// surviving rank says which, in one line, and every survivor exits 75.
+static struct {
+    atomic_int stopping;
+    int count, me;
+    long pids[1024];
+    int ranks[1024];
+    char host[256];
+} watch;
+
+static void *watch_loop(void *arg) {
+    (void)arg;
+    for (;;) {
+        usleep(100 * 1000);
+        if (atomic_load(&watch.stopping)) return NULL;
+        for (int i = 0; i < watch.count; i++) {
+            if (kill((pid_t)watch.pids[i], 0) == 0 || errno != ESRCH) continue;
+            if (atomic_load(&watch.stopping)) return NULL;
+            int report = 1;
+            for (int j = 0; j < watch.count; j++)
+                if (watch.ranks[j] < watch.me && (kill((pid_t)watch.pids[j], 0) == 0 || errno != ESRCH)) report = 0;
+            if (report) {
+                char line[512];
+                int n = snprintf(line, sizeof line,
+                                 "bntrain: error: rank %d (%s) ended during the run (killed or crashed); the job stops; "
+                                 "its last checkpoint is intact, continue with --resume\n",
+                                 watch.ranks[i], watch.host);
+                if (n > 0) (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            }
+            _exit(75);
+        }
+    }
+}
+
+int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host) {
+    if (count <= 0) return 0;
+    if (count > 1024) count = 1024;
+    watch.count = count;
+    watch.me = me;
+    memcpy(watch.pids, pids, sizeof(long) * (size_t)count);
+    memcpy(watch.ranks, ranks, sizeof(int) * (size_t)count);
+    snprintf(watch.host, sizeof watch.host, "%s", host);
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch_loop, NULL) != 0) return 1;
+    pthread_detach(t);
+    return 0;
+}
+
 void bn_mpi_abort(int code) {
+    atomic_store(&watch.stopping, 1);
     if (mpi.abort_) mpi.abort_(mpi.world, code);
 }
 
 void bn_mpi_finalize(void) {
+    atomic_store(&watch.stopping, 1);
     if (mpi.finalize) mpi.finalize();
 }
+
+void bn_mpi_stop_watch(void) { atomic_store(&watch.stopping, 1); }

@@ -63,6 +63,7 @@ enum Entry {
             }
             exit(ExitStatus.code(for: f.kind))
         } catch let TrainingStop.interrupted(signal) {
+            MPIJob.current?.finalize()  // every rank stopped after the same step
             exit(128 + signal)
         } catch {
             let code = Root.exitCode(for: error)

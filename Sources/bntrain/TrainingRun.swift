@@ -68,7 +68,14 @@ struct TrainingRun {
             resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat), diagnostics: note)
         if let r = resume { note("resuming '\(r.path)' after epoch \(trainer.state.epoch) of \(config.epochs); configuration taken from the checkpoint") }
         Interruption.install()
-        try trainer.run(progress: Progress(quiet: command.output.quiet || (ranks?.rank ?? 0) != 0), shouldStop: { Interruption.requested })
+        // Under MPI every rank stops after the same step: each sends its signal with every step
+        // and all act on the first one any rank received.
+        let parallel = trainer.parallel
+        let shouldStop: () -> Int32? = ranks == nil ? { Interruption.requested } : {
+            parallel.localStopSignal = Interruption.requested ?? 0
+            return parallel.jobStopSignal == 0 ? nil : parallel.jobStopSignal
+        }
+        try trainer.run(progress: Progress(quiet: command.output.quiet || (ranks?.rank ?? 0) != 0), shouldStop: shouldStop)
         if let sig = Interruption.requested {
             // The signal came after the last step: the run is complete and saved, but a caller
             // (a shell loop, a sweep) still learns that the user asked it to stop.

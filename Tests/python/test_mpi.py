@@ -3,9 +3,12 @@ each, print the records and save the tensors of one process on one worker, bit f
 rank 0 writes; a rank that read other data is refused with one line naming it. Skipped where
 `mpirun` is missing (Scripts/test installs openmpi-bin)."""
 import json
+import os
 import shutil
+import signal
 import struct
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -90,3 +93,107 @@ def test_a_rank_with_other_data_is_refused(bntrain, digits, tmp_path):
     assert len(errors) == 1, r.stderr
     assert "rank 1" in errors[0] and "other data than rank 0" in errors[0], errors
     assert r.stdout == "", r.stdout
+
+
+def wait_for(path, proc, timeout=60):
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def rank_pids(marker):
+    """The pids of the ranks whose command line holds `marker` (a unique --data folder)."""
+    out = subprocess.run(["pgrep", "-f", f"bntrain --data {marker}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(bntrain, digits, tmp_path):
+    save = tmp_path / "k.safetensors"
+    cmd = [MPIRUN, "-q", "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo",
+           "-n", "2", bntrain, "--data", str(digits), "--epochs", "100000", "--save", str(save)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(save, proc)
+        pids = [p for p in rank_pids(digits) if p != proc.pid]
+        assert len(pids) == 2, pids
+        killed = time.time()
+        os.kill(max(pids), signal.SIGKILL)
+        out, err = proc.communicate(timeout=20)
+        took = time.time() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None), proc.returncode
+    assert took < 10, took
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ended during the run" in lines[0] and "rank " in lines[0], err
+    r = run([bntrain, "eval", "--model", str(save), "--data", str(digits)])
+    assert "accuracy" in r.stdout or "test_acc" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_mpirun_saves_and_resumes_as_one_process(bntrain, digits, tmp_path, sig):
+    save = tmp_path / "s.safetensors"
+    args = ["--model", "mlp", "--optimizer", "adam", "--lr", "1e-3", "--seed", "2"]
+    cmd = [MPIRUN, "-q", "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo",
+           "-n", "2", bntrain, "--data", str(digits), "--epochs", "100000", "--save", str(save)] + args
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(save, proc)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "checkpoint saved" in lines[0], err
+    stopped = int(lines[0].split(" at epoch ")[1].split(",")[0])
+    epochs = str(stopped + 1)
+    # Resumed in one process, the run ends where an uninterrupted one-process run ends.
+    rest = run([bntrain, "--resume", str(save), "--epochs", epochs, "--workers", "1"])
+    whole = run([bntrain, "--data", str(digits), "--epochs", epochs, "--workers", "1"] + args)
+    summary = lambda s: [t for t in s.splitlines()[-1].split() if "seconds" not in t and not t.startswith("saved")]
+    assert summary(rest.stdout) == summary(whole.stdout)
+
+
+def test_two_hosts_in_network_namespaces(bntrain, digits, tmp_path):
+    """Rank 1 runs in a network namespace of its own, reached over a veth pair: mpirun starts it
+    through an ssh stand-in that enters the namespace, and the ranks talk TCP over the pair."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 for network namespaces")
+    ns, veth, net = f"bnmpi{os.getpid()}", f"bnv{os.getpid() % 100000}", f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
+    agent = tmp_path / "ns-ssh"
+    agent.write_text(f"""#!/usr/bin/env bash
+# mpirun's remote agent: `ns-ssh [options] HOST COMMAND...`; HOST {net}.2 is the namespace.
+while [ $# -gt 0 ]; do case "$1" in -o|-l|-p|-i) shift 2 ;; -*) shift ;; *) host=$1; shift; break ;; esac; done
+echo "$host" >> {tmp_path / "agent.log"}
+if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec bash -c "$*"; fi
+""")
+    agent.chmod(0o755)
+    setup = [["ip", "netns", "add", ns], ["ip", "link", "add", veth + "a", "type", "veth", "peer", "name", veth + "b"],
+             ["ip", "link", "set", veth + "b", "netns", ns], ["ip", "addr", "add", f"{net}.1/24", "dev", veth + "a"],
+             ["ip", "link", "set", veth + "a", "up"], ["ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.2/24", "dev", veth + "b"],
+             ["ip", "netns", "exec", ns, "ip", "link", "set", veth + "b", "up"], ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]]
+    try:
+        for c in setup:
+            subprocess.run(c, check=True, capture_output=True)
+        args = ["--data", str(digits), "--model", "lenet-bn", "--optimizer", "adam", "--lr", "1e-3", "--epochs", "1", "--batch", "100", "--seed", "6"]
+        one = run([bntrain] + args + ["--workers", "1"])
+        cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "--host", f"{net}.1:1,{net}.2:1", "-n", "2",
+               "--mca", "plm_rsh_agent", str(agent), "--mca", "btl", "tcp,self",
+               "--mca", "btl_tcp_if_include", f"{net}.0/24", "--mca", "oob_tcp_if_include", f"{net}.0/24",
+               "-x", "PATH", bntrain] + args
+        started = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        took = time.time() - started
+        assert r.returncode == 0, r.stderr
+        assert stable(r.stdout) == stable(one.stdout)
+        assert (tmp_path / "agent.log").read_text().split() == [f"{net}.2"], "rank 1 was not started in the namespace"
+        print(f"two namespaces: lenet-bn, 700 images, 1 epoch: {took:.1f} s")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", veth + "a"], capture_output=True)

@@ -96,6 +96,11 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     var remoteX: [[Matrix<T>]] = []
     var remoteDz: [[Matrix<T>]] = []
     var remoteXView: [[Matrix<T>]] = []
+    /// Under MPI, a stop request (a signal number, 0 for none) that this rank sends with every
+    /// step, and the first one any rank sent with the last step: every rank learns of a
+    /// signal after the same step, so all stop at the same step boundary.
+    public var localStopSignal: Int32 = 0
+    public private(set) var jobStopSignal: Int32 = 0
     var remoteDzView: [[Matrix<T>]] = []
     public let plan: ShardPlan
     public let workers: Int
@@ -231,6 +236,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     public func trainStep(_ x: Matrix<T>, labels: UnsafePointer<Int32>, optimizer: any Optimizer<T>, clipNorm: T? = nil, loader: (any RowLoader)? = nil) -> Double {
         let n = x.rows, k = plan.shardCount(batch: n)
         precondition(k >= 1 && k <= slots.count, "a batch of \(n) rows needs \(k) shards; this step has \(slots.count)")
+        defer { agreeOnStop() }
         if k == 1 {
             loader?.loadRows(0..<n)
             for d in denseBySlot { d[0].defersWeightGradient = false }
@@ -433,6 +439,21 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     }
 
     // MARK: Several processes (MPI ranks)
+
+    /// Every rank's `localStopSignal`, all-gathered after each step; the first nonzero one (in
+    /// rank order) becomes `jobStopSignal`.
+    func agreeOnStop() {
+        guard let ranks, let send = sendBuffer, let receive = receiveBuffer else { return }
+        send.storeBytes(of: Int64(localStopSignal), as: Int64.self)
+        ranks.allGather(send, bytes: 8, into: receive)
+        for r in 0..<ranks.count {
+            let v = receive.load(fromByteOffset: 8 * r, as: Int64.self)
+            if v != 0 {
+                jobStopSignal = Int32(truncatingIfNeeded: v)
+                return
+            }
+        }
+    }
 
     /// The rank's block of a batch's k shards (all of them without MPI).
     func rankShards(_ k: Int) -> Range<Int> {

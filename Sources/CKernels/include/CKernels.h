@@ -125,6 +125,10 @@ int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error,
 int bn_mpi_bcast(void *buffer, size_t bytes, int root, char *error, size_t capacity);
 void bn_mpi_processor_name(char *name, size_t capacity);
 void bn_mpi_abort(int code);
+// Watches the other ranks on this host (their pids); see mpi.c. bn_mpi_stop_watch before a
+// planned exit (finalize and abort stop it too).
+int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host);
+void bn_mpi_stop_watch(void);
 void bn_mpi_finalize(void);
 
 // A flag that workers of a pool read while one of them sets it (a stop request).
