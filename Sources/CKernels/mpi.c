@@ -12,9 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef void *handle;
+static long long now_ms(void);
 static struct {
     void *lib;
     int (*init_thread)(int *, char ***, int, int *);
@@ -30,6 +32,21 @@ static struct {
     int (*error_string)(int, char *, int *);
     handle world, byte, errors_return;
 } mpi;
+
+// The watch over the other ranks on this host: MPI on shared memory does not notice a peer
+// that was killed, and mpirun would then end the job with a screen of its own. Every 100 ms
+// a thread checks that each peer's process still exists; when one has gone, the lowest
+// surviving rank says which, in one line, and every survivor exits 75.
+static struct {
+    atomic_int stopping;
+    atomic_llong inflight;  // CLOCK_MONOTONIC ms when the current all-gather began, 0 outside one
+    long long timeout_ms;   // 0: no limit
+    int count, me;
+    long pids[1024];
+    int ranks[1024];
+    char host[256];
+} watch;
+
 
 int bn_mpi_load(char *error, size_t capacity) {
     if (mpi.lib) return 0;
@@ -97,7 +114,9 @@ int bn_mpi_init(int *rank, int *size, char *error, size_t capacity) {
 }
 
 int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error, size_t capacity) {
+    atomic_store(&watch.inflight, now_ms());
     int rc = mpi.allgather(send, (int)bytes, mpi.byte, receive, (int)bytes, mpi.byte, mpi.world);
+    atomic_store(&watch.inflight, 0);
     if (rc != 0) describe(rc, error, capacity);
     return rc != 0;
 }
@@ -119,23 +138,30 @@ void bn_mpi_processor_name(char *name, size_t capacity) {
     }
 }
 
-// The watch over the other ranks on this host: MPI on shared memory does not notice a peer
-// that was killed, and mpirun would then end the job with a screen of its own. Every 100 ms
-// a thread checks that each peer's process still exists; when one has gone, the lowest
-// surviving rank says which, in one line, and every survivor exits 75.
-static struct {
-    atomic_int stopping;
-    int count, me;
-    long pids[1024];
-    int ranks[1024];
-    char host[256];
-} watch;
+static long long now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static void *watch_loop(void *arg) {
     (void)arg;
     for (;;) {
         usleep(100 * 1000);
         if (atomic_load(&watch.stopping)) return NULL;
+        long long began = atomic_load(&watch.inflight);
+        if (watch.timeout_ms > 0 && began > 0 && now_ms() - began > watch.timeout_ms) {
+            // No word from some rank for that long: one lost its network or hangs.
+            if (watch.me == 0) {
+                char line[512];
+                int n = snprintf(line, sizeof line,
+                                 "bntrain: error: rank 0 (%s) heard nothing from the other ranks for %lld s (a rank lost its "
+                                 "network or stopped); the job stops; its last checkpoint is intact, continue with --resume\n",
+                                 watch.host, watch.timeout_ms / 1000);
+                if (n > 0) (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            }
+            _exit(75);
+        }
         for (int i = 0; i < watch.count; i++) {
             if (kill((pid_t)watch.pids[i], 0) == 0 || errno != ESRCH) continue;
             if (atomic_load(&watch.stopping)) return NULL;
@@ -155,9 +181,10 @@ static void *watch_loop(void *arg) {
     }
 }
 
-int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host) {
-    if (count <= 0) return 0;
+int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host, long long timeout_ms) {
+    if (count < 0) count = 0;
     if (count > 1024) count = 1024;
+    watch.timeout_ms = timeout_ms;
     watch.count = count;
     watch.me = me;
     memcpy(watch.pids, pids, sizeof(long) * (size_t)count);

@@ -18,7 +18,10 @@ after 2 epochs with momentum the summaries differ by 2.3e-4 in the train loss (0
 against 0.577574). That pair is held to 2e-3 and listed in docs/reproducibility.md until
 bntrain's products no longer depend on the family. Since batches of 64 run as two shards of
 32 rows (docs/parallel.md), SkylakeX also rounds the LayerNorm + dropout net's 32-row
-products apart: final test loss 0.623732 against 0.623730 under Cooperlake, held to 1e-4."""
+products apart: final test loss 0.623732 against 0.623730 under Cooperlake, held to 1e-4.
+Since a sharded step's fc dW is a chain of fused multiply-adds of bntrain's own (the same bits
+under every family), mlp with momentum under the unfused generic Prescott kernels ends 2.4e-4
+apart in the test loss (0.511536 against 0.511658 under Cooperlake): held to 2e-3 as well."""
 import pathlib
 
 import pytest
@@ -42,7 +45,7 @@ MODELS = {
     "dfn2-rmsprop": ["--optimizer", "rmsprop", "--lr", "0.001"],
 }
 # (model, family) pairs measured to round apart, with the relative tolerance they are held to.
-KNOWN_APART = {("mlp-momentum", "SkylakeX"): 2e-3, ("ln-dropout-adam", "SkylakeX"): 1e-4}
+KNOWN_APART = {("mlp-momentum", "SkylakeX"): 2e-3, ("mlp-momentum", "Prescott"): 2e-3, ("ln-dropout-adam", "SkylakeX"): 1e-4}
 NUMBERS = ("final_train_loss", "final_test_loss", "final_test_acc")
 
 

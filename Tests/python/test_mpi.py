@@ -194,6 +194,42 @@ if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec
         assert stable(r.stdout) == stable(one.stdout)
         assert (tmp_path / "agent.log").read_text().split() == [f"{net}.2"], "rank 1 was not started in the namespace"
         print(f"two namespaces: lenet-bn, 700 images, 1 epoch: {took:.1f} s")
+        # The link goes down mid-run: the exchange that waits longer than BNTRAIN_MPI_TIMEOUT
+        # ends the job with one line from rank 0, and the checkpoint loads.
+        save = tmp_path / "net.safetensors"
+        launcher = cmd[:cmd.index(bntrain) + 1]
+        long_run = launcher[:1] + ["-q", "-x", "BNTRAIN_MPI_TIMEOUT"] + launcher[1:] + ["--data", str(digits), "--epochs", "100000", "--save", str(save)]
+        proc = subprocess.Popen(long_run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "BNTRAIN_MPI_TIMEOUT": "3"})
+        try:
+            wait_for(save, proc)
+            assert len([p for p in rank_pids(digits) if p != proc.pid]) == 2
+            subprocess.run(["ip", "link", "set", veth + "a", "down"], check=True)
+            cut = time.time()
+            # Both ranks end; mpirun itself may go on waiting for the daemon it cannot reach.
+            while [p for p in rank_pids(digits) if p != proc.pid] and time.time() - cut < 60:
+                time.sleep(0.1)
+            took = time.time() - cut
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            err = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert took < 30, took
+        lines = [line for line in err.splitlines() if line.startswith("bntrain:")]
+        assert len(lines) == 1 and "heard nothing from the other ranks for 3 s" in lines[0], err
+        run([bntrain, "eval", "--model", str(save), "--data", str(digits)])
+        print(f"link down: the job ended after {took:.1f} s")
     finally:
+        # Any daemon left in the namespace goes with it.
+        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", veth + "a"], capture_output=True)

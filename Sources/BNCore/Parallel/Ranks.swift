@@ -26,8 +26,19 @@ public final class Ranks {
 
     /// Joins the job when a launcher started this process; nil otherwise. Throws (one line)
     /// when libmpi cannot be loaded or initialised.
+    /// `BNTRAIN_MPI_TIMEOUT`: seconds an exchange may wait for the other ranks before the job
+    /// ends (default 120; 0 waits for ever).
+    public static func timeoutSetting() throws -> Int {
+        guard let raw = getenv("BNTRAIN_MPI_TIMEOUT").map({ String(cString: $0) }) else { return 120 }
+        guard let v = Int(raw), v >= 0, v <= 86_400 else {
+            throw Failure(description: "BNTRAIN_MPI_TIMEOUT '\(raw)' is not a number of seconds from 0 to 86400; unset it for the default of 120")
+        }
+        return v
+    }
+
     public static func join() throws -> Ranks? {
         guard launched else { return nil }
+        let timeout = try timeoutSetting()
         var error = [CChar](repeating: 0, count: 512)
         if bn_mpi_load(&error, error.count) != 0 {
             throw Failure(description: "started by an MPI launcher, but Open MPI's libmpi.so.40 could not be loaded (\(String(cString: error))); install openmpi-bin (Scripts/setup)")
@@ -40,13 +51,14 @@ public final class Ranks {
         bn_mpi_processor_name(&name, name.count)
         let local = environment("OMPI_COMM_WORLD_LOCAL_SIZE") ?? environment("SLURM_NTASKS_PER_NODE") ?? Int(size)
         let ranks = Ranks(rank: Int(rank), count: Int(size), host: String(cString: name), localCount: max(1, local))
-        ranks.watchPeersOnThisHost()
+        ranks.watchPeers(timeoutSeconds: timeout)
         return ranks
     }
 
-    /// Starts the watch over the other ranks on this host (`bn_mpi_watch`): a killed peer ends
-    /// the job within a fraction of a second, with one line naming it.
-    func watchPeersOnThisHost() {
+    /// Starts the watch (`bn_mpi_watch`): a killed peer on this host ends the job within a
+    /// fraction of a second, with one line naming it; an exchange that waits longer than the
+    /// timeout (a rank on another host lost its network) ends it too.
+    func watchPeers(timeoutSeconds: Int) {
         guard count > 1 else { return }
         var mine = [UInt8](repeating: 0, count: 8 + 64)
         withUnsafeBytes(of: Int64(getpid()).littleEndian) { for i in 0..<8 { mine[i] = $0[i] } }
@@ -56,7 +68,7 @@ public final class Ranks {
             pids.append(Int(theirs.prefix(8).withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(as: Int64.self)) }))
             ranks.append(Int32(r))
         }
-        _ = bn_mpi_watch(pids, ranks, Int32(pids.count), Int32(rank), host)
+        _ = bn_mpi_watch(pids, ranks, Int32(pids.count), Int32(rank), host, Int64(timeoutSeconds) * 1000)
     }
 
     init(rank: Int, count: Int, host: String, localCount: Int) {

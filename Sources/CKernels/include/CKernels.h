@@ -125,9 +125,10 @@ int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error,
 int bn_mpi_bcast(void *buffer, size_t bytes, int root, char *error, size_t capacity);
 void bn_mpi_processor_name(char *name, size_t capacity);
 void bn_mpi_abort(int code);
-// Watches the other ranks on this host (their pids); see mpi.c. bn_mpi_stop_watch before a
+// Watches the other ranks on this host (their pids), and all-gathers that take longer than
+// timeout_ms (0: no limit); see mpi.c. bn_mpi_stop_watch before a
 // planned exit (finalize and abort stop it too).
-int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host);
+int bn_mpi_watch(const long *pids, const int *ranks, int count, int me, const char *host, long long timeout_ms);
 void bn_mpi_stop_watch(void);
 void bn_mpi_finalize(void);
 
