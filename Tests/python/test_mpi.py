@@ -199,8 +199,11 @@ if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec
         save = tmp_path / "net.safetensors"
         launcher = cmd[:cmd.index(bntrain) + 1]
         long_run = launcher[:1] + ["-q", "-x", "BNTRAIN_MPI_TIMEOUT"] + launcher[1:] + ["--data", str(digits), "--epochs", "100000", "--save", str(save)]
-        proc = subprocess.Popen(long_run, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "BNTRAIN_MPI_TIMEOUT": "3"})
+        # Files, not pipes: a daemon left in the namespace would hold a pipe open.
+        errors = tmp_path / "net.err"
+        with open(errors, "w") as err_file:
+            proc = subprocess.Popen(long_run, stdout=subprocess.DEVNULL, stderr=err_file, text=True,
+                                    env={**os.environ, "BNTRAIN_MPI_TIMEOUT": "3"})
         try:
             wait_for(save, proc)
             assert len([p for p in rank_pids(digits) if p != proc.pid]) == 2
@@ -214,7 +217,7 @@ if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            err = proc.stderr.read()
+            err = errors.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()
