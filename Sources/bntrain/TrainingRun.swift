@@ -66,6 +66,9 @@ struct TrainingRun {
         let trainer = try Trainer(
             config: config, outputs: outputs, dataset: dataset, loadSeconds: (clock.now - loadStarted).seconds, ranks: ranks,
             resume: resume, initFrom: initFrom, sink: Report(format: command.output.logFormat), diagnostics: note)
+        if let ranks, ranks.count > 1 {
+            note("note: one run over \(ranks.count) MPI ranks (\(ranks.localCount) on this host), \(trainer.parallel.workers) worker\(trainer.parallel.workers == 1 ? "" : "s") each; rank 0 writes")
+        }
         if let r = resume { note("resuming '\(r.path)' after epoch \(trainer.state.epoch) of \(config.epochs); configuration taken from the checkpoint") }
         Interruption.install()
         // Under MPI every rank stops after the same step: each sends its signal with every step

@@ -76,6 +76,22 @@ def test_ranks_give_one_process_bits(bntrain, digits, tmp_path, model, extra):
         assert sum(line.startswith("summary ") for line in r.stdout.splitlines()) == 1, r.stdout
         assert tensors(save) == tensors(tmp_path / "one.safetensors"), f"{n} ranks saved other tensors"
         assert not any(line.startswith("bntrain: error") for line in r.stderr.splitlines()), r.stderr
+        notes = [line for line in r.stderr.splitlines() if "MPI ranks" in line]
+        assert notes == [f"bntrain: note: one run over {n} MPI ranks ({n} on this host), {workers} worker{'s' if workers != '1' else ''} each; rank 0 writes"], r.stderr
+
+
+def test_workers_auto_divides_the_cores_among_the_ranks(bntrain, digits):
+    def core(cpu):
+        t = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            return open(t + "physical_package_id").read().strip(), open(t + "core_id").read().strip()
+        except OSError:
+            return cpu, cpu
+    physical = len({core(c) for c in os.sched_getaffinity(0)})
+    r = mpirun(2, [bntrain, "--data", str(digits), "--epochs", "1", "--workers", "auto"])
+    assert r.returncode == 0, r.stderr
+    each = max(1, physical // 2)
+    assert f"2 MPI ranks (2 on this host), {each} worker" in r.stderr, r.stderr
 
 
 def test_a_rank_with_other_data_is_refused(bntrain, digits, tmp_path):
@@ -127,7 +143,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(bntrain, digits, tm
             proc.kill()
     assert proc.returncode not in (0, None), proc.returncode
     assert took < 10, took
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("bntrain: note:")]
     assert len(lines) == 1 and "ended during the run" in lines[0] and "rank " in lines[0], err
     r = run([bntrain, "eval", "--model", str(save), "--data", str(digits)])
     assert "accuracy" in r.stdout or "test_acc" in r.stdout, r.stdout
@@ -149,7 +165,7 @@ def test_a_signal_to_mpirun_saves_and_resumes_as_one_process(bntrain, digits, tm
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("bntrain: note:")]
     assert len(lines) == 1 and "checkpoint saved" in lines[0], err
     stopped = int(lines[0].split(" at epoch ")[1].split(",")[0])
     epochs = str(stopped + 1)
@@ -222,7 +238,7 @@ if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec
             if proc.poll() is None:
                 proc.kill()
         assert took < 30, took
-        lines = [line for line in err.splitlines() if line.startswith("bntrain:")]
+        lines = [line for line in err.splitlines() if line.startswith("bntrain:") and not line.startswith("bntrain: note:")]
         assert len(lines) == 1 and "heard nothing from the other ranks for 3 s" in lines[0], err
         run([bntrain, "eval", "--model", str(save), "--data", str(digits)])
         print(f"link down: the job ended after {took:.1f} s")
