@@ -27,41 +27,69 @@ public enum Evaluation {
         return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)
     }
 
-    /// `run`'s result with the batches divided among `parallel`'s workers: worker w evaluates
-    /// batches w, w + W, ... with its own network and `sources[w]` (each a source of the same
-    /// batches). Every batch is computed as `run` computes it and the per-batch sums are added
-    /// in batch order, so the result is the same bits for any worker count.
+    /// `run`'s result with the batches divided among `parallel`'s workers (and, under MPI, its
+    /// ranks): rank r takes batches r, r + R, ... and its worker w every W-th of those, with its
+    /// own network and `sources[w]` (each a source of the same batches). Every batch is
+    /// computed as `run` computes it and the per-batch sums are added in batch order, so the
+    /// result is the same bits for any worker and rank count.
     public static func run(_ parallel: DataParallel<Float>, _ sources: [any BatchSource], confusion: Bool = false) -> Result {
-        let team = parallel.workers
-        guard team > 1, sources.count >= team else { return run(parallel.model, sources[0], confusion: confusion) }
+        let team = parallel.workers, ranks = parallel.ranks
+        let rankCount = ranks?.count ?? 1, me = ranks?.rank ?? 0
+        guard (team > 1 && sources.count >= team) || rankCount > 1 else { return run(parallel.model, sources[0], confusion: confusion) }
+        let workers = sources.count >= team ? team : 1
         let batches = sources[0].batchCount, c = parallel.model.classes
+        // Per batch: its loss sum and correct count (zero where another rank computed it).
         let losses = UnsafeMutableBufferPointer<Double>.allocate(capacity: max(batches, 1))
-        let corrects = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(batches, 1))
+        let corrects = UnsafeMutableBufferPointer<Int64>.allocate(capacity: max(batches, 1))
+        losses.initialize(repeating: 0)
+        corrects.initialize(repeating: 0)
         // One confusion matrix per worker, added up after (integers: any order is exact).
-        let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: confusion ? team * c * c : 1)
+        let counts = UnsafeMutableBufferPointer<Int64>.allocate(capacity: confusion ? workers * c * c : 1)
         counts.initialize(repeating: 0)
         defer {
             losses.deallocate()
             corrects.deallocate()
             counts.deallocate()
         }
-        parallel.onEveryWorker { w, workers in
+        let work = { (w: Int, workers: Int) in
             let net = parallel.network(forWorker: w), source = sources[w]
-            var b = w
+            var b = me + w * rankCount
             while b < batches {
                 let r = evaluate(net, source, batch: b, confusion: confusion) { counts[(w * c + $0) * c + $1] += 1 }
-                (losses[b], corrects[b]) = (r.lossSum, r.correct)
-                b += workers
+                (losses[b], corrects[b]) = (r.lossSum, Int64(r.correct))
+                b += workers * rankCount
             }
         }
-        var lossSum = 0.0, correct = 0
-        for b in 0..<batches {
-            lossSum += losses[b]
-            correct += corrects[b]
-        }
+        if workers > 1 { parallel.onEveryWorker(work) } else { work(0, 1) }
+        var lossSum = 0.0, correct: Int64 = 0
         var matrix: [[Int]]?
-        if confusion {
-            matrix = (0..<c).map { t in (0..<c).map { p in (0..<team).reduce(0) { $0 + counts[($1 * c + t) * c + p] } } }
+        if let ranks, rankCount > 1 {
+            // Every rank's per-batch values, each batch taken from the rank that computed it.
+            let allLosses = ranks.allGather(Array(UnsafeRawBufferPointer(losses)))
+            let allCorrects = ranks.allGather(Array(UnsafeRawBufferPointer(corrects)))
+            for b in 0..<batches {
+                let owner = b % rankCount
+                lossSum += allLosses[owner].withUnsafeBytes { $0.load(fromByteOffset: 8 * b, as: Double.self) }
+                correct += allCorrects[owner].withUnsafeBytes { $0.load(fromByteOffset: 8 * b, as: Int64.self) }
+            }
+            if confusion {
+                let all = ranks.allGather(Array(UnsafeRawBufferPointer(counts)))
+                matrix = (0..<c).map { t in
+                    (0..<c).map { p in
+                        all.reduce(0) { sum, bytes in
+                            sum + (0..<workers).reduce(0) { s, w in s + Int(bytes.withUnsafeBytes { $0.load(fromByteOffset: 8 * ((w * c + t) * c + p), as: Int64.self) }) }
+                        }
+                    }
+                }
+            }
+        } else {
+            for b in 0..<batches {
+                lossSum += losses[b]
+                correct += corrects[b]
+            }
+            if confusion {
+                matrix = (0..<c).map { t in (0..<c).map { p in (0..<workers).reduce(0) { $0 + Int(counts[($1 * c + t) * c + p]) } } }
+            }
         }
         let n = Double(sources[0].exampleCount)
         return Result(loss: lossSum / n, accuracy: Double(correct) / n, confusion: matrix)

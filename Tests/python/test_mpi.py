@@ -65,7 +65,7 @@ def digits(tmp_path):
     ("mlp", ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--bn-sync", "off", "--batch", "70"]),
 ])
 def test_ranks_give_one_process_bits(bntrain, digits, tmp_path, model, extra):
-    args = ["--data", str(digits), "--model", model, "--epochs", "2", "--seed", "4", "--eval-every", "5"] + extra
+    args = ["--data", str(digits), "--model", model, "--epochs", "2", "--seed", "4", "--eval-every", "5", "--val-split", "0.1"] + extra
     one = run([bntrain] + args + ["--workers", "1", "--save", str(tmp_path / "one.safetensors")])
     want = stable(one.stdout)
     for n, workers in ((2, "1"), (3, "2")):
