@@ -252,3 +252,14 @@ if [ "$host" = "{net}.2" ]; then exec ip netns exec {ns} bash -c "$*"; else exec
                 pass
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", veth + "a"], capture_output=True)
+
+
+def test_resume_across_process_counts(bntrain, digits, tmp_path):
+    """1 epoch in one process, resumed over 3 ranks for the second: one process's 2 epochs."""
+    args = ["--data", str(digits), "--model", "mlp", "--optimizer", "adam", "--lr", "1e-3", "--seed", "8"]
+    whole = run([bntrain] + args + ["--epochs", "2", "--save", str(tmp_path / "whole.safetensors")])
+    run([bntrain] + args + ["--epochs", "1", "--save", str(tmp_path / "part.safetensors")])
+    r = mpirun(3, [bntrain, "--resume", str(tmp_path / "part.safetensors"), "--epochs", "2", "--save", str(tmp_path / "part.safetensors")])
+    assert r.returncode == 0, r.stderr
+    assert stable(r.stdout)[-1] == stable(whole.stdout)[-1]
+    assert tensors(tmp_path / "part.safetensors") == tensors(tmp_path / "whole.safetensors")
