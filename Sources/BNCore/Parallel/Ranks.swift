@@ -82,9 +82,16 @@ public final class Ranks {
     /// died or lost its network) ends this process with one line and exit 75: the step
     /// cannot continue, and the last checkpoint is untouched.
     public func allGather(_ send: UnsafeRawPointer, bytes: Int, into receive: UnsafeMutableRawPointer) {
-        var error = [CChar](repeating: 0, count: 256)
-        if bn_mpi_allgather(send, bytes, receive, &error, error.count) != 0 { lost(String(cString: error)) }
+        if bn_mpi_allgather(send, bytes, receive, errorText, 256) != 0 { lost(String(cString: errorText)) }
     }
+
+    /// MPI's message for a failed exchange (allocated once: a step allocates nothing).
+    let errorText: UnsafeMutablePointer<CChar> = {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: 256)
+        p.initialize(repeating: 0, count: 256)
+        return p
+    }()
+    deinit { errorText.deallocate() }
 
     /// Every rank's copy of `bytes` bytes (rank order), for checks at start.
     public func allGather(_ bytes: [UInt8]) -> [[UInt8]] {
