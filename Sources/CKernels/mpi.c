@@ -202,8 +202,9 @@ void bn_mpi_abort(int code) {
 }
 
 void bn_mpi_finalize(void) {
+    static atomic_int done;
     atomic_store(&watch.stopping, 1);
-    if (mpi.finalize) mpi.finalize();
+    if (mpi.finalize && !atomic_exchange(&done, 1)) mpi.finalize();
 }
 
 void bn_mpi_stop_watch(void) { atomic_store(&watch.stopping, 1); }

@@ -155,7 +155,11 @@ do {
     }
     let workers = opts["workers"]!
     if workers > 1 { MatMul.setThreads(1) }
-    guard let p = DataParallel(model: net, replicas: replicas, plan: plan, workers: workers, batchNormSync: .on, setup: { _ in if workers > 1 { OneDNN.shared?.setThreads(1) } }) else {
+    // Under mpirun, the step over this rank's shards with the others' exchanged (Ranks).
+    let ranks: Ranks?
+    do { ranks = try Ranks.join() } catch { fputs("bnbench: \(error)\n", stderr); exit(69) }
+    ranks?.finalizeAtExit()
+    guard let p = DataParallel(model: net, replicas: replicas, plan: plan, workers: workers, batchNormSync: .on, ranks: ranks, setup: { _ in if workers > 1 { OneDNN.shared?.setThreads(1) } }) else {
         FileHandle_stderr("bnbench: error: cannot start \(workers) worker threads\n")
         exit(71)
     }

@@ -78,3 +78,22 @@ def test_bf16_products_allocate_only_bookkeeping(tmp_path, model):
     assert "precision=bf16" in out, out[:300]
     assert c["window_max_bytes"] <= 4096, f"{model}: an allocation of {c['window_max_bytes']} bytes inside the bf16 training steps"
     assert c["window_allocations"] / steps <= 200, f"{model}: {c['window_allocations'] / steps} allocations per step"
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI's mpirun is not installed")
+@pytest.mark.parametrize("model,optimizer,extra", [("dfn2", "adam", []), ("mlp", "sgd", ["--batch", "100"])])
+def test_mpi_step_allocates_nothing(tmp_path, model, optimizer, extra):
+    """Two ranks (mpirun on this host), each counting its own steps: the exchanges, the stop
+    all-gather and Open MPI's shared-memory path allocate nothing either."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    lib = tmp_path / "malloc_count.so"
+    run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(REPO / "Tests/python/support/malloc_count.c"), "-ldl"])
+    run(["swift", "build", "-c", "release", "--product", "bnbench"], cwd=REPO)
+    r = run(["mpirun", "-q", "--allow-run-as-root", "--oversubscribe", "--mca", "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo",
+             "-x", "OPENBLAS_NUM_THREADS=1", "-n", "2", "env", f"LD_PRELOAD={lib}",
+             str(REPO / ".build/release/bnbench"), "--steps", "300", "--repeats", "1", "--square", "64", "--model", model, "--optimizer", optimizer] + extra)
+    lines = [counts(l) for l in r.stderr.splitlines() if "window_allocations=" in l]
+    assert len(lines) == 2, r.stderr[-500:]
+    for c in lines:
+        assert c["windows"] == 1 and c["mallocs"] > 0, c
+        assert c["window_allocations"] == 0, f"{model} on 2 ranks: {c['window_allocations']} heap allocations in 300 steps"

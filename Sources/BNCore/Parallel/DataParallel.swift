@@ -101,6 +101,8 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// signal after the same step, so all stop at the same step boundary.
     public var localStopSignal: Int32 = 0
     public private(set) var jobStopSignal: Int32 = 0
+    /// Bytes of one shard's results after backward (`shardPacketBytes`), 0 without MPI.
+    var packetBytes = 0
     var remoteDzView: [[Matrix<T>]] = []
     public let plan: ShardPlan
     public let workers: Int
@@ -200,7 +202,8 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         rowsOfWorker = bySlot.map { d in (0..<team).map { ShardPlan.shards(forWorker: $0, of: team, shardCount: d[0].weightGradientRows) } }
         if let ranks = self.ranks {
             let per = (nets.count + ranks.count - 1) / ranks.count
-            let bytes = per * Self.shardPacketBytes(slots[0], denseBySlot.map { $0[0] }, reduced: reduced.map { model.parameters[$0].grad.count }, shardSize: plan.shardSize)
+            packetBytes = Self.shardPacketBytes(slots[0], denseBySlot.map { $0[0] }, reduced: reduced.map { model.parameters[$0].grad.count }, shardSize: plan.shardSize)
+            let bytes = per * packetBytes
             sendBuffer = .allocate(byteCount: max(bytes, 16), alignment: 64)
             receiveBuffer = .allocate(byteCount: max(bytes * ranks.count, 16), alignment: 64)
             remoteX = bySlot.map { d in d.map { Matrix<T>(rows: plan.shardSize, cols: $0.inFeatures) } }
@@ -409,7 +412,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         for s in mine { slots[s].h = slots[s].net.backward(slots[s].h, layers: 0..<end) }
         barrier()
         if ranks != nil {
-            if w == 0 { exchange(k, bytes: packetBytes, pack: packShard, unpack: unpackShard) }
+            if w == 0 { exchange(k, bytes: packetBytes, pack: { packShard($0, $1) }, unpack: { unpackShard($0, $1) }) }
             barrier()
         }
         // grad(slot 0) += grad(slot 1), grad(slot 2), ... in shard order, this worker's slice.
@@ -474,9 +477,6 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         return (max(n, sums) + 7) / 8 * 8
     }
 
-    var packetBytes: Int {
-        Self.shardPacketBytes(slots[0], denseBySlot.map { $0[0] }, reduced: reduced.map { model.parameters[$0].grad.count }, shardSize: plan.shardSize)
-    }
 
     /// Worker 0 only, between barriers: each of this rank's shards packed (`bytes` each), all
     /// ranks' packs all-gathered, and the other ranks' shards unpacked into their slots. After

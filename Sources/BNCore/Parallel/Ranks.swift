@@ -108,5 +108,9 @@ public final class Ranks {
     /// Ends every rank of the job (after a failure on this one).
     public func abort(code: Int32) { bn_mpi_abort(code) }
 
+    /// Leaves the job (once; later calls do nothing).
     public func finalize() { bn_mpi_finalize() }
+
+    /// Leaves the job when the process exits normally (tools that exit from many places).
+    public func finalizeAtExit() { atexit { bn_mpi_finalize() } }
 }
