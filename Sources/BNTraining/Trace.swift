@@ -180,11 +180,34 @@ final class Tracer {
         (all + start * width).update(from: h.data, count: n * width)
     }
 
+    /// Every rank's block of chunks into every rank's values: the unit's values and all units'
+    /// of each block's rows, padded to the largest block, all-gathered, and copied into place.
+    func gather(_ ranks: Ranks, chunks: Int) {
+        let blocks = (0..<ranks.count).map { ShardPlan.shards(forWorker: $0, of: ranks.count, shardCount: chunks) }
+        let rows = { (b: Range<Int>) in min(b.upperBound * self.chunk, self.examples) - min(b.lowerBound * self.chunk, self.examples) }
+        let most = blocks.map(rows).max() ?? 0, stride = most * (width + 1)
+        guard stride > 0 else { return }
+        var send = [Float](repeating: 0, count: stride), receive = [Float](repeating: 0, count: stride * ranks.count)
+        let first = min(blocks[ranks.rank].lowerBound * chunk, examples), n = rows(blocks[ranks.rank])
+        for i in 0..<n { send[i] = unitValues[first + i] }
+        for i in 0..<(n * width) { send[most + i] = allValues[first * width + i] }
+        send.withUnsafeBytes { s in receive.withUnsafeMutableBytes { ranks.allGather(s.baseAddress!, bytes: s.count, into: $0.baseAddress!) } }
+        for (r, b) in blocks.enumerated() where r != ranks.rank {
+            let start = min(b.lowerBound * chunk, examples), count = rows(b), base = r * stride
+            for i in 0..<count { unitValues[start + i] = receive[base + i] }
+            for i in 0..<(count * width) { allValues[start * width + i] = receive[base + most + i] }
+        }
+    }
+
     /// Evaluation-mode forward of the probe set up to the traced tensor, and its statistics;
     /// nil when `shouldStop` (asked on worker 0, between its chunks) reports a signal. The
     /// chunks are divided among `parallel`'s workers, each with its own network.
     func measure(_ parallel: DataParallel<Float>, shouldStop: () -> Int32? = { nil }) -> (unit: Summary, all: Summary)? {
         let chunks = (examples + chunk - 1) / chunk
+        // Under MPI, this rank's block of the chunks (its workers divide it); the blocks are
+        // all-gathered after the forward passes.
+        let ranks = parallel.ranks.flatMap { $0.count > 1 ? $0 : nil }
+        let mine = ranks.map { ShardPlan.shards(forWorker: $0.rank, of: $0.count, shardCount: chunks) } ?? 0..<chunks
         let stopped = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
         stopped.initialize(to: 0)
         defer { stopped.deallocate() }
@@ -193,7 +216,8 @@ final class Tracer {
                 let (u, a) = (unit.baseAddress!, all.baseAddress!)
                 parallel.onEveryWorker { w, workers in
                     let net = parallel.network(forWorker: w)
-                    for c in ShardPlan.shards(forWorker: w, of: workers, shardCount: chunks) {
+                    let own = ShardPlan.shards(forWorker: w, of: workers, shardCount: mine.count)
+                    for c in (mine.lowerBound + own.lowerBound)..<(mine.lowerBound + own.upperBound) {
                         if w == 0, c > 0, shouldStop() != nil { bn_atomic_store_i32(stopped, 1) }
                         if bn_atomic_load_i32(stopped) != 0 { return }
                         forward(chunk: c, worker: w, net, unit: u, all: a)
@@ -201,6 +225,7 @@ final class Tracer {
                 }
             }
         }
+        if let ranks { gather(ranks, chunks: chunks) }
         // Sorting every value takes a while for a wide layer: one more chance to stop first.
         if stopped.pointee != 0 || shouldStop() != nil { return nil }
         unitValues.withUnsafeMutableBufferPointer { unit in

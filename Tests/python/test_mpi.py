@@ -263,3 +263,15 @@ def test_resume_across_process_counts(bntrain, digits, tmp_path):
     assert r.returncode == 0, r.stderr
     assert stable(r.stdout)[-1] == stable(whole.stdout)[-1]
     assert tensors(tmp_path / "part.safetensors") == tensors(tmp_path / "whole.safetensors")
+
+
+def test_traces_divided_among_ranks_are_one_process_numbers(bntrain, fashion):
+    """3,000 probe images are 3 chunks of 1,000: ranks and workers divide them."""
+    args = ["--data", str(fashion), "--train-limit", "1280", "--epochs", "1", "--model", "bn-paper",
+            "--trace", "last-sigmoid", "--trace-every", "10", "--trace-examples", "3000"]
+    want = [l for l in run([bntrain] + args).stdout.splitlines() if l.startswith("trace ")]
+    assert len(want) == 2
+    for n, workers in ((2, "1"), (3, "2")):
+        r = mpirun(n, [bntrain] + args + ["--workers", workers])
+        assert r.returncode == 0, r.stderr
+        assert [l for l in r.stdout.splitlines() if l.startswith("trace ")] == want, f"{n} ranks"
