@@ -48,11 +48,12 @@ static struct {
 } watch;
 
 
-int bn_mpi_load(char *error, size_t capacity) {
+int bn_mpi_load(const char *path, char *error, size_t capacity) {
     if (mpi.lib) return 0;
     const char *names[] = {"libmpi.so.40", "libmpi.so"};
     void *lib = NULL;
-    for (size_t i = 0; i < sizeof names / sizeof *names && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
+    if (path && *path) lib = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    for (size_t i = 0; !(path && *path) && i < sizeof names / sizeof *names && !lib; i++) lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
     if (!lib) {
         snprintf(error, capacity, "%s", dlerror());
         return 1;

@@ -40,8 +40,11 @@ public final class Ranks {
         guard launched else { return nil }
         let timeout = try timeoutSetting()
         var error = [CChar](repeating: 0, count: 512)
-        if bn_mpi_load(&error, error.count) != 0 {
-            throw Failure(description: "started by an MPI launcher, but Open MPI's libmpi.so.40 could not be loaded (\(String(cString: error))); install openmpi-bin (Scripts/setup)")
+        // BNTRAIN_LIBMPI: another Open MPI 4 library (a cluster's own build) than libmpi.so.40.
+        let path = getenv("BNTRAIN_LIBMPI").map { String(cString: $0) }
+        if bn_mpi_load(path, &error, error.count) != 0 {
+            let which = path.map { "BNTRAIN_LIBMPI '\($0)'" } ?? "Open MPI's libmpi.so.40"
+            throw Failure(description: "started by an MPI launcher, but \(which) could not be loaded (\(String(cString: error))); install openmpi-bin (Scripts/setup)\(path == nil ? "" : " or fix BNTRAIN_LIBMPI")")
         }
         var rank: Int32 = 0, size: Int32 = 1
         if bn_mpi_init(&rank, &size, &error, error.count) != 0 {

@@ -119,7 +119,7 @@ typedef struct bn_barrier bn_barrier;
 bn_barrier *bn_barrier_create(int parties, long spins);
 void bn_barrier_wait(bn_barrier *barrier);
 // Open MPI loaded at run time (mpi.c). Each returns 0 on success, else fills `error`.
-int bn_mpi_load(char *error, size_t capacity);
+int bn_mpi_load(const char *path, char *error, size_t capacity);  // path NULL: libmpi.so.40
 int bn_mpi_init(int *rank, int *size, char *error, size_t capacity);
 int bn_mpi_allgather(const void *send, size_t bytes, void *receive, char *error, size_t capacity);
 int bn_mpi_bcast(void *buffer, size_t bytes, int root, char *error, size_t capacity);
