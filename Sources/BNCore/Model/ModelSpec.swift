@@ -213,7 +213,7 @@ public struct ModelSpec: Equatable, Sendable, CustomStringConvertible {
         var inShape = try inputShape(inputs: inputs, image: image)
         var totalParams = 0, totalFlops = 0, totalWidth = inputs
         for (i, l) in layers.enumerated() {
-            let outShape = shapes[i], out = outShape.count, inWidth = inShape.count
+            let outShape = shapes[i], out = outShape.count
             let (params, flops) = l.facts.counts(input: inShape, output: outShape)
             let s = ModelSpec.sum
             guard let params, let flops, let tp = s([totalParams, params]), let tf = s([totalFlops, flops]), let tw = s([totalWidth, out]) else {

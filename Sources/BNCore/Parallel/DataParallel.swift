@@ -330,7 +330,6 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         // This rank's block of the shards, divided among its workers.
         let block = rankShards(shardCount), local = ShardPlan.shards(forWorker: w, of: team, shardCount: block.count)
         let mine = (block.lowerBound + local.lowerBound)..<(block.lowerBound + local.upperBound)
-        let t = MemoryLayout<T>.stride
         let n = batchRows, k = shardCount
         let layerCount = model.layers.count
         for s in mine {
@@ -345,28 +344,14 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
                 slot.norms[l].syncForwardSums(slot.h)
             }
             barrier()
-            if ranks != nil {
-                if w == 0 {
-                    let c = slots[0].norms[l].channels * t
-                    exchange(k, bytes: c, pack: { s, at in at.copyMemory(from: slots[s].norms[l].shardSums.data, byteCount: c) },
-                             unpack: { s, from in UnsafeMutableRawPointer(slots[s].norms[l].shardSums.data).copyMemory(from: from, byteCount: c) })
-                }
-                barrier()
-            }
+            exchangeSums(l, 0..<1, k: k, worker: w, barrier: barrier)
             for s in mine {
                 let norm = slots[s].norms[l]
                 reduce(sumPointers[l][0], count: k, channels: norm.channels, into: norm.batchSumsA.data)
                 norm.syncForwardDeviations(batchSums: norm.batchSumsA.data, batchRows: n)
             }
             barrier()
-            if ranks != nil {
-                if w == 0 {
-                    let c = slots[0].norms[l].channels * t
-                    exchange(k, bytes: c, pack: { s, at in at.copyMemory(from: slots[s].norms[l].shardSquares.data, byteCount: c) },
-                             unpack: { s, from in UnsafeMutableRawPointer(slots[s].norms[l].shardSquares.data).copyMemory(from: from, byteCount: c) })
-                }
-                barrier()
-            }
+            exchangeSums(l, 1..<2, k: k, worker: w, barrier: barrier)
             for s in mine {
                 let norm = slots[s].norms[l]
                 reduce(sumPointers[l][1], count: k, channels: norm.channels, into: norm.batchSumsB.data)
@@ -388,19 +373,7 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
                 slot.norms[l].syncBackwardSums(slot.h)
             }
             barrier()
-            if ranks != nil {
-                if w == 0 {
-                    let c = slots[0].norms[l].channels * t
-                    exchange(k, bytes: 2 * c, pack: { s, at in
-                        at.copyMemory(from: slots[s].norms[l].beta.grad.data, byteCount: c)
-                        (at + c).copyMemory(from: slots[s].norms[l].gamma.grad.data, byteCount: c)
-                    }, unpack: { s, from in
-                        UnsafeMutableRawPointer(slots[s].norms[l].beta.grad.data).copyMemory(from: from, byteCount: c)
-                        UnsafeMutableRawPointer(slots[s].norms[l].gamma.grad.data).copyMemory(from: from + c, byteCount: c)
-                    })
-                }
-                barrier()
-            }
+            exchangeSums(l, 2..<4, k: k, worker: w, barrier: barrier)
             for s in mine {
                 let slot = slots[s], norm = slot.norms[l]
                 reduce(sumPointers[l][2], count: k, channels: norm.channels, into: norm.batchSumsA.data)
@@ -456,6 +429,22 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
                 return
             }
         }
+    }
+
+    /// Under MPI (worker 0, then a barrier): the other ranks' shards' per-channel sums of sync
+    /// layer l, quantities `qs` of `sumPointers` (0 the sums, 1 the squared deviations, 2 and
+    /// 3 backward's sums), received into their slots. Nothing without MPI.
+    func exchangeSums(_ l: Int, _ qs: Range<Int>, k: Int, worker w: Int, barrier: () -> Void) {
+        guard ranks != nil else { return }
+        if w == 0 {
+            let c = slots[0].norms[l].channels * MemoryLayout<T>.stride, pointers = sumPointers[l]
+            exchange(k, bytes: qs.count * c, pack: { s, at in
+                for (i, q) in qs.enumerated() { (at + i * c).copyMemory(from: pointers[q][s]!, byteCount: c) }
+            }, unpack: { s, from in
+                for (i, q) in qs.enumerated() { UnsafeMutableRawPointer(mutating: pointers[q][s]!).copyMemory(from: from + i * c, byteCount: c) }
+            })
+        }
+        barrier()
     }
 
     /// The rank's block of a batch's k shards (all of them without MPI).
