@@ -84,7 +84,7 @@ def test_bf16_products_allocate_only_bookkeeping(tmp_path, model):
 @pytest.mark.parametrize("model,optimizer,extra", [("dfn2", "adam", []), ("mlp", "sgd", ["--batch", "100"])])
 def test_mpi_step_allocates_nothing(tmp_path, model, optimizer, extra):
     """Two ranks (mpirun on this host), each counting its own steps: the exchanges, the stop
-    all-gather and Open MPI's shared-memory path allocate nothing either."""
+    all-gather and Open MPI's shared-memory path allocate nothing per step."""
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     lib = tmp_path / "malloc_count.so"
     run([cc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(REPO / "Tests/python/support/malloc_count.c"), "-ldl"])
@@ -96,4 +96,7 @@ def test_mpi_step_allocates_nothing(tmp_path, model, optimizer, extra):
     assert len(lines) == 2, r.stderr[-500:]
     for c in lines:
         assert c["windows"] == 1 and c["mallocs"] > 0, c
-        assert c["window_allocations"] == 0, f"{model} on 2 ranks: {c['window_allocations']} heap allocations in 300 steps"
+        # The interposer counts every thread's allocations, Open MPI's own service threads
+        # (PMIx, its event loop) included, which allocate now and then (1 in one CI run);
+        # an allocation in the step would count at least 300 (it was 900 before a fix).
+        assert c["window_allocations"] <= 2, f"{model} on 2 ranks: {c['window_allocations']} heap allocations in 300 steps"

@@ -273,3 +273,21 @@ def test_bn_paper_experiment_quick(tmp_path, bntrain):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert all(0 < float(c) <= 1 for c in cells[1:4]), row
         assert all(len(c.split(" / ")) == 2 for c in cells[4:]), row
+
+
+def test_groupnorm_experiment_quick(tmp_path, bntrain):
+    """GroupNorm's Figure 1 end to end on a small scale: BN and GN nets at two batch sizes,
+    the figure drawn, the table printed with an error per net and batch; a bad --batches is
+    one line."""
+    script = REPO / "Scripts" / "experiments" / "groupnorm"
+    r = subprocess.run([str(script), "--quick", "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "docs" / "groupnorm-batch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| 16 ") or l.startswith("| 4 ")]
+    assert len(rows) == 2, r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(0 < float(c.split(" ")[0]) < 100 for c in cells[1:3]), row
+    bad = subprocess.run([str(script), "--batches", "8,zero"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--batches" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
