@@ -67,20 +67,25 @@ def fields(line):
     return dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    """A 4-class 6x6 dataset that trains in milliseconds (class k: row k+1 bright)."""
-    d = tmp_path / "tiny"
+def striped_dataset(d, side, classes, counts, row, columns, low, high, bright, seed):
+    """IDX files in folder d: noise in [low, high) with class k's stripe, row(k) over
+    `columns`, set to `bright`; counts = (train, test) images, labels cycling through classes."""
     d.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("t10k", 200)):
-        y = np.arange(n) % 4
-        x = (rng.integers(0, 60, (n, 6, 6)) + 20).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    for split, n in zip(("train", "t10k"), counts):
+        y = np.arange(n) % classes
+        x = rng.integers(low, high, (n, side, side)).astype(np.uint8)
         for i in range(n):
-            x[i, y[i] + 1, :] = 170
+            x[i, row(y[i]), columns] = bright
         write_idx(d / f"{split}-images-idx3-ubyte", x)
         write_idx(d / f"{split}-labels-idx1-ubyte", y)
     return d
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A 4-class 6x6 dataset that trains in milliseconds (class k: row k+1 bright)."""
+    return striped_dataset(tmp_path / "tiny", 6, 4, (400, 200), lambda k: k + 1, slice(None), 20, 80, 170, 0)
 
 
 def torch_epoch(net, opt, x, y, batch, shuffler=None, before_step=None):

@@ -2,18 +2,18 @@
 each, print the records and save the tensors of one process on one worker, bit for bit; only
 rank 0 writes; a rank that read other data is refused with one line naming it. Skipped where
 `mpirun` is missing (Scripts/test installs openmpi-bin)."""
-import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from conftest import run, write_idx
+from safetensors.numpy import load_file
+
+from conftest import run, striped_dataset, write_idx
 
 MPIRUN = shutil.which("mpirun")
 pytestmark = pytest.mark.skipif(MPIRUN is None, reason="Open MPI's mpirun is not installed (Scripts/setup openmpi-bin)")
@@ -36,27 +36,13 @@ def stable(stdout):
 
 
 def tensors(path):
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    head = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    return {k: body[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in head.items() if k != "__metadata__"}
+    return {k: v.tobytes() for k, v in load_file(str(path)).items()}
 
 
 @pytest.fixture
 def digits(tmp_path):
     """28x28 images, 10 classes, 700 training and 200 test images (the presets' input size)."""
-    d = tmp_path / "digits"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 700), ("t10k", 200)):
-        y = np.arange(n) % 10
-        x = rng.integers(0, 90, (n, 28, 28)).astype(np.uint8)
-        for i in range(n):
-            x[i, 2 * y[i] + 3, 4:24] = 220
-        write_idx(d / f"{split}-images-idx3-ubyte", x)
-        write_idx(d / f"{split}-labels-idx1-ubyte", y)
-    return d
+    return striped_dataset(tmp_path / "digits", 28, 10, (700, 200), lambda k: 2 * k + 3, slice(4, 24), 0, 90, 220, 1)
 
 
 @pytest.mark.parametrize("model,extra", [
