@@ -86,6 +86,13 @@ public struct Checkpoint {
     /// `optimizer.PARAM.exp_avg` and `.exp_avg_sq` (Adam, AdamW), `optimizer.PARAM.square_avg`
     /// (RMSprop), each in the parameter's logical shape.
     public static let optimizerPrefix = "optimizer."
+    /// Training state beyond the model and the optimizer: `bn_ema.LAYER.running_mean` and
+    /// `.running_var`, the EMA statistics of a `--bn-stats precise` run (its `LAYER.running_*`
+    /// hold the precise ones).
+    public static let bnEMAPrefix = "bn_ema."
+    /// Every prefix of tensors that are bntrain's training state, not the model's.
+    public static let statePrefixes = [optimizerPrefix, bnEMAPrefix]
+    static func isState(_ name: String) -> Bool { statePrefixes.contains { name.hasPrefix($0) } }
     public static let eps = "bntrain.bn_eps"
     public static let momentum = "bntrain.bn_momentum"
     public static let runningVar = "bntrain.bn_running_var"
@@ -97,8 +104,8 @@ public struct Checkpoint {
 
     /// Captures every parameter and buffer of `network` (plus each BN layer's step count),
     /// the model spec and the BN settings.
-    public init(network: Network<Float>, spec: ModelSpec, options: BuildOptions, metadata: [String: String], optimizer: (any Optimizer<Float>)? = nil) {
-        var t: [String: SafeTensors.Tensor] = [:]
+    public init(network: Network<Float>, spec: ModelSpec, options: BuildOptions, metadata: [String: String], optimizer: (any Optimizer<Float>)? = nil, state: [String: SafeTensors.Tensor] = [:]) {
+        var t = state
         for p in network.parameters {
             t[p.name] = p.storedTransposed
                 ? p.logicalValues().withUnsafeBufferPointer { SafeTensors.Tensor(floats: $0, shape: p.shape) }
@@ -232,7 +239,7 @@ public struct Checkpoint {
         }
         let names = Set(expected.map(\.name))
         // Optimizer state (`optimizer.*`) is checked by the optimizer that loads it.
-        if let extra = tensors.keys.sorted().first(where: { !names.contains($0) && !$0.hasPrefix(Checkpoint.optimizerPrefix) }) {
+        if let extra = tensors.keys.sorted().first(where: { !names.contains($0) && !Checkpoint.isState($0) }) {
             throw CheckpointError.unexpectedTensor(path: path, name: extra)
         }
         for e in expected {
@@ -243,6 +250,29 @@ public struct Checkpoint {
             }
             let scalarStep = e.shape.isEmpty && t.elementCount == 1
             guard t.shape == e.shape || scalarStep else { throw CheckpointError.shapeMismatch(path: path, name: e.name, expected: e.shape, found: t.shape) }
+        }
+    }
+
+    /// The EMA statistics of BN layers `layers` (name, channels) from `bn_ema.*`: nil when the
+    /// file has none; every layer's pair, finite and the variances non-negative, otherwise.
+    public func loadBatchNormEMA(_ layers: [(name: String, channels: Int)], path: String) throws -> [(mean: [Float], variance: [Float])]? {
+        let present = tensors.keys.filter { $0.hasPrefix(Checkpoint.bnEMAPrefix) }
+        if present.isEmpty { return nil }
+        let known = Set(layers.flatMap { ["\(Checkpoint.bnEMAPrefix)\($0.name).running_mean", "\(Checkpoint.bnEMAPrefix)\($0.name).running_var"] })
+        if let extra = present.sorted().first(where: { !known.contains($0) }) { throw CheckpointError.unexpectedTensor(path: path, name: extra) }
+        return try layers.map { l in
+            func read(_ what: String, variance: Bool) throws -> [Float] {
+                let name = "\(Checkpoint.bnEMAPrefix)\(l.name).\(what)"
+                guard let t = tensors[name] else { throw CheckpointError.missingTensor(path: path, name: name, expectedShape: [l.channels]) }
+                guard t.shape == [l.channels] else { throw CheckpointError.shapeMismatch(path: path, name: name, expected: [l.channels], found: t.shape) }
+                guard t.dtype != .i64 else { throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' is I64; it must be F32 or F64") }
+                let v = t.floats()
+                if let bad = v.first(where: { !$0.isFinite || (variance && $0 < 0) }) {
+                    throw CheckpointError.malformed(path: path, reason: "tensor '\(name)' holds \(bad); it must be finite\(variance ? " and non-negative" : "")")
+                }
+                return v
+            }
+            return (try read("running_mean", variance: false), try read("running_var", variance: true))
         }
     }
 
@@ -276,7 +306,7 @@ public struct Checkpoint {
         let tensors = normalizedTensors
         var expected = Set(network.parameters.map(\.name) + network.buffers.map(\.name))
         for (name, _) in network.batchNormSteps { expected.insert("\(name).num_batches_tracked") }
-        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) && !$0.hasPrefix(Checkpoint.optimizerPrefix) }) {
+        if let extra = tensors.keys.sorted().first(where: { !expected.contains($0) && !Checkpoint.isState($0) }) {
             throw CheckpointError.unexpectedTensor(path: path, name: extra)
         }
         func checked(_ name: String, shape: [Int], required: Bool) throws -> SafeTensors.Tensor? {

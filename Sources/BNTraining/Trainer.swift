@@ -55,6 +55,8 @@ public final class Trainer {
     let dataIdentity: String
     /// The activation trace, when asked for.
     let tracer: Tracer?
+    /// `--bn-stats precise`: the pass that recomputes the BN statistics after every epoch.
+    let precise: PreciseBatchNorm?
     let traceIndex: Int
 
     /// - config: the run (its `data` is the resolved folder, recorded as is).
@@ -199,6 +201,17 @@ public final class Trainer {
         if dp.workers > cores {
             diagnostics("note: --workers \(dp.workers) is more than the \(cores) CPU\(cores == 1 ? "" : "s") this process may use; the workers will take turns (slower, same numbers)")
         }
+        if config.normalization.stats == .precise {
+            if network.batchNorms.isEmpty && network.batchNorms2D.isEmpty {
+                throw fail("\(origin(.bnStats)) precise recomputes BN statistics, but model '\(spec.canonical)' has no bn layer; drop it or use a model with bn", kind: code(.bnStats))
+            }
+            if let n = config.normalization.preciseExamples, n > trainIndices.count {
+                throw fail("\(origin(.preciseExamples)) \(n) is more than the \(trainIndices.count) training images; use at most \(trainIndices.count) or all", kind: code(.preciseExamples))
+            }
+            precise = PreciseBatchNorm(parallel: dp, split: dataset.train, examples: trainIndices.sorted(), limit: config.normalization.preciseExamples, batch: config.batch)
+        } else {
+            precise = nil
+        }
         if let target {
             // The network layer computing the traced spec layer (the builder records which).
             let layer = network.specIndices.lastIndex { $0 <= target.index }!
@@ -222,6 +235,14 @@ public final class Trainer {
                 state = s
                 network.randomStream.generator.state = state.dropoutState
                 try c.loadOptimizer(optimizer, network: network, path: path)
+                let layers = dp.model.layers.compactMap { $0 as? any ShardSynchronizedNormalization<Float> }.map { ($0.name, $0.channels) }
+                let ema = try c.loadBatchNormEMA(layers, path: path)
+                if let precise {
+                    guard let ema else { throw CheckpointError.malformed(path: path, reason: "it was saved with bn_stats precise but holds no bn_ema.* tensors (the EMA statistics a resumed run continues from)") }
+                    precise.restore(ema: ema)
+                } else if ema != nil {
+                    throw CheckpointError.unexpectedTensor(path: path, name: "bn_ema.*")
+                }
                 if let saved = c.metadata["bntrain.data_identity"], saved != dataIdentity, !outputs.allowDataChange {
                     throw fail("--resume '\(path)' was trained on other data (\(saved)) than '\(config.data.folder ?? "")' (\(dataIdentity)); resume with its dataset, or pass --allow-data-change to continue on this one", kind: .usage)
                 }
@@ -317,11 +338,23 @@ public final class Trainer {
 
     func writeCheckpoint(_ s: TrainingState, to path: String) throws {
         do {
-            try Checkpoint(network: network, spec: spec, options: config.model.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer).write(to: path)
+            try Checkpoint(network: network, spec: spec, options: config.model.buildOptions, metadata: checkpointMetadata(s), optimizer: optimizer, state: preciseState()).write(to: path)
             wroteCheckpoint = true
         } catch {
             throw fail("\(error)", kind: .writeFailed)
         }
+    }
+
+    /// The `bn_ema.*` tensors of a precise-BN run: the EMA statistics training continues from.
+    func preciseState() -> [String: SafeTensors.Tensor] {
+        guard let precise else { return [:] }
+        var t: [String: SafeTensors.Tensor] = [:]
+        for (i, l) in precise.layers.enumerated() {
+            let e = precise.ema(i)
+            t["\(Checkpoint.bnEMAPrefix)\(l.name).running_mean"] = e.mean.withUnsafeBufferPointer { SafeTensors.Tensor(floats: $0, shape: [l.channels]) }
+            t["\(Checkpoint.bnEMAPrefix)\(l.name).running_var"] = e.variance.withUnsafeBufferPointer { SafeTensors.Tensor(floats: $0, shape: [l.channels]) }
+        }
+        return t
     }
 
     /// Trains from the current state to `config.epochs`. Emits the config record, one record
@@ -357,6 +390,7 @@ public final class Trainer {
             optimizer.learningRate = Float(rate)
             let startStep = s.step
             (s.step, s.partialLossSum) = (0, 0)
+            precise?.resumeTraining()
             steps: for b in startStep..<steps {
                 if let sig = shouldStop() {
                     progress?.clear()
@@ -461,6 +495,10 @@ public final class Trainer {
             ("loss_change", .number(s.previousLoss.map { trainLoss - $0 } ?? .nan, digits: 6)), ("lr", .exact(rate)),
         ]
         var improved = false
+        // Precise statistics before anything evaluates or saves (the EMA ones kept beside).
+        let preciseStarted = ContinuousClock().now
+        precise?.recompute(pass: UInt64(epoch), seed: config.seed)
+        let preciseSeconds = (ContinuousClock().now - preciseStarted).seconds
         if let validation = batches.validation {
             let v = Evaluation.run(parallel, batches.validations!)
             fields += [("val_loss", .number(v.loss, digits: 6)), ("val_acc", .number(v.accuracy, digits: 4))]
@@ -483,6 +521,7 @@ public final class Trainer {
             ("test_loss", .number(test.loss, digits: 6)), ("test_acc", .number(test.accuracy, digits: 4)),
             ("seconds", .number(seconds, digits: 3)), ("test_seconds", .number(testSeconds, digits: 3)),
         ]
+        if precise != nil { fields.append(("precise_seconds", .number(preciseSeconds, digits: 3))) }
         let record = Record("epoch", fields)
         s.previousLoss = trainLoss
         s.epoch = epoch

@@ -373,6 +373,7 @@ struct BNTrain: ParsableCommand {
     @OptionGroup(title: "Optimizer") var optimizerOptions: OptimizerOptions
     @OptionGroup(title: "Schedule and stopping") var scheduleOptions: ScheduleOptions
     @OptionGroup(title: "Data") var dataOptions: DataOptions
+    @OptionGroup(title: "Batch norm") var normalizationOptions: NormalizationOptions
     @OptionGroup(title: "Cores") var parallelOptions: ParallelOptions
     @OptionGroup(title: "Output") var output: OutputOptions
     @OptionGroup(title: "Checkpoints") var checkpoints: CheckpointOptions
@@ -380,7 +381,7 @@ struct BNTrain: ParsableCommand {
     /// The flags given on the command line, as changes to a configuration. Flags not given
     /// leave the defaults, or the checkpoint's values.
     var settings: [RunConfig.Setting] {
-        modelOptions.settings + training.settings + optimizerOptions.settings + scheduleOptions.settings + dataOptions.settings + parallelOptions.settings + output.settings
+        modelOptions.settings + training.settings + optimizerOptions.settings + scheduleOptions.settings + dataOptions.settings + normalizationOptions.settings + parallelOptions.settings + output.settings
     }
 
     mutating func validate() throws {

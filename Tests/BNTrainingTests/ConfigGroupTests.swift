@@ -67,6 +67,6 @@ final class ConfigGroupTests: XCTestCase {
         c.schedule.rule = .plateau(patience: 2, factor: 0.3, min: 0)
         c.stopping = .after(patience: 3, monitor: .valAcc, minDelta: 0.01)
         c.data.valSplit = 0.2
-        XCTAssertEqual(c.fields.map(\.0).joined(separator: " "), "model epochs batch lr optimizer momentum adam_eps alpha weight_decay lr_schedule lr_min warmup_epochs lr_patience lr_factor early_stop monitor min_delta clip_grad_norm hidden train_limit val_split shuffle batchnorm bn_momentum bn_eps bn_running_var init seed threads precision gemm conv eval_batch workers shard_size bn_sync")
+        XCTAssertEqual(c.fields.map(\.0).joined(separator: " "), "model epochs batch lr optimizer momentum adam_eps alpha weight_decay lr_schedule lr_min warmup_epochs lr_patience lr_factor early_stop monitor min_delta clip_grad_norm hidden train_limit val_split shuffle batchnorm bn_momentum bn_eps bn_running_var init seed threads precision gemm conv eval_batch workers shard_size bn_sync bn_stats")
     }
 }

@@ -301,7 +301,7 @@ final class TrainerTests: XCTestCase {
             "version", "data", "train_images", "test_images", "image", "classes", "train", "val", "test",
             "model", "epochs", "batch", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "lr_schedule", "warmup_epochs",
             "early_stop", "clip_grad_norm", "hidden", "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum",
-            "bn_eps", "bn_running_var", "init", "seed", "threads", "precision", "gemm", "conv", "workers", "shard_size", "bn_sync", "spec", "parameters", "kernels", "conv_kernels", "blas_core", "onednn", "elementwise", "load_seconds",
+            "bn_eps", "bn_running_var", "init", "seed", "threads", "precision", "gemm", "conv", "workers", "shard_size", "bn_sync", "bn_stats", "spec", "parameters", "kernels", "conv_kernels", "blas_core", "onednn", "elementwise", "load_seconds",
         ])
         XCTAssertFalse(try run(config("mlp", epochs: 1))[0].fields.contains { $0.0 == "hidden" }, "hidden is dfn2's only")
     }

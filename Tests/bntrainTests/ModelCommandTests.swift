@@ -136,7 +136,7 @@ final class ModelCommandTests: XCTestCase {
         let oldConfig = noTiming(old[0]), newConfig = noTiming(new[0])
         for (k, v) in oldConfig where k != "version" && k != "blas_core" { XCTAssertEqual(newConfig[k], v, k) }
         XCTAssertEqual(Set(newConfig.keys).subtracting(oldConfig.keys), ["model", "spec", "optimizer", "momentum", "nesterov", "weight_decay", "lr_schedule", "warmup_epochs", "early_stop", "clip_grad_norm",
-                                                                                  "precision", "gemm", "kernels", "onednn", "conv", "conv_kernels", "elementwise", "workers", "shard_size", "bn_sync"])
+                                                                                  "precision", "gemm", "kernels", "onednn", "conv", "conv_kernels", "elementwise", "workers", "shard_size", "bn_sync", "bn_stats"])
     }
 
     /// A checkpoint written by bntrain 0.3 (dfn2, tensors fc1/bn/fc2, no spec) evaluates,

@@ -10,6 +10,12 @@ public protocol ShardSynchronizedNormalization<T>: Layer {
     var channels: Int { get }
     var gamma: Parameter<T> { get }
     var beta: Parameter<T> { get }
+    /// The state_dict prefix of the layer's tensors, its running statistics and their rules.
+    var name: String { get }
+    var runningMean: Buffer<T> { get }
+    var runningVar: Buffer<T> { get }
+    var runningVariance: BatchNorm1D<T>.RunningVariance { get }
+    var eps: T { get }
     /// This shard's sums, written in phase 1 and 2 and read by every shard after a barrier.
     var shardSums: Matrix<T> { get }
     var shardSquares: Matrix<T> { get }

@@ -28,6 +28,7 @@ public struct RunConfig: Equatable, Sendable {
     public var observation = ObservationConfig()
     public var kernels = KernelConfig()
     public var parallel = ParallelConfig()
+    public var normalization = NormalizationConfig()
 
     public init() {}
 
@@ -38,7 +39,7 @@ public struct RunConfig: Equatable, Sendable {
         "weight_decay", "decay", "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "warmup_epochs", "lr_patience", "lr_factor",
         "early_stop", "monitor", "min_delta", "clip_grad_norm", "trace", "trace_every", "trace_examples", "eval_every", "hidden",
         "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum", "bn_eps", "bn_running_var", "init", "seed",
-        "threads", "precision", "gemm", "conv", "eval_batch", "workers", "shard_size", "bn_sync",
+        "threads", "precision", "gemm", "conv", "eval_batch", "workers", "shard_size", "bn_sync", "bn_stats", "precise_bn_examples", "bn_ghost",
     ]
 
     /// The encoding as ordered record fields.
@@ -54,7 +55,7 @@ public struct RunConfig: Equatable, Sendable {
         }.map(\.element)
     }
 
-    var groups: [any ConfigGroup] { [model, optimizer, schedule, stopping, data, observation, kernels, parallel] }
+    var groups: [any ConfigGroup] { [model, optimizer, schedule, stopping, data, observation, kernels, parallel, normalization] }
 
     // MARK: Derived values
 
@@ -77,7 +78,7 @@ public struct RunConfig: Equatable, Sendable {
         if case let .after(_, monitor, _) = stopping, data.valSplit == 0 {
             return ConfigProblem(.earlyStop, "stops when the validation \(monitor == .valLoss ? "loss" : "accuracy") stalls; add --val-split (for example 0.1)")
         }
-        return observation.problem() ?? data.problem() ?? kernels.problem() ?? parallel.problem() ?? model.problem()
+        return observation.problem() ?? data.problem() ?? kernels.problem() ?? parallel.problem() ?? normalization.problem() ?? model.problem()
     }
 
     // MARK: Flags and resume
@@ -165,5 +166,6 @@ extension RunConfig: Codable {
         observation = try ObservationConfig(from: r)
         kernels = try KernelConfig(from: r)
         parallel = try ParallelConfig(from: r)
+        normalization = try NormalizationConfig(from: r)
     }
 }
