@@ -25,7 +25,7 @@ struct Root: ParsableCommand {
         commandName: "bntrain",
         abstract: BNTrain.configuration.abstract,
         version: bntrainVersion,
-        subcommands: [BNTrain.self, EvalCommand.self, PredictCommand.self, SummaryCommand.self, GradcheckCommand.self],
+        subcommands: [BNTrain.self, EvalCommand.self, PredictCommand.self, SummaryCommand.self, GradcheckCommand.self, BNReportCommand.self],
         defaultSubcommand: BNTrain.self
     )
 }
@@ -76,7 +76,7 @@ enum Entry {
                 .joined(separator: "; ")
             let trimmed = message.hasSuffix(".") ? String(message.dropLast()) : message
             if !trimmed.isEmpty {
-                let sub = ["eval", "predict", "summary", "gradcheck"].first { $0 == args.first ?? "" }
+                let sub = ["eval", "predict", "summary", "gradcheck", "bn-report"].first { $0 == args.first ?? "" }
                 let name = "bntrain" + (sub.map { " " + $0 } ?? "")
                 FileHandle.standardError.write(Data("bntrain: error: \(escapingControlCharacters(trimmed)); see '\(name) --help'\n".utf8))
             }

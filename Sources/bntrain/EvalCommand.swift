@@ -21,6 +21,11 @@ struct EvalCommand: ParsableCommand {
     @Option(help: ArgumentHelp("text (key=value lines) or jsonl (one JSON object).", valueName: "text|jsonl"))
     var logFormat: ReportFormat = .text
 
+    @Option(help: ArgumentHelp("Recompute the BN statistics first (precise BN, as --bn-stats precise) over the first N training images of --data, or all; the checkpoint is not changed.", valueName: "N|all"))
+    var preciseBn: String?
+
+    @OptionGroup var precise: PreciseBNOptions
+
     @Option(help: "Batch size of the pass (memory and speed only). Default: automatic, 1000 images or fewer for wide convolutional nets.")
     var evalBatch: Int?
 
@@ -29,20 +34,29 @@ struct EvalCommand: ParsableCommand {
         c.kernels.evalBatch = evalBatch ?? 0
         if evalBatch == 0 { throw ValidationError("--eval-batch must be from 1 to \(1 << 24) (got 0); leave it out for automatic") }
         try c.checkFlags([.evalBatch])
+        if let p = preciseBn { _ = try imageCount(p, flag: "--precise-bn") }
+        if preciseBn == nil && precise.preciseBnBatch != nil { throw ValidationError("--precise-bn-batch sets the batch of the --precise-bn pass; add --precise-bn N or all") }
     }
 
     func run() throws {
         saved.prepareKernels()
         let model = saved.model
         let (checkpoint, net, stored) = try loadModel(model)
-        var dataFlag = data
-        if dataFlag == nil, let saved = checkpoint.metadata["bntrain.data"], FileManager.default.fileExists(atPath: saved) { dataFlag = saved }
-        let (folder, dataset) = try DataLocation.load(dataFlag)
-        if let why = stored.misfit(rows: dataset.rows, cols: dataset.cols) {
-            throw fail("model '\(model)' \(why) but '\(dataset.files.testImages)' has \(dataset.rows)x\(dataset.cols) = \(dataset.featureCount)", kind: .badInput)
-        }
-        do { try Dataset.checkLabels(dataset.test.labels, classes: stored.classes, path: dataset.files.testLabels) } catch let e as DataError {
-            throw fail(e.description + " (the model has \(stored.classes) classes)", kind: .badInput)
+        let (folder, dataset) = try dataset(for: stored, model: model, checkpoint: checkpoint, data: data, training: preciseBn != nil)
+        var preciseFields: [(String, Value)] = []
+        if let p = preciseBn {
+            guard !(net.batchNorms.isEmpty && net.batchNorms2D.isEmpty) else {
+                throw fail("--precise-bn recomputes BN statistics, but model '\(model)' (\(stored.spec.canonical)) has no bn layer; drop it", kind: .usage)
+            }
+            let limit = try imageCount(p, flag: "--precise-bn")
+            if let n = limit, n > dataset.train.count {
+                throw fail("--precise-bn \(n) is more than the \(dataset.train.count) training images in '\(dataset.files.trainImages)'; use at most \(dataset.train.count) or all", kind: .usage)
+            }
+            let batch = precise.batch(checkpoint)
+            let parallel = DataParallel(model: net, replicas: [], plan: ShardPlan(shardSize: batch), workers: 1, batchNormSync: .on)!
+            let pass = PreciseBatchNorm(parallel: parallel, split: dataset.train, examples: (0..<Int32(dataset.train.count)).map { $0 }, limit: limit, batch: batch)
+            pass.recompute(pass: 0, seed: 0)
+            preciseFields = [("precise_bn", .int(pass.batchCount * min(batch, limit ?? dataset.train.count))), ("precise_bn_batch", .int(min(batch, limit ?? dataset.train.count)))]
         }
         let batches = SequentialBatches(split: dataset.test, batchSize: min(evalBatch ?? Trainer.automaticEvalBatch(spec: stored.spec, inputs: stored.inputs, image: stored.image, classes: stored.classes), dataset.test.count))
         let c = stored.classes
@@ -55,6 +69,7 @@ struct EvalCommand: ParsableCommand {
             ("model", .string(model)), ("data", .string(folder)), ("test_images", .string(dataset.files.testImages)),
             ("test", .int(total)), ("classes", .int(c)),
             ("spec", .string(stored.spec.canonical)),
+        ] + preciseFields + [
             ("test_loss", .number(result.loss, digits: 6)), ("test_acc", .number(result.accuracy, digits: 4)),
         ]
         switch logFormat {

@@ -145,3 +145,86 @@ def test_precise_bn_gives_the_same_bits_for_any_worker_count_and_on_resume(bntra
     # The precise statistics differ from the EMA ones kept beside them.
     t = load_file(str(tmp_path / "w1.safetensors"))
     assert not np.array_equal(t["1.running_mean"], t["bn_ema.1.running_mean"])
+
+
+def test_eval_precise_bn_recomputes_what_a_precise_run_saves(bntrain, small_fashion, tmp_path):
+    """Precise BN never changes training: an EMA run and a precise run train alike, and
+    `eval --precise-bn all` of the EMA run's checkpoint gives the precise run's last test loss
+    (bn-paper has no dropout, so the passes see the same batches the same way)."""
+    base = [bntrain, "--data", str(small_fashion), "--model", "bn-paper", "--batch", "60", "--epochs", "2", "--quiet", "--log-format", "jsonl"]
+    ema = run(base + ["--save", str(tmp_path / "ema.safetensors")]).stdout
+    precise = run(base + ["--bn-stats", "precise"]).stdout
+    assert [r["train_loss"] for r in records(ema, "epoch")] == [r["train_loss"] for r in records(precise, "epoch")]
+    assert "precise_seconds" in records(precise, "epoch")[0] and "precise_seconds" not in records(ema, "epoch")[0]
+    out = run([bntrain, "eval", "--model", str(tmp_path / "ema.safetensors"), "--data", str(small_fashion), "--precise-bn", "all", "--log-format", "jsonl"]).stdout
+    e = json.loads(out)
+    assert e["precise_bn"] == 1260 and e["precise_bn_batch"] == 60  # 21 whole batches of the 1,280 images
+    assert e["test_loss"] == records(precise, "epoch")[-1]["test_loss"]
+    plain = json.loads(run([bntrain, "eval", "--model", str(tmp_path / "ema.safetensors"), "--data", str(small_fashion), "--log-format", "jsonl"]).stdout)
+    assert plain["test_loss"] == records(ema, "epoch")[-1]["test_loss"] != e["test_loss"]
+
+
+def test_bn_report_against_numpy_for_a_bn_on_the_pixels(bntrain, tiny, tmp_path):
+    """`bn-fc`: the population statistics are the pixels' own, and batch-statistics accuracy
+    is BN on each test batch then the fc layer; both computed here in numpy from the saved
+    weights. The running and precise accuracies are eval's, without and with --precise-bn."""
+    ck = tmp_path / "m.safetensors"
+    run([bntrain, "--data", str(tiny), "--model", "bn-fc", "--epochs", "1", "--batch", "50", "--lr", "0.1", "--quiet", "--save", str(ck)])
+    out = run([bntrain, "bn-report", "--model", str(ck), "--data", str(tiny), "--log-format", "jsonl"]).stdout
+    layer, summary = records(out, "bn")[0], records(out, "bn_report")[0]
+    t = load_file(str(ck))
+    x = scaled(read_idx(tiny / "train-images-idx3-ubyte")).astype(np.float64)
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    want = np.linalg.norm(t["0.running_mean"] - mu) / np.linalg.norm(np.sqrt(var))
+    assert abs(layer["mean_distance"] - want) < 1e-5 * max(1, want)
+    want_v = np.linalg.norm(t["0.running_var"] - var) / np.linalg.norm(var)
+    assert abs(layer["var_distance"] - want_v) < 1e-5 * max(1, want_v)
+    tx = scaled(read_idx(tiny / "t10k-images-idx3-ubyte")).astype(np.float64)
+    ty = read_idx(tiny / "t10k-labels-idx1-ubyte")
+    correct = 0
+    for s in range(0, len(tx), 50):
+        b = tx[s:s + 50]
+        h = (b - b.mean(axis=0)) / np.sqrt(b.var(axis=0) + 1e-5) * t["0.weight"] + t["0.bias"]
+        correct += int(((h @ t["1.weight"].T.astype(np.float64) + t["1.bias"]).argmax(axis=1) == ty[s:s + 50]).sum())
+    assert summary["acc_batch"] == round(correct / len(tx), 4)
+    plain = json.loads(run([bntrain, "eval", "--model", str(ck), "--data", str(tiny), "--log-format", "jsonl"]).stdout)
+    precise = json.loads(run([bntrain, "eval", "--model", str(ck), "--data", str(tiny), "--log-format", "jsonl", "--precise-bn", "all"]).stdout)
+    assert summary["acc_running"] == plain["test_acc"] and summary["acc_precise"] == precise["test_acc"]
+    assert summary["drift_layer"] == "0" and summary["layers"] == 1
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "fc32-relu-fc", "--bn-stats", "precise"], "--bn-stats precise recomputes BN statistics, but model"),
+    (["--model", "bn-paper", "--precise-bn-examples", "100"], "--precise-bn-examples sets how many images"),
+    (["--model", "bn-paper", "--bn-stats", "precise", "--precise-bn-examples", "100000"], "is more than the 400 training images"),
+    (["--model", "bn-paper", "--bn-stats", "precise", "--precise-bn-examples", "0"], "--precise-bn-examples must be from 1"),
+    (["--model", "bn-paper", "--bn-stats", "exact"], "--bn-stats"),
+])
+def test_bad_precise_bn_flags_get_one_line_and_exit_64(bntrain, tiny, args, needle):
+    import subprocess
+    r = subprocess.run([bntrain, "--data", str(tiny), "--epochs", "1"] + args, capture_output=True, text=True)
+    assert r.returncode == 64, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_checkpoint_with_bad_ema_statistics_is_refused(bntrain, tiny, tmp_path):
+    """The bn_ema.* tensors are validated like the model's: a NaN, a negative variance, a
+    missing pair (resume of a precise run) and a stray one (an EMA run) each exit 65."""
+    import subprocess
+    from safetensors.numpy import save_file
+    ck = tmp_path / "p.safetensors"
+    run([bntrain, "--data", str(tiny), "--model", "bn-fc", "--epochs", "1", "--quiet", "--bn-stats", "precise", "--save", str(ck)])
+    good = load_file(str(ck))
+    import json as _json, struct
+    raw = ck.read_bytes()
+    meta = _json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+    cases = {
+        "nan": dict(good, **{"bn_ema.0.running_mean": np.full_like(good["bn_ema.0.running_mean"], np.nan)}),
+        "negative": dict(good, **{"bn_ema.0.running_var": -np.ones_like(good["bn_ema.0.running_var"])}),
+        "missing": {k: v for k, v in good.items() if k != "bn_ema.0.running_var"},
+    }
+    for name, t in cases.items():
+        bad = tmp_path / f"{name}.safetensors"
+        save_file(t, str(bad), metadata=meta)
+        r = subprocess.run([bntrain, "--resume", str(bad), "--data", str(tiny), "--epochs", "2"], capture_output=True, text=True)
+        assert r.returncode == 65 and "bn_ema.0" in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
