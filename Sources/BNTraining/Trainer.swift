@@ -173,7 +173,24 @@ public final class Trainer {
         }
         // One replica per further shard slot, sharing the network's weights and buffers, each
         // with kernels of its own (their scratch buffers are per thread of work).
-        let plan = ShardPlan(shardSize: config.parallel.shardSize)
+        // Ghost BN: groups of G rows are groups of whole shards, the shard at most G rows.
+        var shardSize = config.parallel.shardSize, ghostShards = 0
+        if let g = config.normalization.ghost {
+            if network.batchNorms.isEmpty && network.batchNorms2D.isEmpty {
+                throw fail("\(origin(.bnGhost)) \(g) groups BN's training statistics, but model '\(spec.canonical)' has no bn layer; drop it or use a model with bn", kind: code(.bnGhost))
+            }
+            if g > config.batch {
+                throw fail("\(origin(.bnGhost)) \(g) is larger than the batch (\(origin(.batch)) \(config.batch)); use a ghost size of at most \(config.batch)", kind: code(.bnGhost))
+            }
+            if config.parallel.bnSync == .off {
+                throw fail("\(origin(.bnGhost)) and \(origin(.bnSync)) off both set the groups BN normalises over (off is ghost batches of one shard); give one of them", kind: code(.bnGhost))
+            }
+            if g > shardSize && g % shardSize != 0 {
+                throw fail("\(origin(.bnGhost)) \(g) is not a multiple of \(origin(.shardSize)) \(shardSize) (ghost batches are whole shards); use a multiple, or a ghost size of at most \(shardSize)", kind: code(.bnGhost))
+            }
+            if g <= shardSize { (shardSize, ghostShards) = (g, 1) } else { ghostShards = g / shardSize }
+        }
+        let plan = ShardPlan(shardSize: shardSize)
         let slots = plan.shardCount(batch: config.batch)
         let workers = config.parallel.resolvedWorkers(ranksOnHost: ranks?.localCount ?? 1)
         var replicas: [Network<Float>] = []
@@ -190,7 +207,7 @@ public final class Trainer {
         // oneDNN threads through OpenMP, whose thread count is per thread: each worker's
         // primitives then run on that worker alone (they are created on first use, there).
         let single = workers > 1
-        guard let dp = DataParallel(model: network, replicas: replicas, plan: plan, workers: workers, batchNormSync: config.parallel.bnSync, ranks: ranks, setup: { _ in if single { OneDNN.shared?.setThreads(1) } }) else {
+        guard let dp = DataParallel(model: network, replicas: replicas, plan: plan, workers: workers, batchNormSync: config.parallel.bnSync, ghostShards: ghostShards, ranks: ranks, setup: { _ in if single { OneDNN.shared?.setThreads(1) } }) else {
             throw fail("--workers \(workers): could not start \(workers - 1) worker threads; use fewer workers", kind: .usage)
         }
         parallel = dp

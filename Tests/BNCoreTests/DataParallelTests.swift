@@ -21,12 +21,12 @@ final class DataParallelTests: XCTestCase {
         maxAbsDiff(a, b) / scale
     }
 
-    func parallel<T: BLASScalar>(_ c: Case, _: T.Type, shardSize: Int, maxBatch: Int, workers: Int, sync: BatchNormSync, seed: UInt64 = 5) -> DataParallel<T> {
+    func parallel<T: BLASScalar>(_ c: Case, _: T.Type, shardSize: Int, maxBatch: Int, workers: Int, sync: BatchNormSync, ghostShards: Int = 0, seed: UInt64 = 5) -> DataParallel<T> {
         let plan = ShardPlan(shardSize: shardSize)
         let make = { network(c.spec, T.self, inputs: c.inputs, classes: 3, seed: seed, image: c.image) }
         let model: Network<T> = make()
         let replicas = (1..<plan.shardCount(batch: maxBatch)).map { _ in make() }
-        return DataParallel(model: model, replicas: replicas, plan: plan, workers: workers, batchNormSync: sync)!
+        return DataParallel(model: model, replicas: replicas, plan: plan, workers: workers, batchNormSync: sync, ghostShards: ghostShards)!
     }
 
     func batch<T: BLASScalar>(_ c: Case, rows: Int, seed: UInt64, _: T.Type) -> (Matrix<T>, [Int32]) {
@@ -137,6 +137,45 @@ final class DataParallelTests: XCTestCase {
                 XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-12, "\(c.spec): \(p.name)")
             }
             XCTAssertEqual(dp.model.batchNormSteps.map(\.steps), reference.batchNormSteps.map(\.steps))
+        }
+    }
+
+    /// Ghost batches of two shards (`--bn-ghost 16` over shards of 8): the loss is the sum of
+    /// each group's own-statistics loss over B, the gradient sum_g (B_g / B) grad_g with
+    /// grad_g the unsharded gradient of group g alone, one running-statistics update per group
+    /// in order; and the same bits for 1, 2 and 3 workers.
+    func testGhostBatchesOfSeveralShardsArePerGroupBatchNorm() {
+        for c in Self.cases where !c.spec.contains("dropout") {
+            let reference = network(c.spec, Double.self, inputs: c.inputs, classes: 3, seed: 5, image: c.image)
+            let (x, labels) = batch(c, rows: 29, seed: 9, Double.self)
+            var bits: [[UInt64]] = []
+            for workers in [1, 2, 3] {
+                let dp = parallel(c, Double.self, shardSize: 8, maxBatch: 29, workers: workers, sync: .on, ghostShards: 2)
+                let loss = dp.trainStep(x, labels: labels, optimizer: SGD<Double>(learningRate: 0))
+                bits.append([loss.bitPattern] + dp.model.parameters.flatMap { $0.grad.toArray().map(\.bitPattern) } + dp.model.buffers.flatMap { $0.value.toArray().map(\.bitPattern) })
+                guard workers == 1 else { continue }
+                var grads = reference.parameters.map { [Double](repeating: 0, count: $0.value.count) }
+                var lossSum = 0.0
+                for g in [0..<16, 16..<29] {
+                    let xs = Matrix<Double>(rows: g.count, cols: c.inputs)
+                    xs.data.update(from: x.data + g.lowerBound * c.inputs, count: g.count * c.inputs)
+                    lossSum += reference.computeGradients(xs, labels: Array(labels[g])) * Double(g.count)
+                    for (i, p) in reference.parameters.enumerated() {
+                        for k in 0..<p.grad.count { grads[i][k] += p.grad.data[k] * Double(g.count) / 29 }
+                    }
+                }
+                XCTAssertEqual(loss, lossSum / 29, accuracy: 1e-12)
+                let scale = grads.flatMap { $0.map(abs) }.max()!
+                for (i, p) in dp.model.parameters.enumerated() {
+                    XCTAssertLessThan(Self.scaledError(p.grad.toArray(), grads[i], scale: scale), 1e-12, "\(c.spec): \(p.name)")
+                }
+                for (p, q) in zip(dp.model.buffers, reference.buffers) {
+                    XCTAssertLessThan(maxAbsDiff(p.value.toArray(), q.value.toArray()), 1e-12, "\(c.spec): \(p.name)")
+                }
+                XCTAssertEqual(dp.model.batchNormSteps.map(\.steps), reference.batchNormSteps.map(\.steps))
+            }
+            XCTAssertEqual(bits[0], bits[1], "\(c.spec): 2 workers")
+            XCTAssertEqual(bits[0], bits[2], "\(c.spec): 3 workers")
         }
     }
 

@@ -228,3 +228,79 @@ def test_a_checkpoint_with_bad_ema_statistics_is_refused(bntrain, tiny, tmp_path
         save_file(t, str(bad), metadata=meta)
         r = subprocess.run([bntrain, "--resume", str(bad), "--data", str(tiny), "--epochs", "2"], capture_output=True, text=True)
         assert r.returncode == 65 and "bn_ema.0" in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
+
+
+def ghost(net, size):
+    """Hoffer et al.'s ghost batch norm on a PyTorch net: every BN module normalises each
+    consecutive group of `size` rows with the group's statistics, the running statistics
+    updated once per group, in order (the module called once per group)."""
+    import torch
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            plain = m.forward
+            m.forward = lambda x, plain=plain, m=m: torch.cat([plain(c) for c in x.split(size)]) if m.training else plain(x)
+    return net
+
+
+@pytest.mark.parametrize("spec,size,shard", [("bn-paper", 16, 32), ("bn-paper", 32, 32), ("bn-paper", 64, 32),
+                                             ("conv8k3-bn-relu-maxpool2-fc", 32, 16)])
+def test_ghost_bn_is_step_matched_with_pytorch_groups(bntrain, small_fashion, tmp_path, spec, size, shard):
+    """--bn-ghost G against PyTorch's BN called on each group of G rows: per-epoch training
+    loss to 1e-4 relative, and the running statistics after the run. Ghost sizes below, at and
+    above the shard (whole shards combined), and BatchNorm2D."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(11)
+    torch.set_num_threads(1)
+    image = (1, 28, 28) if bntrain_torch.is_convolutional(spec) else None
+    model = bntrain_torch.sequential(spec, 784, 10, image=image)
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "init.safetensors"))
+    epochs, batch, lr = 2, 128, (0.01 if image else 0.05)
+    out = run([bntrain, "--data", str(small_fashion), "--model", spec, "--init-from", str(tmp_path / "init.safetensors"),
+               "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--lr", str(lr), "--quiet", "--log-format", "jsonl",
+               "--bn-ghost", str(size), "--shard-size", str(shard), "--bn-running-var", "unbiased", "--workers", "2",
+               "--save", str(tmp_path / "g.safetensors")]).stdout
+    ours = [r["train_loss"] for r in records(out, "epoch")]
+    x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
+    y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
+    if image:
+        x = x.view(-1, *image)
+    ghost(model, size)
+    from conftest import torch_epoch_losses
+    theirs = torch_epoch_losses(model, x, y, epochs, batch, lr)
+    for e, (a, b) in enumerate(zip(ours, theirs), 1):
+        print(f"{spec} ghost {size} shard {shard} epoch {e}: bntrain {a} PyTorch {b:.6f} relative {abs(a - b) / b:.1e}")
+        assert abs(a - b) / b < 1e-4, (e, a, b)
+    saved, sd = load_file(str(tmp_path / "g.safetensors")), model.state_dict()
+    for k in sd:
+        if k.endswith(("running_mean", "running_var")):
+            np.testing.assert_allclose(saved[k], sd[k].numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
+        if k.endswith("num_batches_tracked"):
+            assert int(saved[k]) == int(sd[k]), k  # one update per ghost batch
+
+
+def test_ghost_bn_differs_from_whole_batch_bn_and_equals_bn_sync_off_at_the_shard(bntrain, small_fashion, tmp_path):
+    """--bn-ghost S is --bn-sync off (the shard as the ghost batch), bit for bit; a ghost
+    batch of the whole batch is plain BN; any other size changes the numbers."""
+    base = [bntrain, "--data", str(small_fashion), "--model", "bn-paper", "--epochs", "1", "--batch", "128", "--quiet", "--log-format", "jsonl"]
+    def loss(*extra):
+        return records(run(base + list(extra)).stdout, "epoch")[0]["train_loss"]
+    assert loss("--bn-ghost", "32") == loss("--bn-sync", "off")
+    assert loss("--bn-ghost", "128") == loss()
+    assert loss("--bn-ghost", "64") not in (loss(), loss("--bn-sync", "off"))
+    # Any worker count: the same bits.
+    assert loss("--bn-ghost", "64", "--workers", "2") == loss("--bn-ghost", "64", "--workers", "1")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bn-ghost", "500"], "is larger than the batch"),
+    (["--bn-ghost", "48", "--batch", "96"], "is not a multiple of --shard-size 32"),
+    (["--bn-ghost", "16", "--bn-sync", "off"], "give one of them"),
+    (["--bn-ghost", "0"], "--bn-ghost must be from 1"),
+    (["--bn-ghost", "8", "--model", "fc16-relu-fc"], "has no bn layer"),
+])
+def test_bad_ghost_flags_get_one_line_and_exit_64(bntrain, tiny, args, needle):
+    import subprocess
+    r = subprocess.run([bntrain, "--data", str(tiny), "--epochs", "1", "--model", "bn-paper"] + args, capture_output=True, text=True)
+    assert r.returncode == 64, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -113,6 +113,9 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     public let plan: ShardPlan
     public let workers: Int
     public let batchNormSync: BatchNormSync
+    /// Ghost batch norm over groups of this many consecutive shards (their statistics
+    /// combined in shard order); 0 is the whole batch. `batchNormSync` off is 1.
+    public let ghostShards: Int
     /// One per shard slot; slots[0] is the model.
     let slots: [Slot]
     let pool: WorkerPool?
@@ -162,17 +165,23 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// `replicas`: networks of the model's spec and options, one fewer than the most shards a
     /// batch will have (`plan.shardCount(batch:) - 1`); they are made to share the model's
     /// storage. `setup(worker)` runs on each worker thread once (single-threaded kernels).
-    public init?(model: Network<T>, replicas: [Network<T>], plan: ShardPlan, workers: Int, batchNormSync: BatchNormSync, ranks: Ranks? = nil, setup: @escaping (Int) -> Void = { _ in }) {
+    ///
+    /// `ghostShards`: with `batchNormSync` on, BN statistics over consecutive groups of this
+    /// many shards (ghost batch norm with ghost batches of `ghostShards * plan.shardSize`
+    /// rows); 0 is the whole batch.
+    public init?(model: Network<T>, replicas: [Network<T>], plan: ShardPlan, workers: Int, batchNormSync: BatchNormSync, ghostShards: Int = 0, ranks: Ranks? = nil, setup: @escaping (Int) -> Void = { _ in }) {
+        precondition(ghostShards >= 0, "ghost groups of at least one shard")
         precondition(workers >= 1, "at least one worker")
         self.model = model
         self.ranks = ranks.flatMap { $0.count > 1 ? $0 : nil }
         self.plan = plan
-        self.batchNormSync = batchNormSync
+        self.batchNormSync = ghostShards == 1 ? .off : batchNormSync
+        self.ghostShards = batchNormSync == .off ? 1 : ghostShards
         let nets = [model] + replicas
         for r in replicas { r.shareState(with: model) }
         let norms = model.layers.indices.filter { model.layers[$0] is any ShardSynchronizedNormalization<T> }
         normLayers = norms
-        syncLayers = batchNormSync == .on ? norms : []
+        syncLayers = self.batchNormSync == .on ? norms : []
         // Fully connected weights: dW by rows, each worker its share, over every shard.
         let dense = model.layers.indices.filter { model.layers[$0] is Dense<T> }
         let bySlot = dense.map { i in nets.map { $0.layers[i] as! Dense<T> } }
@@ -306,9 +315,15 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         for l in model.indices {
             switch batchNormSync {
             case .on:
-                // Slot 0's batch statistics (every slot's are the same): computed here or, under
-                // MPI, received with shard 0.
-                model[l].updateRunningStatistics(mean: model[l].batchMeanValues, variance: model[l].batchVarianceValues, count: model[l].statisticsRows)
+                // Each group's statistics (the batch's, or each ghost batch's, in order), from
+                // its first shard (every shard of a group has the same): computed here or,
+                // under MPI, received with that shard.
+                var s = 0
+                while s < shardCount {
+                    let first = slots[s].norms[l]
+                    model[l].updateRunningStatistics(mean: first.batchMeanValues, variance: first.batchVarianceValues, count: first.statisticsRows)
+                    s = group(of: s, k: shardCount).upperBound
+                }
             case .off:
                 for s in 0..<shardCount {
                     let shard = slots[s].norms[l]
@@ -352,15 +367,15 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
             barrier()
             exchangeSums(l, 0..<1, k: k, worker: w, barrier: barrier)
             for s in mine {
-                let norm = slots[s].norms[l]
-                reduce(sumPointers[l][0], count: k, channels: norm.channels, into: norm.batchSumsA.data)
-                norm.syncForwardDeviations(batchSums: norm.batchSumsA.data, batchRows: n)
+                let norm = slots[s].norms[l], g = group(of: s, k: k)
+                reduce(sumPointers[l][0], g, channels: norm.channels, into: norm.batchSumsA.data)
+                norm.syncForwardDeviations(batchSums: norm.batchSumsA.data, batchRows: groupRows(g, batch: n))
             }
             barrier()
             exchangeSums(l, 1..<2, k: k, worker: w, barrier: barrier)
             for s in mine {
                 let norm = slots[s].norms[l]
-                reduce(sumPointers[l][1], count: k, channels: norm.channels, into: norm.batchSumsB.data)
+                reduce(sumPointers[l][1], group(of: s, k: k), channels: norm.channels, into: norm.batchSumsB.data)
                 slots[s].h = norm.syncForwardNormalize(batchSquares: norm.batchSumsB.data)
             }
             start = layer + 1
@@ -381,9 +396,9 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
             barrier()
             exchangeSums(l, 2..<4, k: k, worker: w, barrier: barrier)
             for s in mine {
-                let slot = slots[s], norm = slot.norms[l]
-                reduce(sumPointers[l][2], count: k, channels: norm.channels, into: norm.batchSumsA.data)
-                reduce(sumPointers[l][3], count: k, channels: norm.channels, into: norm.batchSumsB.data)
+                let slot = slots[s], norm = slot.norms[l], g = group(of: s, k: k)
+                reduce(sumPointers[l][2], g, channels: norm.channels, into: norm.batchSumsA.data)
+                reduce(sumPointers[l][3], g, channels: norm.channels, into: norm.batchSumsB.data)
                 slot.h = norm.syncBackwardInput(slot.h, batchSumDy: norm.batchSumsA.data, batchSumDyXhat: norm.batchSumsB.data)
             }
             end = layer
@@ -557,11 +572,24 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// weights; worker 0's is the model).
     public func network(forWorker w: Int) -> Network<T> { slots[w].net }
 
-    /// out = s_0 + s_1 + ... + s_{count-1}, element by element in shard order.
+    /// The shards whose statistics shard s shares: the whole batch's k, or its ghost group.
+    @inlinable
+    func group(of s: Int, k: Int) -> Range<Int> {
+        guard ghostShards > 0 else { return 0..<k }
+        let lo = s / ghostShards * ghostShards
+        return lo..<min(lo + ghostShards, k)
+    }
+
+    /// Rows of the batch in shards `g`.
+    func groupRows(_ g: Range<Int>, batch n: Int) -> Int {
+        plan.rows(ofShard: g.upperBound - 1, batch: n).upperBound - plan.rows(ofShard: g.lowerBound, batch: n).lowerBound
+    }
+
+    /// out = s_lo + s_lo+1 + ... over shards `g`, element by element in shard order.
     @_specialize(where T == Float)
     @_specialize(where T == Double)
-    func reduce(_ shards: UnsafeMutableBufferPointer<UnsafePointer<T>?>, count: Int, channels: Int, into out: UnsafeMutablePointer<T>) {
-        out.update(from: shards[0]!, count: channels)
-        ShardReduction.accumulate(into: out, shards: UnsafeBufferPointer(rebasing: shards[1..<count]), range: 0..<channels)
+    func reduce(_ shards: UnsafeMutableBufferPointer<UnsafePointer<T>?>, _ g: Range<Int>, channels: Int, into out: UnsafeMutablePointer<T>) {
+        out.update(from: shards[g.lowerBound]!, count: channels)
+        ShardReduction.accumulate(into: out, shards: UnsafeBufferPointer(rebasing: shards[(g.lowerBound + 1)..<g.upperBound]), range: 0..<channels)
     }
 }
