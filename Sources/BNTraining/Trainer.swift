@@ -218,6 +218,13 @@ public final class Trainer {
         if dp.workers > cores {
             diagnostics("note: --workers \(dp.workers) is more than the \(cores) CPU\(cores == 1 ? "" : "s") this process may use; the workers will take turns (slower, same numbers)")
         }
+        let hasBN = !(network.batchNorms.isEmpty && network.batchNorms2D.isEmpty)
+        if config.normalization.renorm && !hasBN {
+            throw fail("\(origin(.bnRenorm)) renormalises BN layers, but model '\(spec.canonical)' has no bn layer; drop it or use a model with bn", kind: code(.bnRenorm))
+        }
+        if let e = config.normalization.freezeAfter, !hasBN {
+            throw fail("\(origin(.bnFreezeAfter)) \(e) freezes BN layers, but model '\(spec.canonical)' has no bn layer; drop it or use a model with bn", kind: code(.bnFreezeAfter))
+        }
         if config.normalization.stats == .precise {
             if network.batchNorms.isEmpty && network.batchNorms2D.isEmpty {
                 throw fail("\(origin(.bnStats)) precise recomputes BN statistics, but model '\(spec.canonical)' has no bn layer; drop it or use a model with bn", kind: code(.bnStats))
@@ -350,6 +357,9 @@ public final class Trainer {
         return m
     }
 
+    /// The renormalization limits of the last step (`--bn-renorm`), for the epoch record.
+    var renormLimits: (rmax: Double, dmax: Double)?
+
     /// Whether this run has written its checkpoint (the summary's `saved` says so only then).
     private(set) var wroteCheckpoint = false
 
@@ -408,6 +418,7 @@ public final class Trainer {
             let startStep = s.step
             (s.step, s.partialLossSum) = (0, 0)
             precise?.resumeTraining()
+            parallel.setBatchNormFrozen(c.normalization.freezeAfter.map { epoch >= $0 } ?? false)
             steps: for b in startStep..<steps {
                 if let sig = shouldStop() {
                     progress?.clear()
@@ -422,6 +433,11 @@ public final class Trainer {
                 if c.schedule.warmupEpochs > 0 {  // a rate that changes within the epoch: set every step
                     rate = schedule.rate(completed: epoch - 1, step: b, stepsPerEpoch: steps, totalEpochs: c.epochs)
                     optimizer.learningRate = Float(rate)
+                }
+                if c.normalization.renorm {
+                    let l = c.normalization.renormLimits(step: (epoch - 1) * steps + b, total: c.epochs * steps)
+                    renormLimits = l
+                    parallel.setRenormLimits(RenormLimits(rmax: Float(l.rmax), dmax: Float(l.dmax)))
                 }
                 let loss = parallel.trainStep(batches.train.x, labels: batches.train.labels, optimizer: optimizer, clipNorm: clip, loader: batches.train)
                 guard loss.isFinite else {
@@ -539,6 +555,8 @@ public final class Trainer {
             ("seconds", .number(seconds, digits: 3)), ("test_seconds", .number(testSeconds, digits: 3)),
         ]
         if precise != nil { fields.append(("precise_seconds", .number(preciseSeconds, digits: 3))) }
+        if let l = renormLimits { fields += [("renorm_rmax", .number(l.rmax, digits: 4)), ("renorm_dmax", .number(l.dmax, digits: 4))] }
+        if let e = config.normalization.freezeAfter { fields.append(("bn_frozen", .string(epoch >= e ? "yes" : "no"))) }
         let record = Record("epoch", fields)
         s.previousLoss = trainLoss
         s.epoch = epoch

@@ -10,6 +10,7 @@ from conftest import read_idx, run, scaled
 import sys, pathlib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "Scripts" / "reference"))
 import bntrain_torch  # noqa: E402
+import batch_renorm  # noqa: E402,F401
 
 
 def records(out, kind):
@@ -300,6 +301,133 @@ def test_ghost_bn_differs_from_whole_batch_bn_and_equals_bn_sync_off_at_the_shar
     (["--bn-ghost", "8", "--model", "fc16-relu-fc"], "has no bn layer"),
 ])
 def test_bad_ghost_flags_get_one_line_and_exit_64(bntrain, tiny, args, needle):
+    import subprocess
+    r = subprocess.run([bntrain, "--data", str(tiny), "--epochs", "1", "--model", "bn-paper"] + args, capture_output=True, text=True)
+    assert r.returncode == 64, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("spec,fixed", [("bn-paper", True), ("bn-paper", False), ("conv8k3-bn-relu-maxpool2-fc", True),
+                                        ("conv8k3-bn-relu-maxpool2-fc", False)])
+def test_batch_renorm_is_step_matched_with_the_paper_reference(bntrain, small_fashion, tmp_path, spec, fixed):
+    """--bn-renorm against Scripts/reference/batch_renorm.py (Algorithm 1 in PyTorch, r and d
+    under no_grad): fixed limits (r_max 1.5, d_max 0.5) and the paper's schedule scaled to the
+    run; per-epoch training loss to 1e-4 relative and the running statistics after. Two
+    epochs: with the relaxed limits the conv net's weights drift apart ~10x per epoch (7e-7,
+    5e-6, 7e-5 of the largest conv weight after epochs 1-3, losses still within 5e-6), since
+    r and d held constant are a biased gradient that amplifies float32 rounding."""
+    import torch
+    from safetensors.torch import save_file
+    import batch_renorm
+    torch.manual_seed(13)
+    torch.set_num_threads(1)
+    image = (1, 28, 28) if bntrain_torch.is_convolutional(spec) else None
+    model = bntrain_torch.sequential(spec, 784, 10, image=image)
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "init.safetensors"))
+    epochs, batch, lr = 2, 64, (0.01 if image else 0.05)
+    flags = ["--renorm-rmax", "1.5", "--renorm-dmax", "0.5"] if fixed else []
+    out = run([bntrain, "--data", str(small_fashion), "--model", spec, "--init-from", str(tmp_path / "init.safetensors"),
+               "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--lr", str(lr), "--quiet", "--log-format", "jsonl",
+               "--bn-renorm", "--shard-size", str(batch), "--save", str(tmp_path / "r.safetensors")] + flags).stdout
+    ours = [r["train_loss"] for r in records(out, "epoch")]
+    x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
+    y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
+    if image:
+        x = x.view(-1, *image)
+    batch_renorm.renormalize(model)
+    steps = (len(x) + batch - 1) // batch
+    from conftest import torch_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    theirs = []
+    for e in range(epochs):
+        def before(k, e=e):
+            batch_renorm.set_limits(model, *((1.5, 0.5) if fixed else batch_renorm.limits(e * steps + k, epochs * steps)))
+        theirs.append(torch_epoch(model, opt, x, y, batch, before_step=before))
+    if not fixed:
+        last = records(out, "epoch")[-1]
+        assert (last["renorm_rmax"], last["renorm_dmax"]) == (3.0, 5.0)
+        assert records(out, "epoch")[0]["renorm_rmax"] < 3.0
+    for e, (a, b) in enumerate(zip(ours, theirs), 1):
+        print(f"{spec} renorm {'fixed' if fixed else 'schedule'} epoch {e}: bntrain {a} PyTorch {b:.6f} relative {abs(a - b) / b:.1e}")
+        assert abs(a - b) / b < 1e-4, (e, a, b)
+    saved, sd = load_file(str(tmp_path / "r.safetensors")), model.state_dict()
+    for k in sd:
+        if k.endswith(("running_mean", "running_var")):
+            np.testing.assert_allclose(saved[k], sd[k].numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
+
+
+def test_batch_renorm_changes_training_and_unit_limits_do_not(bntrain, small_fashion):
+    """r_max 1, d_max 0 is plain BN (to rounding); the schedule's relaxed limits are not."""
+    base = [bntrain, "--data", str(small_fashion), "--model", "bn-paper", "--epochs", "2", "--batch", "32", "--quiet", "--log-format", "jsonl"]
+    def losses(*extra):
+        return [r["train_loss"] for r in records(run(base + list(extra)).stdout, "epoch")]
+    plain, unit, relaxed = losses(), losses("--bn-renorm", "--renorm-rmax", "1", "--renorm-dmax", "0"), losses("--bn-renorm", "--renorm-rmax", "3", "--renorm-dmax", "5")
+    assert all(abs(a - b) < 1e-5 for a, b in zip(plain, unit))
+    assert any(abs(a - b) > 1e-3 for a, b in zip(plain, relaxed))
+
+
+@pytest.mark.parametrize("spec", ["bn-paper", "conv8k3-bn-relu-maxpool2-fc"])
+def test_freezing_is_step_matched_with_pytorch_bn_eval(bntrain, small_fashion, tmp_path, spec):
+    """--bn-freeze-after 2 against PyTorch with every BN module put in eval mode from epoch 2
+    (running statistics used and left alone, gradients through them as constants): per-epoch
+    training loss to 1e-4 relative, the running statistics unchanged after epoch 1, and two
+    workers the same bits as one."""
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(17)
+    torch.set_num_threads(1)
+    image = (1, 28, 28) if bntrain_torch.is_convolutional(spec) else None
+    model = bntrain_torch.sequential(spec, 784, 10, image=image)
+    save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "init.safetensors"))
+    epochs, batch, lr = 3, 64, (0.01 if image else 0.05)
+    def ours(workers, save):
+        return run([bntrain, "--data", str(small_fashion), "--model", spec, "--init-from", str(tmp_path / "init.safetensors"),
+                    "--shuffle", "none", "--epochs", str(epochs), "--batch", str(batch), "--lr", str(lr), "--quiet", "--log-format", "jsonl",
+                    "--bn-freeze-after", "2", "--shard-size", str(batch), "--bn-running-var", "unbiased", "--workers", workers, "--save", str(save)]).stdout
+    one = ours("1", tmp_path / "f1.safetensors")
+    two = ours("2", tmp_path / "f2.safetensors")
+    assert tensors(tmp_path / "f1.safetensors") == tensors(tmp_path / "f2.safetensors")
+    mine = [r["train_loss"] for r in records(one, "epoch")]
+    assert [r["bn_frozen"] for r in records(one, "epoch")] == ["no", "yes", "yes"]
+    x = torch.from_numpy(scaled(read_idx(small_fashion / "train-images-idx3-ubyte")))
+    y = torch.from_numpy(read_idx(small_fashion / "train-labels-idx1-ubyte").astype(np.int64))
+    if image:
+        x = x.view(-1, *image)
+    from conftest import torch_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    bns = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    theirs = [torch_epoch(model, opt, x, y, batch)]
+    after_one = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    for _ in range(epochs - 1):
+        model.train()
+        for m in bns:
+            m.eval()
+        total = 0.0
+        for s in range(0, len(x), batch):
+            loss = torch.nn.functional.cross_entropy(model(x[s:s + batch]), y[s:s + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y[s:s + batch])
+        theirs.append(total / len(x))
+    for e, (a, b) in enumerate(zip(mine, theirs), 1):
+        print(f"{spec} freeze epoch {e}: bntrain {a} PyTorch {b:.6f} relative {abs(a - b) / b:.1e}")
+        assert abs(a - b) / b < 1e-4, (e, a, b)
+    saved = load_file(str(tmp_path / "f1.safetensors"))
+    for k, v in after_one.items():
+        np.testing.assert_allclose(saved[k], v.numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--renorm-rmax", "2"], "add --bn-renorm"),
+    (["--bn-renorm", "--renorm-rmax", "0.5"], "--renorm-rmax must be from 1"),
+    (["--bn-renorm", "--renorm-dmax=-1"], "--renorm-dmax must be from 0"),
+    (["--bn-renorm", "--model", "fc16-relu-fc"], "has no bn layer"),
+    (["--bn-freeze-after", "0"], "--bn-freeze-after must be an epoch"),
+    (["--bn-freeze-after", "2", "--bn-stats", "precise"], "use one of them"),
+    (["--bn-freeze-after", "2", "--model", "fc16-relu-fc"], "has no bn layer"),
+])
+def test_bad_renorm_and_freeze_flags_get_one_line_and_exit_64(bntrain, tiny, args, needle):
     import subprocess
     r = subprocess.run([bntrain, "--data", str(tiny), "--epochs", "1", "--model", "bn-paper"] + args, capture_output=True, text=True)
     assert r.returncode == 64, r.stderr

@@ -40,6 +40,16 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
     public var defersRunningStatistics = false
     /// The number of values behind `batchMean` and `batchVar` (the last training forward's).
     public var statisticsRows = 0
+    /// Batch renormalization's limits (BatchRenorm.swift); nil is plain BN.
+    public var renorm: RenormLimits<T>?
+    /// Tests: when true, a renormalising forward reuses the last r and d (a fixed function).
+    public var freezeRenorm = false
+    /// `--bn-freeze-after`: a training forward normalises with the running statistics (as in
+    /// evaluation; backward treats them as constants: dx = gamma dy / sqrt(running_var + eps))
+    /// and leaves them alone.
+    public var frozen = false
+    /// Per feature, the last renormalising forward's r and d.
+    public let renormR: Matrix<T>, renormD: Matrix<T>
 
     // Cached by the training-mode forward for backward: exactly what that forward used.
     @usableFromInline let centered: Matrix<T>  // x - mu: (N, D)
@@ -84,6 +94,8 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
         shardSquares = Matrix(rows: 1, cols: features)
         batchSumsA = Matrix(rows: 1, cols: features)
         batchSumsB = Matrix(rows: 1, cols: features)
+        renormR = Matrix(rows: 1, cols: features, values: Array(repeating: 1, count: features))
+        renormD = Matrix(rows: 1, cols: features)
     }
 
     /// Built once: a computed array would allocate on every call in the training loop.
@@ -115,6 +127,21 @@ public final class BatchNorm1D<T: BLASScalar>: Layer {
             return output
         }
         precondition(n > 0, "BatchNorm1D needs at least one example in training mode")
+        if frozen {
+            xhat.resize(rows: n)
+            let s = istd.data, h = xhat.data, rm = runningMean.value.data, rv = runningVar.value.data
+            for j in 0..<d { s[j] = 1 / (rv[j] + eps).squareRoot() }
+            for i in 0..<n {
+                let xr = src + i * d, hr = h + i * d, yr = y + i * d
+                for j in 0..<d {
+                    let t = (xr[j] - rm[j]) * s[j]
+                    hr[j] = t
+                    yr[j] = g[j] * t + b[j]
+                }
+            }
+            statisticsRows = n
+            return output
+        }
         // The synchronised phases with the batch as the only shard: per-feature sums, then the
         // centred values and the biased variance (two passes, for accuracy), then normalise.
         syncForwardSums(x)
@@ -280,6 +307,20 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
             v[j] = batchSquares[j] * invN
             s[j] = 1 / (v[j] + eps).squareRoot()
         }
+        if let limits = renorm, !frozen {
+            let r = renormR.data, dd = renormD.data, mu = batchMean.data, rm = runningMean.value.data, rv = runningVar.value.data
+            if !freezeRenorm { for j in 0..<d { (r[j], dd[j]) = limits.correction(mean: mu[j], variance: v[j], runningMean: rm[j], runningVariance: rv[j], eps: eps) } }
+            for i in 0..<n {
+                let cr = c + i * d, hr = h + i * d, yr = y + i * d
+                for j in 0..<d {
+                    let t = cr[j] * s[j] * r[j] + dd[j]
+                    hr[j] = t
+                    yr[j] = g[j] * t + b[j]
+                }
+            }
+            syncInput = nil
+            return output
+        }
         for i in 0..<n {
             let cr = c + i * d, hr = h + i * d, yr = y + i * d
             for j in 0..<d {
@@ -322,6 +363,30 @@ extension BatchNorm1D: ShardSynchronizedNormalization {
         let gy = dy.data, h = xhat.data, s = istd.data, gam = gamma.value.data, dx = inputGrad.data
         let k = scratchA.data, mb = scratchB.data
         let invN = 1 / T(statisticsRows)
+        if frozen {
+            for j in 0..<d { k[j] = gam[j] * s[j] }
+            for i in 0..<n {
+                let gr = gy + i * d, xr = dx + i * d
+                for j in 0..<d { xr[j] = k[j] * gr[j] }
+            }
+            return inputGrad
+        }
+        if renorm != nil {
+            // xhat = r z + d: z = (xhat - d) / r and sum(dy z) = (dgamma - d dbeta) / r.
+            let r = renormR.data, dd = renormD.data
+            for j in 0..<d {
+                k[j] = gam[j] * s[j] * r[j]
+                mb[j] = dbeta[j] * invN
+            }
+            for i in 0..<n {
+                let gr = gy + i * d, hr = h + i * d, xr = dx + i * d
+                for j in 0..<d {
+                    let q = (dgamma[j] - dd[j] * dbeta[j]) * invN / (r[j] * r[j])
+                    xr[j] = k[j] * (gr[j] - mb[j] - (hr[j] - dd[j]) * q)
+                }
+            }
+            return inputGrad
+        }
         for j in 0..<d {
             k[j] = gam[j] * s[j]
             mb[j] = dbeta[j] * invN

@@ -35,6 +35,15 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
     public var defersRunningStatistics = false
     /// The number of values (N H W) behind `mean` and `variance` (the last training forward's).
     public var statisticsRows = 0
+    /// Batch renormalization's limits (BatchRenorm.swift); nil is plain BN.
+    public var renorm: RenormLimits<T>?
+    /// Tests: when true, a renormalising forward reuses the last r and d (a fixed function).
+    public var freezeRenorm = false
+    /// `--bn-freeze-after`: a training forward normalises with the running statistics (as in
+    /// evaluation; constants in backward) and leaves them alone.
+    public var frozen = false
+    /// Per channel, the last renormalising forward's r and d.
+    public let renormR: Matrix<T>, renormD: Matrix<T>
     public let parameters: [Parameter<T>]
     public let buffers: [Buffer<T>]
 
@@ -69,6 +78,8 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
         shardSquares = Matrix(rows: 1, cols: c)
         batchSumsA = Matrix(rows: 1, cols: c)
         batchSumsB = Matrix(rows: 1, cols: c)
+        renormR = Matrix(rows: 1, cols: c, values: Array(repeating: 1, count: c))
+        renormD = Matrix(rows: 1, cols: c)
     }
 
     @_specialize(where T == Float)
@@ -93,6 +104,17 @@ public final class BatchNorm2D<T: BLASScalar>: Layer {
             return out
         }
         precondition(n > 0, "BatchNorm2D needs values to normalise")
+        if frozen {
+            input = x
+            statisticsRows = n * hw
+            let rm = runningMean.value.data, rv = runningVar.value.data, stride = C * hw
+            for c in 0..<C {
+                mean.data[c] = rm[c]
+                istd.data[c] = 1 / (rv[c] + eps).squareRoot()
+                Self.planesNormalize(x.data + c * hw, out.data + c * hw, n, stride, hw, mean: rm[c], istd: istd.data[c], gamma: g[c], beta: b[c], relu: fusedReLU)
+            }
+            return out
+        }
         // The synchronised phases with the batch as the only shard: per-channel sums, then the
         // sums of squared deviations (two passes, for accuracy), then normalise; each a 16-lane
         // reduction per plane (see the plane kernels below).
@@ -261,6 +283,13 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
             let v = batchSquares[c] / m, inv = 1 / (v + eps).squareRoot()
             variance.data[c] = v
             istd.data[c] = inv
+            if let limits = renorm, !frozen {
+                // gamma ((x - mu) inv r + d) + beta = gamma ((x - mu) (inv r)) + (gamma d + beta).
+                if !freezeRenorm { (renormR.data[c], renormD.data[c]) = limits.correction(mean: mean.data[c], variance: v, runningMean: runningMean.value.data[c], runningVariance: runningVar.value.data[c], eps: eps) }
+                let r = renormR.data[c], d = renormD.data[c]
+                Self.planesNormalize(x.data + c * hw, out.data + c * hw, n, stride, hw, mean: mean.data[c], istd: inv * r, gamma: g[c], beta: g[c] * d + b[c], relu: fusedReLU)
+                continue
+            }
             Self.planesNormalize(x.data + c * hw, out.data + c * hw, n, stride, hw, mean: mean.data[c], istd: inv, gamma: g[c], beta: b[c], relu: fusedReLU)
         }
         return out
@@ -280,7 +309,8 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
             let o = c * hw
             let (sdy, sdyx) = Self.planesGradientSums(dy.data + o, x.data + o, y.map { $0 + o }, dy.rows, stride, hw, mean: mean.data[c], istd: istd.data[c])
             beta.grad.data[c] = sdy
-            gamma.grad.data[c] = sdyx
+            // sdyx is sum g' z; with renormalization, dgamma = sum g' (r z + d).
+            gamma.grad.data[c] = renorm == nil || frozen ? sdyx : renormR.data[c] * sdyx + renormD.data[c] * sdy
         }
     }
 
@@ -296,7 +326,16 @@ extension BatchNorm2D: ShardSynchronizedNormalization {
         let y: UnsafePointer<T>? = fusedReLU ? UnsafePointer(out.data) : nil
         for c in 0..<shape.c {
             let o = c * hw, inv = istd.data[c]
-            let k = gamma.value.data[c] * inv, a = batchSumDy[c] / m, bq = batchSumDyXhat[c] / m
+            var k = gamma.value.data[c] * inv, a = batchSumDy[c] / m, bq = batchSumDyXhat[c] / m
+            if frozen {
+                (a, bq) = (0, 0)
+            } else if renorm != nil {
+                // dx = gamma r inv (g' - mean g' - z mean(g' z)), sum(g' z) = (dgamma - d dbeta) / r.
+                let r = renormR.data[c], d = renormD.data[c]
+                k *= r
+                a = batchSumDy[c] / m
+                bq = (batchSumDyXhat[c] - d * batchSumDy[c]) / (r * m)
+            }
             Self.planesInputGradient(dy.data + o, x.data + o, y.map { $0 + o }, inputGrad.data + o, n, stride, hw, mean: mean.data[c], istd: inv, k: k, a: a, bq: bq)
         }
         return inputGrad

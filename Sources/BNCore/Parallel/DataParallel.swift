@@ -16,6 +16,10 @@ public protocol ShardSynchronizedNormalization<T>: Layer {
     var runningVar: Buffer<T> { get }
     var runningVariance: BatchNorm1D<T>.RunningVariance { get }
     var eps: T { get }
+    /// Batch renormalization's limits (nil: plain BN), and whether training uses the running
+    /// statistics (`--bn-freeze-after`).
+    var renorm: RenormLimits<T>? { get set }
+    var frozen: Bool { get set }
     /// This shard's sums, written in phase 1 and 2 and read by every shard after a barrier.
     var shardSums: Matrix<T> { get }
     var shardSquares: Matrix<T> { get }
@@ -119,8 +123,11 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
     /// One per shard slot; slots[0] is the model.
     let slots: [Slot]
     let pool: WorkerPool?
-    /// Indices of the layers that synchronise across shards (none when `batchNormSync` is off).
-    let syncLayers: [Int]
+    /// Indices of the layers that synchronise across shards (none when `batchNormSync` is off,
+    /// or the layers are frozen).
+    var syncLayers: [Int]
+    /// Whether BN layers train with their running statistics (`setBatchNormFrozen`).
+    public private(set) var batchNormFrozen = false
     /// Every BN layer (1-D and 2-D), for the running statistics applied after a step.
     let normLayers: [Int]
     /// Per fully connected layer, that layer in every slot, and the index of its weight in
@@ -306,11 +313,24 @@ public final class DataParallel<T: BLASScalar>: WorkerTask {
         return total / Double(n)
     }
 
+    /// Every BN layer of every slot trains with its running statistics (true) or its batch's.
+    public func setBatchNormFrozen(_ frozen: Bool) {
+        batchNormFrozen = frozen
+        for slot in slots { for i in slot.norms.indices { slot.norms[i].frozen = frozen } }
+        syncLayers = batchNormSync == .on && !frozen ? normLayers : []
+    }
+
+    /// Batch renormalization's limits in every BN layer of every slot (nil: plain BN).
+    public func setRenormLimits(_ limits: RenormLimits<T>?) {
+        for slot in slots { for i in slot.norms.indices { slot.norms[i].renorm = limits } }
+    }
+
     /// The running statistics, after the step: once from the batch's statistics (synchronised),
     /// or once per shard in shard order from each shard's own (ghost BN).
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     func applyRunningStatistics() {
+        guard !batchNormFrozen else { return }
         let model = slots[0].norms
         for l in model.indices {
             switch batchNormSync {

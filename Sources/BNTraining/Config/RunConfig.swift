@@ -39,7 +39,7 @@ public struct RunConfig: Equatable, Sendable {
         "weight_decay", "decay", "lr_schedule", "lr_step_epochs", "lr_gamma", "lr_min", "warmup_epochs", "lr_patience", "lr_factor",
         "early_stop", "monitor", "min_delta", "clip_grad_norm", "trace", "trace_every", "trace_examples", "eval_every", "hidden",
         "train_limit", "val_split", "shuffle", "batchnorm", "bn_momentum", "bn_eps", "bn_running_var", "init", "seed",
-        "threads", "precision", "gemm", "conv", "eval_batch", "workers", "shard_size", "bn_sync", "bn_stats", "precise_bn_examples", "bn_ghost",
+        "threads", "precision", "gemm", "conv", "eval_batch", "workers", "shard_size", "bn_sync", "bn_stats", "precise_bn_examples", "bn_ghost", "bn_renorm", "renorm_rmax", "renorm_dmax", "bn_freeze_after",
     ]
 
     /// The encoding as ordered record fields.
