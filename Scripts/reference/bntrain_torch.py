@@ -100,8 +100,8 @@ def load(path):
     metadata["bntrain.input_shape"] ("CxHxW")."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-    # The model part only: optimizer state (`optimizer.*`, see docs/checkpoints.md) is bntrain's own.
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("optimizer.")}
+    # The model part only: training state (`optimizer.*`, `bn_ema.*`; docs/checkpoints.md) is bntrain's own.
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith(("optimizer.", "bn_ema."))}
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     spec = meta.get("bntrain.model")

@@ -34,13 +34,13 @@ BLASKernel.reexecIfUndetected()
 import Glibc
 #endif
 
-var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0, "workers": 1, "shard-size": 32]
+var opts: [String: Int] = ["batch": 64, "hidden": 200, "inputs": 784, "classes": 10, "steps": 313, "threads": 1, "repeats": 5, "square": 2048, "shapes": 1, "breakdown": 0, "workers": 1, "shard-size": 32, "ghost-shards": 0, "renorm": 0, "bn-frozen": 0]
 /// Each flag's accepted values: sizes a benchmark can allocate (a batch of 65536 784-pixel
 /// images is 205 MB), thread counts OpenBLAS takes, 0/1 switches.
 let limits: [String: ClosedRange<Int>] = [
     "batch": 1...65536, "hidden": 1...ModelSpec.maxWidth, "inputs": 1...(1 << 20), "classes": 2...65536, "steps": 1...10_000_000,
     "threads": 1...1024, "repeats": 1...1000, "square": 1...8192, "shapes": 0...1, "breakdown": 0...1,
-    "workers": 1...1024, "shard-size": 1...65536,
+    "workers": 1...1024, "shard-size": 1...65536, "ghost-shards": 0...65536, "renorm": 0...1, "bn-frozen": 0...1,
 ]
 var modelText = "dfn2"
 var precision = Precision.fp32, library = GEMMLibrary.openblas, convolution = ConvolutionKernels.auto  // bntrain's defaults
@@ -50,7 +50,7 @@ if argv.first == "--barrier" {
     benchmarkBarrier()
     exit(0)
 }
-let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--workers <n>] [--shard-size <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>]"
+let usage = "USAGE: bnbench [--model <spec>] [--batch <n>] [--workers <n>] [--shard-size <n>] [--hidden <n>] [--inputs <n>] [--classes <n>] [--steps <n>] [--threads <n>] [--repeats <n>] [--square <n>] [--precision <fp32|bf16>] [--gemm <openblas|onednn|auto>] [--conv <auto|onednn|im2col>] [--optimizer <sgd|sgd-momentum|adam|adamw|rmsprop>] [--shapes <0|1>] [--breakdown <0|1>] [--ghost-shards <n>] [--renorm <0|1>] [--bn-frozen <0|1>]"
 while let a = argv.popFirst() {
     if a == "--help" || a == "-h" {
         print("bnbench: how close the training step is to its matrix products (key=value lines on stdout).\n" + usage)
@@ -159,10 +159,11 @@ do {
     let ranks: Ranks?
     do { ranks = try Ranks.join() } catch { fputs("bnbench: \(error)\n", stderr); exit(69) }
     ranks?.finalizeAtExit()
-    guard let p = DataParallel(model: net, replicas: replicas, plan: plan, workers: workers, batchNormSync: .on, ranks: ranks, setup: { _ in if workers > 1 { OneDNN.shared?.setThreads(1) } }) else {
+    guard let p = DataParallel(model: net, replicas: replicas, plan: plan, workers: workers, batchNormSync: .on, ghostShards: opts["ghost-shards"]!, ranks: ranks, setup: { _ in if workers > 1 { OneDNN.shared?.setThreads(1) } }) else {
         FileHandle_stderr("bnbench: error: cannot start \(workers) worker threads\n")
         exit(71)
     }
+    p.setBatchNormFrozen(opts["bn-frozen"]! == 1)
     parallel = p
 } catch {
     FileHandle_stderr("bnbench: error: --model \(error)\n")
@@ -245,7 +246,14 @@ func timeOnce(_ body: @escaping () -> Void) -> Double {
     return now() - t0
 }
 let runGemmStep = { for _ in 0..<steps { for s in shapes { for _ in 0..<s.repeats { run(s) } } } }
-let runTrainStep = { for _ in 0..<steps { _ = parallel.trainStep(x, labels: labels, optimizer: sgd) } }
+// --renorm 1: batch renormalization with limits that change every step, as training sets them.
+let renorm = opts["renorm"]! == 1
+let runTrainStep = {
+    for k in 0..<steps {
+        if renorm { parallel.setRenormLimits(RenormLimits(rmax: 1 + Float(k % 100) / 50, dmax: Float(k % 100) / 20)) }
+        _ = parallel.trainStep(x, labels: labels, optimizer: sgd)
+    }
+}
 runGemmStep()
 runTrainStep()
 var gemmStep = Double.infinity, trainStep = Double.infinity

@@ -5,7 +5,7 @@ import subprocess
 
 from conftest import REPO
 
-COMMANDS = [[], ["summary"], ["gradcheck"], ["eval"], ["predict"]]
+COMMANDS = [[], ["summary"], ["gradcheck"], ["eval"], ["predict"], ["bn-report"]]
 
 
 def help_flags(bntrain, command):

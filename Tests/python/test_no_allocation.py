@@ -35,13 +35,17 @@ def window(tmp_path, model, optimizer, kernels, steps):
     ("dfn2", "sgd", []), ("dfn2", "sgd-momentum", []), ("mlp", "adam", []), ("mlp", "adamw", []),
     ("mlp", "rmsprop", []), ("fc64-ln-tanh-dropout0.2-fc", "sgd", []), ("lenet-bn", "adam", ["--conv", "im2col"]),
     ("cnn", "adam", ["--conv", "im2col"]), ("dfn2", "sgd", ["--batch", "32"]), ("dfn2", "adam", ["--workers", "2"]),
-    ("mlp", "sgd", ["--workers", "2", "--batch", "100"]), ("lenet-bn", "adam", ["--conv", "im2col", "--workers", "2"])])
+    ("mlp", "sgd", ["--workers", "2", "--batch", "100"]), ("lenet-bn", "adam", ["--conv", "im2col", "--workers", "2"]),
+    ("mlp", "sgd", ["--workers", "2", "--batch", "128", "--ghost-shards", "2"]), ("mlp", "adam", ["--renorm", "1"]),
+    ("lenet-bn", "sgd", ["--conv", "im2col", "--renorm", "1", "--workers", "2"]), ("lenet-bn", "adam", ["--conv", "im2col", "--bn-frozen", "1"]),
+    ("mlp", "sgd", ["--bn-frozen", "1", "--workers", "2"])])
 def test_training_step_allocates_nothing(tmp_path, model, optimizer, kernels):
     """With OpenBLAS products and im2col convolutions. oneDNN 2.6's gemm allocates a packing
     buffer per call, so --gemm onednn/auto is not allocation-free, and its primitives
     (convolutions, bf16 matmuls) allocate small bookkeeping per call (the tests below; docs/testing.md).
     bntrain's step at the default batch is sharded (two shards of 32); batch 32 is the
-    one-shard, fused-SGD step; --workers 2 the step on two threads, with their barriers."""
+    one-shard, fused-SGD step; --workers 2 the step on two threads, with their barriers; ghost
+    batches of two shards, batch renormalization with limits set every step, and frozen BN."""
     steps = 20 if model == "cnn" else 500  # a cnn step takes ~50 ms
     c, _ = window(tmp_path, model, optimizer, kernels, steps)
     assert c["window_allocations"] == 0, f"training steps of {model} with {optimizer} {kernels} made {c['window_allocations']} heap allocations in {steps} steps"

@@ -432,3 +432,19 @@ def test_bad_renorm_and_freeze_flags_get_one_line_and_exit_64(bntrain, tiny, arg
     r = subprocess.run([bntrain, "--data", str(tiny), "--epochs", "1", "--model", "bn-paper"] + args, capture_output=True, text=True)
     assert r.returncode == 64, r.stderr
     assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_precise_checkpoint_loads_in_pytorch_with_its_precise_statistics(bntrain, small_fashion, tmp_path):
+    """Scripts/reference/bntrain_torch.py drops the bn_ema.* state and evaluates the precise
+    statistics: the accuracy bntrain eval reports."""
+    import torch
+    ck = tmp_path / "p.safetensors"
+    run([bntrain, "--data", str(small_fashion), "--model", "mlp", "--epochs", "1", "--quiet", "--bn-stats", "precise", "--save", str(ck)])
+    net, _, _, _ = bntrain_torch.load(ck)
+    net.eval()
+    tx = torch.from_numpy(scaled(read_idx(small_fashion / "t10k-images-idx3-ubyte")))
+    ty = torch.from_numpy(read_idx(small_fashion / "t10k-labels-idx1-ubyte").astype(np.int64))
+    with torch.no_grad():
+        acc = (net(tx).argmax(1) == ty).float().mean().item()
+    e = json.loads(run([bntrain, "eval", "--model", str(ck), "--data", str(small_fashion), "--log-format", "jsonl"]).stdout)
+    assert round(acc, 4) == e["test_acc"]

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import REPO
 
-SCRIPTS = ["setup", "data", "train", "test", "pyenv", "bench", "sweep", "plot", "fuzz"]
+SCRIPTS = ["setup", "data", "train", "test", "pyenv", "bench", "sweep", "plot", "fuzz", "experiments/bn-paper", "experiments/groupnorm",
+           "experiments/precise-bn", "experiments/ghost-bn", "experiments/batch-renorm", "experiments/norm-cost"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
