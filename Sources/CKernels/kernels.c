@@ -137,6 +137,60 @@ void bn_planes_normalize_f32(const float *x, float *y, size_t planes, size_t str
     }
 }
 
+// ---- GroupNorm groups (see the header) ----
+
+BN_CLONES
+float bn_group_norm_forward_f32(const float *x, float *h, float *y, size_t cpg, size_t plane,
+                                const float *gamma, const float *beta, float eps) {
+    size_t m = cpg * plane;
+    float inv_m = 1.0f / (float)m;
+    float mu = planes_total(x, 1, 0, m, 0, 0) * inv_m;
+    float var = planes_total(x, 1, 0, m, mu, 1) * inv_m;
+    float s = 1.0f / __builtin_sqrtf(var + eps);
+    for (size_t c = 0; c < cpg; c++) {
+        const float *p = x + c * plane;
+        float *hp = h + c * plane, *yp = y + c * plane, g = gamma[c], b = beta[c];
+        for (size_t i = 0; i < plane; i++) {
+            float t = (p[i] - mu) * s;
+            hp[i] = t;
+            yp[i] = g * t + b;
+        }
+    }
+    return s;
+}
+
+BN_CLONES
+void bn_group_norm_backward_f32(const float *dy, const float *h, float *dx, size_t cpg, size_t plane,
+                                const float *gamma, float *dgamma, float *dbeta, float istd) {
+    float sum = 0, dot = 0;
+    for (size_t c = 0; c < cpg; c++) {
+        const float *d = dy + c * plane, *hp = h + c * plane;
+        float a1[LANES] = {0}, a2[LANES] = {0};
+        size_t i = 0;
+        for (; i + LANES <= plane; i += LANES)
+            for (int l = 0; l < LANES; l++) {
+                a1[l] += d[i + l];
+                a2[l] += d[i + l] * hp[i + l];
+            }
+        float s1 = lane_total(a1), s2 = lane_total(a2);
+        for (; i < plane; i++) {
+            s1 += d[i];
+            s2 += d[i] * hp[i];
+        }
+        dbeta[c] += s1;
+        dgamma[c] += s2;
+        sum += gamma[c] * s1;
+        dot += gamma[c] * s2;
+    }
+    if (!dx) return;
+    float inv_m = 1.0f / (float)(cpg * plane), ms = sum * inv_m, md = dot * inv_m;
+    for (size_t c = 0; c < cpg; c++) {
+        const float *d = dy + c * plane, *hp = h + c * plane;
+        float *o = dx + c * plane, g = gamma[c];
+        for (size_t i = 0; i < plane; i++) o[i] = istd * (d[i] * g - ms - hp[i] * md);
+    }
+}
+
 BN_CLONES
 void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y, size_t planes, size_t stride,
                                  size_t hw, float mu, float istd, float *sum_g, float *sum_gxhat) {

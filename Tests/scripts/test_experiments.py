@@ -61,3 +61,14 @@ def test_batch_renorm_experiment_quick(tmp_path, bntrain):
     for b in labels.reshape(-1, 32):
         values, counts = np.unique(b, return_counts=True)
         assert len(values) == 2 and list(counts) == [16, 16], b
+
+
+def test_norm_cost_quick(bntrain):
+    r = subprocess.run([str(EXPERIMENTS / "norm-cost"), "--quick"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| ") and " / " in l.split("|")[1]]
+    assert len(rows) == 4, r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[3]) > 0, row
+    assert "precise pass" in rows[0]

@@ -1,3 +1,4 @@
+import CKernels
 import RealModule
 
 /// Group normalization (Wu & He 2018) as PyTorch's `nn.GroupNorm(G, C)`: the C channels of an
@@ -51,6 +52,18 @@ public class GroupNorm<T: BLASScalar>: Layer {
         istd.resize(rows: n)
         let invM = 1 / T(m)
         let g = gamma.value.data, b = beta.value.data
+        if T.self == Float.self {
+            // The C kernel per group (16-lane sums, GroupNorm section of CKernels.h).
+            for i in 0..<n {
+                for grp in 0..<groups {
+                    let start = i * inFeatures + grp * m, c0 = grp * perGroup
+                    let s = bn_group_norm_forward_f32(float32(x.data + start), float32Buffer(xhat.data + start), float32Buffer(output.data + start),
+                                                      perGroup, plane, float32(g + c0), float32(b + c0), Float(eps))
+                    istd.data[i * groups + grp] = T(s)
+                }
+            }
+            return output
+        }
         for i in 0..<n {
             for grp in 0..<groups {
                 let start = i * inFeatures + grp * m
@@ -91,6 +104,16 @@ public class GroupNorm<T: BLASScalar>: Layer {
         dgamma.update(repeating: 0, count: channels)
         dbeta.update(repeating: 0, count: channels)
         let invM = 1 / T(m)
+        if T.self == Float.self {
+            for i in 0..<n {
+                for grp in 0..<groups {
+                    let start = i * inFeatures + grp * m, c0 = grp * perGroup
+                    bn_group_norm_backward_f32(float32(dy.data + start), float32(xhat.data + start), computesInputGradient ? float32Buffer(inputGrad.data + start) : nil,
+                                               perGroup, plane, float32(g + c0), float32Buffer(dgamma + c0), float32Buffer(dbeta + c0), Float(istd.data[i * groups + grp]))
+                }
+            }
+            return inputGrad
+        }
         for i in 0..<n {
             for grp in 0..<groups {
                 let start = i * inFeatures + grp * m

@@ -51,6 +51,16 @@ void bn_planes_normalize_f32(const float *x, float *y, size_t planes, size_t str
 /// (sum g, sum g xhat), xhat = (x - mu) istd, g = dy, or with y non-null dy where y > 0 else 0.
 void bn_planes_gradient_sums_f32(const float *dy, const float *x, const float *y, size_t planes, size_t stride,
                                  size_t hw, float mu, float istd, float *sum_g, float *sum_gxhat);
+/// GroupNorm, one group of one example: cpg channels of `plane` contiguous values (m = cpg
+/// plane). mu and the biased variance are 16-lane sums as the plane kernels' (planes = 1);
+/// xhat = (x - mu) istd into h, y = gamma_c xhat + beta_c. Returns istd = 1/sqrt(var + eps).
+float bn_group_norm_forward_f32(const float *x, float *h, float *y, size_t cpg, size_t plane,
+                                const float *gamma, const float *beta, float eps);
+/// Its backward: per channel c, the 16-lane sums of dy and dy xhat over the plane are added to
+/// dbeta[c] and dgamma[c]; with dx non-null, dx = istd (gamma_c dy - mean dxhat - xhat
+/// mean(dxhat xhat)) with dxhat = gamma dy, the means over the group's m values.
+void bn_group_norm_backward_f32(const float *dy, const float *h, float *dx, size_t cpg, size_t plane,
+                                const float *gamma, float *dgamma, float *dbeta, float istd);
 /// dx = k (g - a - xhat bq), g and xhat as above.
 void bn_planes_input_gradient_f32(const float *dy, const float *x, const float *y, float *dx, size_t planes,
                                   size_t stride, size_t hw, float mu, float istd, float k, float a, float bq);
