@@ -30,7 +30,7 @@ def test_precise_bn_experiment_quick(tmp_path, bntrain):
     assert set(rows) == {"ema", "precise"}, out
     for r in rows.values():
         assert 0 < float(r[3]) <= float(r[4]) <= 1, r  # worst epoch <= mean
-    assert "bn_report" in out and "drift_layer=" in out
+    assert '"kind":"bn_report"' in out and '"drift_layer":' in out
     assert is_png(tmp_path / "docs" / "precise-bn-accuracy.png") and is_png(tmp_path / "docs" / "precise-bn-report.png")
     assert (tmp_path / "runs" / "fashion-mnist-heldout" / "train-images-idx3-ubyte").stat().st_size == 16 + 8000 * 784
 
