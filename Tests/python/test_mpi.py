@@ -49,6 +49,10 @@ def digits(tmp_path):
     ("dfn2", ["--optimizer", "adam", "--lr", "1e-3"]),
     ("lenet-bn", ["--optimizer", "adam", "--lr", "1e-3", "--batch", "100"]),
     ("mlp", ["--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05", "--bn-sync", "off", "--batch", "70"]),
+    # The normalization lab's modes: precise BN (its pass divided among the ranks), ghost
+    # batches of two shards, batch renormalization and freezing.
+    ("mlp", ["--lr", "0.05", "--batch", "128", "--bn-stats", "precise", "--bn-ghost", "64"]),
+    ("lenet-bn", ["--lr", "0.02", "--batch", "100", "--bn-renorm", "--bn-freeze-after", "2"]),
 ])
 def test_ranks_give_one_process_bits(bntrain, digits, tmp_path, model, extra):
     args = ["--data", str(digits), "--model", model, "--epochs", "2", "--seed", "4", "--eval-every", "5", "--val-split", "0.1"] + extra
